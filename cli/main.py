@@ -1,0 +1,23 @@
+"""The `gptzoo` command: a thin Typer layer over gptzoo.trainer, gptzoo.exports and gptzoo.server."""
+
+from __future__ import annotations
+
+import typer
+
+from gptzoo.cli import data, evaluate, train, zoo
+
+app = typer.Typer(
+    name="gptzoo",
+    help="Train, export, serve and watch a zoo of GPT models that differ only in depth.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+app.add_typer(data.app, name="data")
+app.add_typer(zoo.app, name="zoo")
+app.command("train")(train.train)
+app.command("eval")(evaluate.eval_cmd)
+
+
+if __name__ == "__main__":
+    app()

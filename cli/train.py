@@ -1,0 +1,104 @@
+"""`gptzoo train`: train (or resume) a variant at the chosen depth."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gptzoo.cli.common import DataDirOpt, StoreOpt, err, fail, handle_errors, open_store, out
+from gptzoo.zoo.presets import CANONICAL_DEPTHS
+
+Hyper = "Hyper-parameters (override the preset)"
+
+
+@handle_errors
+def train(
+    layers: Annotated[int | None, typer.Option("--layers", "-l", min=1, help="Depth: number of transformer layers.")]
+    = None,
+    all_depths: Annotated[
+        bool, typer.Option("--all", help=f"Train every canonical depth ({', '.join(map(str, CANONICAL_DEPTHS))}).")
+    ] = False,
+    preset: Annotated[
+        str, typer.Option(help="Width profile: cpu (128 wide, nanoGPT's CPU recipe), gpu (384 wide, nanoGPT's "
+                          "shakespeare_char) or auto (gpu when CUDA is available).")
+    ] = "auto",
+    max_iters: Annotated[int | None, typer.Option(min=1, help="Optimizer steps.", rich_help_panel=Hyper)] = None,
+    n_embd: Annotated[int | None, typer.Option(min=1, help="Width.", rich_help_panel=Hyper)] = None,
+    n_head: Annotated[int | None, typer.Option(min=1, help="Attention heads.", rich_help_panel=Hyper)] = None,
+    block_size: Annotated[int | None, typer.Option(min=1, help="Context length.", rich_help_panel=Hyper)] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Sequences per micro-batch.", rich_help_panel=Hyper)]
+    = None,
+    grad_accum: Annotated[int | None, typer.Option(min=1, help="Micro-batches per step.", rich_help_panel=Hyper)]
+    = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate.", rich_help_panel=Hyper)] = None,
+    min_lr: Annotated[float | None, typer.Option(help="Final learning rate (cosine floor).", rich_help_panel=Hyper)]
+    = None,
+    warmup_iters: Annotated[int | None, typer.Option(min=0, help="Warmup steps.", rich_help_panel=Hyper)] = None,
+    weight_decay: Annotated[float | None, typer.Option(min=0, help="AdamW weight decay.", rich_help_panel=Hyper)]
+    = None,
+    grad_clip: Annotated[float | None, typer.Option(min=0, help="Gradient-norm clip (0: off).", rich_help_panel=Hyper)]
+    = None,
+    dropout: Annotated[float | None, typer.Option(min=0, max=0.99, help="Dropout.", rich_help_panel=Hyper)] = None,
+    bias: Annotated[bool | None, typer.Option("--bias/--no-bias", help="Biases in Linear/LayerNorm.",
+                                              rich_help_panel=Hyper, show_default=False)] = None,
+    eval_interval: Annotated[int | None, typer.Option(min=1, help="Evaluate and save every N steps.",
+                                                      rich_help_panel=Hyper)] = None,
+    eval_iters: Annotated[int | None, typer.Option(min=1, help="Batches per split per evaluation.",
+                                                   rich_help_panel=Hyper)] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed for init, dropout and data order.", rich_help_panel=Hyper)]
+    = None,
+    dataset: Annotated[str | None, typer.Option(help="Prepared dataset to train on. [default: shakespeare_char, "
+                                                "prepared on first use]", show_default=False)] = None,
+    name: Annotated[str | None, typer.Option(help="Variant id. [default: <dataset>-<layers>l]", show_default=False)]
+    = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the variant from its last checkpoint.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing variant of the same id.")]
+    = False,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N. [default: auto]",
+                                               show_default=False)] = None,
+    compile_model: Annotated[bool | None, typer.Option("--compile/--no-compile", help="torch.compile the model.",
+                                                       show_default=False)] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch. [default: all cores]",
+                                                show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    store: StoreOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Train a GPT at the chosen depth on tiny-Shakespeare (or a prepared dataset) into the store.
+
+    Evaluates every --eval-interval steps, keeps the best-val and the latest checkpoint (atomically), logs every
+    evaluation to train-log.jsonl and writes the variant's card.json. Ctrl-C saves and exits; --resume continues
+    exactly where it stopped. Launch with `torchrun --nproc_per_node N` for DDP.
+    """
+    import torch
+
+    from gptzoo.trainer.loop import train as run_training
+
+    if (layers is None) == (not all_depths):
+        fail("give exactly one of --layers N or --all", code=2)
+    if all_depths and name:
+        fail("--name names one variant; it cannot be combined with --all", code=2)
+    if threads:
+        torch.set_num_threads(threads)
+    overrides = dict(
+        max_iters=max_iters, n_embd=n_embd, n_head=n_head, block_size=block_size, batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum, learning_rate=lr, min_lr=min_lr, warmup_iters=warmup_iters,
+        weight_decay=weight_decay, grad_clip=grad_clip, dropout=dropout, bias=bias, eval_interval=eval_interval,
+        eval_iters=eval_iters, seed=seed, dataset=dataset, device=device, compile=compile_model,
+    )
+    the_store = open_store(store)
+    for depth in CANONICAL_DEPTHS if all_depths else [layers]:
+        result = run_training(depth, preset, overrides, the_store, data_dir, name, resume, overwrite, not quiet)
+        if result.variant is None:  # a non-zero DDP rank: rank 0 reports
+            continue
+        v = result.variant
+        if result.interrupted:
+            err.print(f"interrupted at iter {result.iterations}: saved {v.dir}; continue with --resume")
+            raise typer.Exit(130)
+        out.print(
+            f"{v.id}: val loss {v.card['val_loss']:.4f} (best at iter {v.card['best_iter']} of {result.iterations}), "
+            f"{v.card['params']:,} params, {result.ms_per_iter:.1f} ms/iter, {result.tokens_per_s:,.0f} tok/s -> "
+            f"{v.dir}",
+            highlight=False,
+        )

@@ -1,0 +1,65 @@
+"""Shared fixtures: an isolated GPTZOO_HOME per test, the local data copy, and one tiny trained variant per session.
+
+Tiny means 2 layers, width 32: it trains in about a second, so tests exercise the real model, never a mock."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("GPTZOO_DATA_SOURCE") or REPO.parent / "shared" / "data")
+
+# Hyper-parameters of the tiny variant every test trains from.
+TINY = dict(n_embd=32, n_head=2, block_size=32, batch_size=8, max_iters=30, eval_interval=10, eval_iters=4,
+            warmup_iters=5)
+
+
+def pytest_configure(config):
+    if not (SHARED_DATA / "tinyshakespeare.txt").is_file():
+        raise pytest.UsageError(f"no local data copy at {SHARED_DATA}; set GPTZOO_DATA_SOURCE to ../shared/data")
+    os.environ["GPTZOO_DATA_SOURCE"] = str(SHARED_DATA)
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path_factory, monkeypatch):
+    """Every test gets its own GPTZOO_HOME and a fixed seed; nothing leaks into ~/.gptzoo."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("GPTZOO_HOME", str(home))
+    monkeypatch.delenv("GPTZOO_STORE", raising=False)
+    monkeypatch.delenv("GPTZOO_DATA", raising=False)
+    torch.manual_seed(0)
+    yield
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """tiny-Shakespeare prepared once per session (char level)."""
+    from gptzoo.trainer.data import prepare
+
+    os.environ["GPTZOO_DATA_SOURCE"] = str(SHARED_DATA)
+    d = tmp_path_factory.mktemp("data")
+    prepare("shakespeare_char", d)
+    return d
+
+
+@pytest.fixture(scope="session")
+def trained_store(tmp_path_factory, data_dir) -> Path:
+    """A store holding one tiny trained variant, `shakespeare-char-2l`. Tests that modify it must copy it."""
+    from gptzoo.trainer.loop import train
+    from gptzoo.zoo.store import Store
+
+    root = tmp_path_factory.mktemp("store")
+    train(2, "cpu", dict(TINY), Store(root), data_dir, show_progress=False)
+    return root
+
+
+@pytest.fixture
+def store_copy(tmp_path, trained_store) -> Path:
+    dst = tmp_path / "store"
+    shutil.copytree(trained_store, dst)
+    return dst

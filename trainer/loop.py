@@ -1,0 +1,378 @@
+"""The training loop: AdamW with cosine LR and warmup, gradient clipping and accumulation, fixed-window evaluation,
+atomic best/last checkpoints, exact resume, clean Ctrl-C, and DDP under torchrun."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import signal
+import statistics
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gptzoo.trainer import data as datamod
+from gptzoo.trainer import distributed
+from gptzoo.trainer.config import TrainConfig
+from gptzoo.trainer.progress import TrainProgress
+from gptzoo.zoo import checkpoint
+from gptzoo.zoo import datasets as dsmod
+from gptzoo.zoo import store as storemod
+from gptzoo.zoo.evaluate import estimate
+from gptzoo.zoo.model import GPT, GPTConfig
+from gptzoo.zoo.sources import sha256_file
+
+# Fields a resumed run may change; everything else must match the checkpoint it continues.
+RESUMABLE_OVERRIDES = {"max_iters", "device", "compile", "eval_interval"}
+
+
+class TrainError(Exception):
+    """Training cannot start or continue (the reason is in the message)."""
+
+
+@dataclass
+class TrainResult:
+    variant: storemod.Variant | None  # None on non-zero ranks
+    iterations: int
+    best_val_loss: float
+    interrupted: bool
+    ms_per_iter: float  # median wall time of one optimizer step, evaluations excluded
+    tokens_per_s: float
+
+
+def lr_at(it: int, cfg: TrainConfig) -> float:
+    """Linear warmup to learning_rate, then cosine decay to min_lr at max_iters."""
+    if it < cfg.warmup_iters:
+        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
+    if it >= cfg.max_iters:
+        return cfg.min_lr
+    ratio = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)
+    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
+
+
+class BatchSampler:
+    """Random training windows drawn from a seeded generator whose state is checkpointed, so a resumed run sees the
+    same batches as an uninterrupted one. The split lives in memory as one tensor and windows are gathered at once."""
+
+    def __init__(self, split: np.ndarray, block_size: int, batch_size: int, seed: int):
+        self.data = torch.from_numpy(np.asarray(split).astype(np.int64))
+        self.block_size, self.batch_size = block_size, batch_size
+        if len(self.data) <= block_size + 1:
+            raise TrainError(f"training split ({len(self.data)} tokens) is shorter than block_size {block_size}")
+        self.gen = torch.Generator().manual_seed(seed)
+        self._offsets = torch.arange(block_size)
+
+    def _draw(self) -> torch.Tensor:
+        return torch.randint(len(self.data) - self.block_size, (self.batch_size,), generator=self.gen)
+
+    def skip(self, n_batches: int) -> None:
+        """Fast-forward the data order past `n_batches` batches (how a resumed run finds its place)."""
+        for _ in range(n_batches):
+            self._draw()
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        pos = self._draw()[:, None] + self._offsets
+        return self.data[pos], self.data[pos + 1]
+
+
+def resolve_config(layers: int, preset: str, overrides: dict, resume_from: dict | None) -> TrainConfig:
+    """The config for a fresh run (preset + overrides) or a resumed one (saved config + the allowed overrides)."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        if resume_from is None:
+            return TrainConfig.from_preset(preset, layers, torch.cuda.is_available(), **overrides)
+        saved = TrainConfig(**resume_from["config"])
+    except (ValueError, TypeError) as e:
+        raise TrainError(str(e)) from e
+    if layers != saved.n_layer:
+        raise TrainError(f"--resume continues a {saved.n_layer}-layer run; --layers {layers} does not match")
+    clash = {k: v for k, v in overrides.items() if k not in RESUMABLE_OVERRIDES and getattr(saved, k) != v}
+    if clash:
+        names = ", ".join(f"{k}={v} (saved {getattr(saved, k)})" for k, v in clash.items())
+        raise TrainError(f"--resume cannot change {names}; only {', '.join(sorted(RESUMABLE_OVERRIDES))} may change")
+    return replace(saved, **{k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES})
+
+
+def ensure_dataset(name: str, data_dir: Path | None, say) -> dsmod.Dataset:
+    try:
+        return dsmod.load(name, data_dir)
+    except dsmod.DataError:
+        if name not in datamod.BUILTIN or ((data_dir or dsmod.default_data_dir()) / name / "meta.json").exists():
+            raise
+    say(f"dataset {name!r} is not prepared yet: preparing it now (once)")
+    datamod.prepare(name, data_dir)
+    return dsmod.load(name, data_dir)
+
+
+def train(
+    layers: int,
+    preset: str = "auto",
+    overrides: dict | None = None,
+    store: storemod.Store | None = None,
+    data_dir: Path | None = None,
+    name: str | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    show_progress: bool = True,
+    stop_at: int | None = None,
+) -> TrainResult:
+    """Train (or resume) the variant at depth `layers`; the CLI's `gptzoo train` is a thin wrapper over this.
+    `stop_at` ends the run early at that iteration exactly as Ctrl-C would (saved, resumable)."""
+    store = store or storemod.Store()
+    overrides = dict(overrides or {})
+    dataset_name = overrides.get("dataset") or datamod.DEFAULT_DATASET
+    vid = name or storemod.variant_id(dataset_name, layers)
+    vdir = store.variant_dir(vid)
+
+    resume_ckpt = None
+    if resume:
+        try:
+            resume_ckpt = checkpoint.load(vdir / storemod.CKPT_LAST)
+        except checkpoint.CheckpointError as e:
+            raise TrainError(f"cannot resume {vid}: {e}") from e
+        if "optimizer" not in resume_ckpt or "rng" not in resume_ckpt:
+            raise TrainError(f"{vdir / storemod.CKPT_LAST} holds no optimizer/RNG state to resume from")
+    cfg = resolve_config(layers, preset, overrides, resume_ckpt)
+    try:
+        dist = distributed.setup(cfg.device)
+    except ValueError as e:
+        raise TrainError(str(e)) from e
+
+    progress = TrainProgress(cfg.max_iters, 0, vid, enabled=show_progress and dist.master)
+    if dist.master:
+        store.ensure_writable()
+        if not resume and vdir.exists() and any(vdir.iterdir()):
+            if not overwrite:
+                raise TrainError(
+                    f"variant {vid} already exists in {store.root}; use --resume to continue it or --overwrite to "
+                    f"start over"
+                )
+            shutil.rmtree(vdir)
+        vdir.mkdir(parents=True, exist_ok=True)
+        dataset = ensure_dataset(cfg.dataset, data_dir, progress.log)
+    distributed.barrier(dist)
+    if not dist.master:
+        dataset = dsmod.load(cfg.dataset, data_dir)
+
+    try:
+        return _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at)
+    finally:
+        distributed.teardown(dist)
+
+
+def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> TrainResult:
+    device = dist.device
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    vdir = store.variant_dir(vid)
+    torch.manual_seed(cfg.seed + dist.rank)
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    use_bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+
+    gconf = GPTConfig(**cfg.model_args(dataset.meta["vocab_size"]))
+    torch.manual_seed(cfg.seed)  # identical init on every rank
+    model = GPT(gconf).to(device)
+    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
+    sampler = BatchSampler(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed + dist.rank)
+    start_iter, best_val, prev_seconds, prev_tokens = 0, float("inf"), 0.0, 0
+    if resume_ckpt is not None:
+        model.load_state_dict(checkpoint.strip_compile_prefix(resume_ckpt["model"]))
+        optimizer.load_state_dict(resume_ckpt["optimizer"])
+        start_iter, best_val = int(resume_ckpt["iter_num"]), float(resume_ckpt["best_val_loss"])
+        prev_seconds, prev_tokens = float(resume_ckpt["training_seconds"]), int(resume_ckpt["tokens_seen"])
+        sampler.skip(start_iter * cfg.gradient_accumulation_steps)
+        rng = resume_ckpt["rng"]
+        if dist.master:  # rank 0's dropout stream continues exactly; other ranks reseed from the step
+            torch.set_rng_state(rng["torch"])
+            if device_type == "cuda" and "cuda" in rng:
+                torch.cuda.set_rng_state(rng["cuda"])
+        else:
+            torch.manual_seed(cfg.seed + dist.rank + 7919 * start_iter)
+    else:
+        torch.manual_seed(cfg.seed + dist.rank)  # dropout stream per rank
+    raw_model = model
+    if cfg.compile:
+        model = torch.compile(model)
+    if dist.enabled:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        model = DDP(model, device_ids=[dist.local_rank] if device_type == "cuda" else None)
+
+    tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps * dist.world_size
+    log_path = vdir / storemod.TRAIN_LOG
+    if dist.master and resume_ckpt is None:
+        log_path.write_text("")
+    splits = {"train": dataset.train, "val": dataset.val}
+    eval_windows = cfg.eval_iters * cfg.batch_size
+    step_times: list[float] = []
+    t_run = time.perf_counter()
+
+    def elapsed() -> float:
+        return prev_seconds + time.perf_counter() - t_run
+
+    def tokens_seen(it: int) -> int:
+        return prev_tokens + (it - start_iter) * tokens_per_iter
+
+    def state(it: int, with_optimizer: bool) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if device_type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state()
+        ckpt = {
+            "model": raw_model.state_dict(),
+            "model_args": gconf.to_dict(),
+            "iter_num": it,
+            "best_val_loss": best_val,
+            "config": cfg.to_dict(),
+            "tokenizer": dataset.meta["tokenizer"],
+            "dataset": _dataset_facts(dataset),
+            "training_seconds": elapsed(),
+            "tokens_seen": tokens_seen(it),
+        }
+        if with_optimizer:
+            ckpt |= {"optimizer": optimizer.state_dict(), "rng": rng}
+        return ckpt
+
+    def evaluate_and_save(it: int) -> None:
+        nonlocal best_val
+        losses = estimate(raw_model, splits, cfg.batch_size, eval_windows, device=device, autocast=autocast)
+        record = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr_at(it, cfg),
+                  "tokens_seen": tokens_seen(it), "elapsed_s": round(elapsed(), 3),
+                  "ms_per_iter": round(statistics.median(step_times) * 1000, 3) if step_times else None}
+        with open(log_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+        progress.log(f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}")
+        if losses["val"] < best_val:
+            best_val = losses["val"]
+            checkpoint.save(state(it, with_optimizer=False), vdir / storemod.CKPT_BEST)
+            _write_card(store, vid, cfg, gconf, raw_model, dataset, it, losses, elapsed(), tokens_seen(it), step_times)
+        checkpoint.save(state(it, with_optimizer=True), vdir / storemod.CKPT_LAST)
+        _update_progress_facts(store, vid, it, elapsed(), tokens_seen(it), step_times)
+
+    stop = {"requested": False}
+
+    def on_sigint(signum, frame):
+        if stop["requested"]:  # a second Ctrl-C means now
+            raise KeyboardInterrupt
+        stop["requested"] = True
+
+    old_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
+    it = start_iter
+    model.train()
+    try:
+        with progress:
+            progress.start_at(start_iter)
+            while True:
+                due = it % cfg.eval_interval == 0 or it == cfg.max_iters
+                if dist.master and due and (it != start_iter or resume_ckpt is None):
+                    evaluate_and_save(it)
+                if it >= cfg.max_iters or it == stop_at or _stop_requested(stop, dist):
+                    break
+                lr = lr_at(it, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                t0 = time.perf_counter()
+                for micro in range(cfg.gradient_accumulation_steps):
+                    x, y = sampler.next()
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    last = micro == cfg.gradient_accumulation_steps - 1
+                    sync = contextlib.nullcontext() if (last or not dist.enabled) else model.no_sync()
+                    with sync, autocast:
+                        _, loss = model(x, y)
+                        (loss / cfg.gradient_accumulation_steps).backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                it += 1
+                if device_type == "cpu" or it % 10 == 0:
+                    step_loss = loss.item()
+                    dt = time.perf_counter() - t0
+                    if it > start_iter + 3:  # the first steps pay one-off allocation (and compile) costs
+                        step_times.append(dt)
+                    progress.step(it, step_loss, tokens_per_iter / max(dt, 1e-9))
+        interrupted = it < cfg.max_iters
+        if interrupted and dist.master:
+            checkpoint.save(state(it, with_optimizer=True), vdir / storemod.CKPT_LAST)
+            _update_progress_facts(store, vid, it, elapsed(), tokens_seen(it), step_times)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+
+    ms = statistics.median(step_times) * 1000 if step_times else float("nan")
+    return TrainResult(
+        variant=store.load(vid) if dist.master else None,
+        iterations=it,
+        best_val_loss=best_val,
+        interrupted=interrupted,
+        ms_per_iter=ms,
+        tokens_per_s=tokens_per_iter / (ms / 1000) if step_times else float("nan"),
+    )
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _stop_requested(stop: dict, dist: distributed.Dist) -> bool:
+    """Every rank stops at the same step: the flag is OR-reduced across ranks."""
+    if not dist.enabled:
+        return stop["requested"]
+    flag = torch.tensor([1.0 if stop["requested"] else 0.0], device=dist.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
+
+def _dataset_facts(dataset: dsmod.Dataset) -> dict:
+    m = dataset.meta
+    return {"name": m["name"], "kind": m["kind"], "sha256": m["sha256"], "n_train": m["n_train"], "n_val": m["n_val"]}
+
+
+def _write_card(store, vid, cfg, gconf, model, dataset, it, losses, seconds, tokens, step_times) -> None:
+    card = {
+        "id": vid,
+        "n_layer": gconf.n_layer,
+        "n_head": gconf.n_head,
+        "n_embd": gconf.n_embd,
+        "block_size": gconf.block_size,
+        "vocab_size": gconf.vocab_size,
+        "bias": gconf.bias,
+        "dropout": gconf.dropout,
+        "params": model.num_params(),
+        "tokenizer": dataset.meta["tokenizer"],
+        "dataset": _dataset_facts(dataset),
+        "preset": cfg.preset,
+        "best_iter": it,
+        "val_loss": losses["val"],
+        "train_loss": losses["train"],
+        "eval": {"windows_per_split": cfg.eval_iters * cfg.batch_size, "batch_size": cfg.batch_size},
+        "checkpoint_sha256": sha256_file(store.variant_dir(vid) / storemod.CKPT_BEST),
+        "torch_version": torch.__version__,
+        "train_config": cfg.to_dict(),
+    }
+    variant = storemod.Variant(store.variant_dir(vid), card)
+    _set_progress_facts(variant.card, it, seconds, tokens, step_times)
+    variant.save_card()
+
+
+def _set_progress_facts(card: dict, it: int, seconds: float, tokens: int, step_times: list[float]) -> None:
+    card["iterations"] = it
+    card["tokens_seen"] = tokens
+    card["training_seconds"] = round(seconds, 3)
+    card["ms_per_iter"] = round(statistics.median(step_times) * 1000, 3) if step_times else None
+    card["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _update_progress_facts(store, vid, it, seconds, tokens, step_times) -> None:
+    variant = store.load(vid)
+    _set_progress_facts(variant.card, it, seconds, tokens, step_times)
+    variant.save_card()

@@ -1,0 +1,70 @@
+"""Loss estimation on fixed windows, so that every evaluation (during training, `gptzoo eval`, or an exported
+model's check) scores exactly the same tokens and results compare to the last digit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from gptzoo.zoo.model import GPT
+
+
+def eval_windows(n_tokens: int, block_size: int, max_windows: int | None) -> np.ndarray:
+    """Start offsets of non-overlapping windows of block_size+1 tokens (inputs and shifted targets), spread evenly
+    over the split; all of them when `max_windows` is None or larger than what fits."""
+    n_fit = (n_tokens - 1) // block_size
+    if n_fit < 1:
+        raise ValueError(f"split of {n_tokens} tokens is shorter than one block of {block_size + 1}")
+    starts = np.arange(n_fit) * block_size
+    if max_windows is not None and max_windows < n_fit:
+        starts = starts[np.linspace(0, n_fit - 1, max_windows).round().astype(int)]
+    return starts
+
+
+def batches(data: np.ndarray, starts: np.ndarray, block_size: int, batch_size: int):
+    for i in range(0, len(starts), batch_size):
+        s = starts[i : i + batch_size]
+        x = np.stack([data[j : j + block_size] for j in s]).astype(np.int64)
+        y = np.stack([data[j + 1 : j + 1 + block_size] for j in s]).astype(np.int64)
+        yield torch.from_numpy(x), torch.from_numpy(y)
+
+
+@torch.no_grad()
+def mean_loss(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    data: np.ndarray,
+    block_size: int,
+    batch_size: int,
+    max_windows: int | None,
+) -> float:
+    """Token-weighted mean cross-entropy of `loss_fn(x, y)` (which returns a mean over its batch) on fixed windows."""
+    starts = eval_windows(len(data), block_size, max_windows)
+    total, count = 0.0, 0
+    for x, y in batches(data, starts, block_size, batch_size):
+        total += float(loss_fn(x, y)) * y.numel()
+        count += y.numel()
+    return total / count
+
+
+def model_loss_fn(model: GPT, device: str | torch.device = "cpu", autocast=None):
+    def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        x, y = x.to(device), y.to(device)
+        if autocast is None:
+            return model(x, y)[1]
+        with autocast:
+            return model(x, y)[1]
+
+    return fn
+
+
+def estimate(model: GPT, splits: dict[str, np.ndarray], batch_size: int, max_windows: int | None, **kw) -> dict:
+    """{split: loss} for a torch model, evaluated in eval mode and restored to its previous mode."""
+    was_training = model.training
+    model.eval()
+    try:
+        fn = model_loss_fn(model, **kw)
+        return {k: mean_loss(fn, v, model.config.block_size, batch_size, max_windows) for k, v in splits.items()}
+    finally:
+        model.train(was_training)

@@ -1,0 +1,221 @@
+"""The GPT of the zoo: nanoGPT's architecture, one readable file.
+
+Learned positions, pre-LayerNorm blocks, causal self-attention through `scaled_dot_product_attention`, a GELU MLP and
+an output head tied to the token embedding. Parameter names match nanoGPT's, so its checkpoints load unchanged.
+Besides the training forward there is a cached forward (`forward_cached`) that takes and returns per-layer keys and
+values; the ONNX export and the torch generation backend build on it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+# One layer's cache: keys and values, each [batch, n_head, past_len, head_dim].
+KVCache = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 256  # longest context the model sees (learned position embeddings stop here)
+    vocab_size: int = 65  # token ids are in [0, vocab_size); 65 for tiny-Shakespeare chars, 50257 for GPT-2 BPE
+    n_layer: int = 6  # depth: the one knob the zoo varies
+    n_head: int = 6  # attention heads per layer; must divide n_embd
+    n_embd: int = 384  # width of the residual stream
+    dropout: float = 0.0  # dropout on attention weights and residual branches while training
+    bias: bool = False  # biases in Linear and LayerNorm layers (GPT-2 has them; without is slightly better and faster)
+
+    def __post_init__(self) -> None:
+        if self.n_layer < 1:
+            raise ValueError(f"n_layer must be at least 1, got {self.n_layer}")
+        if self.n_head < 1 or self.n_embd < 1 or self.block_size < 1 or self.vocab_size < 1:
+            raise ValueError("n_head, n_embd, block_size and vocab_size must all be positive")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GPTConfig:
+        # Ignore extra keys so nanoGPT's `model_args` (and future fields) load.
+        names = {f for f in inspect.signature(cls).parameters}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
+        self.n_head = config.n_head
+        self.n_embd = config.n_embd
+        self.dropout = config.dropout
+
+    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        shape = (B, T, self.n_head, C // self.n_head)
+        return (t.view(shape).transpose(1, 2) for t in (q, k, v))  # each [B, nh, T, hd]
+
+    def _out(self, y: torch.Tensor) -> torch.Tensor:
+        B, _, T, _ = y.shape
+        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, self.n_embd)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self._qkv(x)
+        drop = self.dropout if self.training else 0.0
+        return self._out(F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True))
+
+    def forward_cached(self, x: torch.Tensor, past: KVCache) -> tuple[torch.Tensor, KVCache]:
+        q, k, v = self._qkv(x)
+        k = torch.cat([past[0], k], dim=2)
+        v = torch.cat([past[1], v], dim=2)
+        # New query i sits at absolute position past_len + i and may see keys at positions <= that.
+        T, S = q.size(2), k.size(2)
+        mask = torch.arange(S, device=x.device)[None, :] <= (torch.arange(T, device=x.device)[:, None] + (S - T))
+        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)), (k, v)
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU()
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+    def forward_cached(self, x: torch.Tensor, past: KVCache) -> tuple[torch.Tensor, KVCache]:
+        a, present = self.attn.forward_cached(self.ln_1(x), past)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), present
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(
+            dict(
+                wte=nn.Embedding(config.vocab_size, config.n_embd),
+                wpe=nn.Embedding(config.block_size, config.n_embd),
+                drop=nn.Dropout(config.dropout),
+                h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+                ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            )
+        )
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the residual projections keeps the residual stream's variance flat with depth.
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self) -> int:
+        """All parameters, the tied embedding/head counted once."""
+        return sum(p.numel() for p in self.parameters())
+
+    def _embed(self, idx: torch.Tensor, past_len: int = 0) -> torch.Tensor:
+        T = idx.size(1)
+        if past_len + T > self.config.block_size:
+            raise ValueError(f"sequence of {past_len + T} tokens exceeds block_size {self.config.block_size}")
+        pos = torch.arange(past_len, past_len + T, dtype=torch.long, device=idx.device)
+        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits for every position and the mean cross-entropy when `targets` is given;
+        without targets only the last position's logits (as nanoGPT), shape [B, 1, vocab]."""
+        x = self._embed(idx)
+        for block in self.transformer.h:
+            x = block(x)
+        x = self.transformer.ln_f(x)
+        if targets is None:
+            return self.lm_head(x[:, [-1], :]), None
+        logits = self.lm_head(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+        return logits, loss
+
+    def empty_cache(self, batch: int, device: torch.device | str = "cpu", dtype=torch.float32) -> list[KVCache]:
+        c = self.config
+        z = torch.zeros(batch, c.n_head, 0, c.head_dim, device=device, dtype=dtype)
+        return [(z, z) for _ in range(c.n_layer)]
+
+    def forward_cached(self, idx: torch.Tensor, past: list[KVCache]) -> tuple[torch.Tensor, list[KVCache]]:
+        """Logits for the new tokens `idx` [B, T] given every layer's past keys/values; returns the grown cache."""
+        x = self._embed(idx, past_len=past[0][0].size(2))
+        presents = []
+        for block, layer_past in zip(self.transformer.h, past, strict=True):
+            x, present = block.forward_cached(x, layer_past)
+            presents.append(present)
+        return self.lm_head(self.transformer.ln_f(x)), presents
+
+    def configure_optimizers(
+        self, weight_decay: float, learning_rate: float, betas: tuple[float, float], device_type: str
+    ) -> torch.optim.AdamW:
+        # Decay matmul weights and embeddings (>= 2-D); never biases or LayerNorm gains.
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        # The fused kernel is one pass over all parameters; it exists for CPU and CUDA in torch >= 2.4.
+        fused = "fused" in inspect.signature(torch.optim.AdamW).parameters and device_type in ("cpu", "cuda")
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=fused)
+
+    @torch.no_grad()
+    def generate(
+        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0, top_k: int | None = None
+    ) -> torch.Tensor:
+        """nanoGPT's generate: no cache, re-run the context cropped to block_size for every new token.
+        Kept as the reference the faster engines are checked and measured against."""
+        for _ in range(max_new_tokens):
+            idx_cond = idx if idx.size(1) <= self.config.block_size else idx[:, -self.config.block_size :]
+            logits, _ = self(idx_cond)
+            logits = logits[:, -1, :] / temperature
+            if top_k is not None:
+                v, _ = torch.topk(logits, min(top_k, logits.size(-1)))
+                logits[logits < v[:, [-1]]] = -float("Inf")
+            probs = F.softmax(logits, dim=-1)
+            idx_next = torch.multinomial(probs, num_samples=1)
+            idx = torch.cat((idx, idx_next), dim=1)
+        return idx
