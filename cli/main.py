@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gptzoo.cli import data, evaluate, train, zoo
+from gptzoo.cli import data, evaluate, export, train, zoo
 
 app = typer.Typer(
     name="gptzoo",
@@ -17,6 +17,7 @@ app.add_typer(data.app, name="data")
 app.add_typer(zoo.app, name="zoo")
 app.command("train")(train.train)
 app.command("eval")(evaluate.eval_cmd)
+app.command("export")(export.export_cmd)
 
 
 if __name__ == "__main__":

@@ -63,3 +63,16 @@ def store_copy(tmp_path, trained_store) -> Path:
     dst = tmp_path / "store"
     shutil.copytree(trained_store, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def exported_store(tmp_path_factory, trained_store) -> Path:
+    """A copy of `trained_store` whose variant is exported to ONNX (model.onnx, parity checked). Read-only for tests:
+    copy it (like `store_copy`) before changing anything."""
+    from gptzoo.exports.onnx_export import export_variant
+    from gptzoo.zoo.store import Store
+
+    root = tmp_path_factory.mktemp("exported") / "store"
+    shutil.copytree(trained_store, root)
+    export_variant(Store(root).load("shakespeare-char-2l"))
+    return root

@@ -68,3 +68,16 @@ def estimate(model: GPT, splits: dict[str, np.ndarray], batch_size: int, max_win
         return {k: mean_loss(fn, v, model.config.block_size, batch_size, max_windows) for k, v in splits.items()}
     finally:
         model.train(was_training)
+
+
+def onnx_loss_fn(model):
+    """loss_fn for `mean_loss` that runs an exported graph (gptzoo.zoo.runtime.OnnxModel) with no past."""
+    from gptzoo.zoo.generate import attention_bias
+
+    def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        B, T = x.shape
+        pos = np.broadcast_to(np.arange(T), (B, T)).copy()
+        logits, _ = model.step(x.numpy(), pos, attention_bias(np.zeros(B, int), 0, T), model.empty_past(B))
+        return torch.nn.functional.cross_entropy(torch.from_numpy(logits).view(B * T, -1), y.view(-1))
+
+    return fn

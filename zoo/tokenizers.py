@@ -28,6 +28,8 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: list[int]) -> str: ...
 
+    def decode_bytes(self, ids: list[int]) -> bytes: ...
+
     def spec(self) -> dict: ...
 
 
@@ -56,6 +58,9 @@ class CharTokenizer:
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.chars[i] for i in ids)
+
+    def decode_bytes(self, ids: list[int]) -> bytes:
+        return self.decode(ids).encode()
 
     def spec(self) -> dict:
         return {"kind": "char", "chars": self.chars}

@@ -1,0 +1,63 @@
+"""`gptzoo export`: ONNX files with a KV cache, checked against the torch model."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from gptzoo.cli.common import DataDirOpt, LayersOpt, ModelOpt, StoreOpt, err, fail, handle_errors, open_store, out
+
+
+@handle_errors
+def export_cmd(
+    layers: LayersOpt = None,
+    model: ModelOpt = None,
+    all_variants: Annotated[bool, typer.Option("--all", help="Export every variant that has a checkpoint.")] = False,
+    quantize: Annotated[
+        str | None,
+        typer.Option(help="Also write a dynamically quantized copy as its own variant (<id>-int8). Only: int8."),
+    ] = None,
+    store: StoreOpt = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Export variants to ONNX (model.onnx in the variant's folder) with a KV cache.
+
+    Every export is checked against the torch model (max |Δlogits| over a prefill and 32 cached decode steps at
+    batch 1 and 3, and 300 greedy tokens past block_size); the figures go into card.json. An export that fails the
+    check is not written and the command exits 1. With --quantize int8 the quantized copy's validation loss is
+    measured on the validation split with onnxruntime.
+    """
+    from gptzoo.exports.onnx_export import export_variant
+    from gptzoo.exports.parity import ParityError
+    from gptzoo.exports.quantize import quantize_variant
+
+    if quantize not in (None, "int8"):
+        fail(f"unknown quantization {quantize!r}; only int8 is supported", code=2)
+    the_store = open_store(store)
+    if all_variants:
+        variants = [v for v in the_store.variants() if not v.card.get("quantization")]
+        if not variants:
+            fail(f"no variants to export in {the_store.root} (train one with `gptzoo train --layers 4`)")
+    else:
+        if layers is None and model is None:
+            fail("name a variant with --layers N or --model ID, or pass --all", code=2)
+        variants = [the_store.resolve(model=model, layers=layers)]
+    failed = 0
+    for v in variants:
+        try:
+            facts = export_variant(v, say=lambda m: err.print(m, highlight=False))
+        except ParityError as e:
+            err.print(f"[bold red]error:[/] {v.id}: {e}", highlight=False)
+            failed += 1
+            continue
+        p = facts["parity"]
+        out.print(f"{v.id}: {v.path('model.onnx')} ({facts['bytes'] / 1e6:.1f} MB), max |Δlogits| "
+                  f"{p['max_abs_logit_diff']:.2g}, greedy {p['greedy_tokens_identical']}/{p['greedy_tokens']} "
+                  f"tokens identical", highlight=False)
+        if quantize:
+            q = quantize_variant(the_store, v, data_dir, say=lambda m: err.print(m, highlight=False))
+            out.print(f"{q.id}: int8 ({q.card['onnx']['bytes'] / 1e6:.1f} MB), val loss {q.card['val_loss']:.4f} "
+                      f"(fp32 {v.card['val_loss']:.4f})", highlight=False)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,266 @@
+"""Generation on an exported variant: prefill, cached decode, nanoGPT-exact context cropping, batching.
+
+A `Batch` holds rows (sequences) that share one KV cache of length S. Rows are left-padded inside it, so one
+session call per step decodes every row; each row has its own positions, sampling parameters, random stream and
+stop sequences. Rows may join (prefilled in their own call, then merged) and leave between steps: that is what
+continuous batching in the server builds on.
+
+Context policies, when a row's window (block_size tokens) is full:
+- `exact`: as nanoGPT's `generate`, every further token re-runs the last block_size tokens with no cache (the
+  positions shift, so no cache stays exact). Greedy output equals nanoGPT's token for token.
+- `half`: re-prefill the last block_size/2 tokens once and decode from the cache again until the window fills.
+  Far cheaper past the window; the model sees between half and all of the window. See docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from gptzoo.zoo.runtime import MASKED, OnnxModel
+from gptzoo.zoo.sampling import SamplingParams, sample
+from gptzoo.zoo.tokenizers import Tokenizer
+
+POLICIES = ("exact", "half")
+
+
+class StopText:
+    """Incremental text of a row's generated tokens: what is safe to emit now, and whether a stop sequence hit.
+    Text that could still become a stop sequence (or a half-decoded UTF-8 character) is held back."""
+
+    def __init__(self, tokenizer: Tokenizer, stop: list[str]):
+        self.tok, self.stop = tokenizer, stop
+        self.hold = max((len(s) for s in stop), default=1) - 1
+        self.buf = bytearray()  # bytes of every token so far: BPE tokens may split a UTF-8 character
+        self.text = ""  # the final text, once stopped or finished
+        self.emitted = 0
+        self.stopped = False
+
+    def push(self, token: int) -> str:
+        self.buf += self.tok.decode_bytes([token])
+        text = self.buf.decode("utf-8", errors="replace")
+        for s in self.stop:
+            at = text.find(s, max(0, self.emitted - len(s)))
+            if at != -1:
+                text, self.stopped = text[:at], True
+        if self.stopped:
+            return self._emit(text, len(text))
+        safe = len(text) - self.hold
+        while safe > 0 and text[safe - 1] == "\ufffd":  # an incomplete multi-byte character
+            safe -= 1
+        return self._emit(text, max(safe, self.emitted))
+
+    def finish(self) -> str:
+        return self._emit(self.text, len(self.text))
+
+    def _emit(self, text: str, upto: int) -> str:
+        self.text = text
+        delta = text[self.emitted : upto]
+        self.emitted = upto
+        return delta
+
+
+@dataclass(eq=False)  # rows are compared by identity
+class Row:
+    prompt: list[int]  # prompt token ids (already cropped to the window)
+    params: SamplingParams
+    text: StopText
+    rng: np.random.Generator
+    generated: list[int] = field(default_factory=list)
+    cached: int = 0  # tokens of this row's window held in the shared cache
+    pad: int = 0  # left padding of this row in the shared cache
+    uncached: bool = False  # exact policy past the window: recomputed alone every step
+    finish_reason: str | None = None  # "stop" or "length" when done
+    on_text: Callable[[str], None] | None = None
+    tag: object = None  # the caller's handle (e.g. a server request)
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def context(self) -> list[int]:
+        return self.prompt + self.generated
+
+
+@dataclass
+class Result:
+    text: str
+    tokens: list[int]
+    finish_reason: str
+    prompt_tokens: int
+
+
+class Batch:
+    def __init__(self, model: OnnxModel, tokenizer: Tokenizer, policy: str = "half"):
+        if policy not in POLICIES:
+            raise ValueError(f"unknown context policy {policy!r}; choose one of: {', '.join(POLICIES)}")
+        self.model, self.tok, self.policy = model, tokenizer, policy
+        self.block = model.shape.block_size
+        self.rows: list[Row] = []
+        self.past: list[np.ndarray] = model.empty_past(0)
+        self.calls = 0  # session calls made, for tests and profiling
+
+    # -- rows joining and leaving -------------------------------------------------------------------------------
+    def new_row(self, prompt_ids: list[int], params: SamplingParams, on_text=None, tag=None) -> Row:
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        rng = np.random.default_rng(params.seed)
+        return Row(prompt_ids[-self.block :], params, StopText(self.tok, params.stop), rng, on_text=on_text, tag=tag)
+
+    def add(self, rows: list[Row]) -> None:
+        """Prefill `rows` together in one call (left-padded), sample each one's first token, merge them in."""
+        if not rows:
+            return
+        L = max(len(r.prompt) for r in rows)
+        ids = np.zeros((len(rows), L), dtype=np.int64)
+        pos = np.zeros((len(rows), L), dtype=np.int64)
+        pads = np.array([L - len(r.prompt) for r in rows])
+        for i, r in enumerate(rows):
+            ids[i, pads[i] :] = r.prompt
+            pos[i, pads[i] :] = np.arange(len(r.prompt))
+        bias = attention_bias(pads, past_len=0, new=L)
+        logits, present = self._run(ids, pos, bias, self.model.empty_past(len(rows)))
+        for i, r in enumerate(rows):
+            r.pad, r.cached = int(pads[i]), len(r.prompt)
+        self._merge(rows, present)
+        for i, r in enumerate(rows):
+            self._accept(r, logits[i, -1])
+
+    def remove(self, rows: list[Row]) -> None:
+        keep = [i for i, r in enumerate(self.rows) if r not in rows]
+        self.rows = [self.rows[i] for i in keep]
+        self.past = [p[keep] for p in self.past]
+        self._trim()
+
+    # -- one step ---------------------------------------------------------------------------------------------
+    def step(self) -> list[Row]:
+        """Decode one token for every unfinished row; returns the rows that finished in this step."""
+        active = [r for r in self.rows if not r.done]
+        if not active:
+            return []
+        for r in active:
+            if r.cached >= self.block and not r.uncached:  # the window is full
+                if self.policy == "exact":
+                    r.uncached = True
+                else:
+                    self._reprefill(r, r.context[-1 - self.block // 2 : -1])
+        cached_rows = [r for r in active if not r.uncached]
+        if cached_rows:
+            self._decode_cached()
+        for r in [r for r in active if r.uncached]:
+            window = np.array([r.context[-self.block :]], dtype=np.int64)
+            T = window.shape[1]
+            bias = attention_bias(np.zeros(1, int), 0, T)
+            logits, _ = self._run(window, np.arange(T)[None], bias, self.model.empty_past(1))
+            self._accept(r, logits[0, -1])
+        return [r for r in active if r.done]
+
+    def _decode_cached(self) -> None:
+        """One call for all rows: each feeds its last sampled token (not yet in the cache)."""
+        S = self.past[0].shape[2]
+        ids = np.array([[r.generated[-1]] for r in self.rows], dtype=np.int64)
+        pos = np.array([[min(r.cached, self.block - 1)] for r in self.rows], dtype=np.int64)
+        pads = np.array([S if (r.uncached or r.done) else r.pad for r in self.rows])
+        logits, self.past = self._run(ids, pos, attention_bias(pads, S, 1), self.past)
+        for r in self.rows:
+            if r.uncached or r.done:
+                r.pad = S + 1  # its slot holds nothing it will use
+            else:
+                r.cached += 1
+        for i, r in enumerate(self.rows):
+            if not r.done and not r.uncached:
+                self._accept(r, logits[i, -1])
+        self._trim()
+
+    def _reprefill(self, r: Row, window: list[int]) -> None:
+        """Recompute `window` (without its last token, which the next decode feeds) and put it in r's cache slot."""
+        T = len(window)
+        ids, pos = np.array([window], dtype=np.int64), np.arange(T)[None]
+        _, present = self._run(ids, pos, attention_bias(np.zeros(1, int), 0, T), self.model.empty_past(1))
+        S = self.past[0].shape[2]
+        if T > S:
+            self._grow(T - S)
+            S = T
+        i = self.rows.index(r)
+        for p, q in zip(self.past, present, strict=True):
+            p[i] = 0.0
+            p[i, :, S - T :] = q[0]
+        r.pad, r.cached = S - T, T
+
+    # -- helpers ----------------------------------------------------------------------------------------------
+    def _accept(self, r: Row, logits: np.ndarray) -> None:
+        token = sample(logits, r.params, r.rng)
+        r.generated.append(token)
+        delta = r.text.push(token)
+        if r.text.stopped:
+            r.finish_reason = "stop"
+        elif len(r.generated) >= r.params.max_tokens:
+            r.finish_reason = "length"
+            delta += r.text.finish()
+        if delta and r.on_text:
+            r.on_text(delta)
+
+    def _run(self, ids, pos, bias, past):
+        self.calls += 1
+        return self.model.step(ids, pos, bias.astype(np.float32, copy=False), past)
+
+    def _merge(self, rows: list[Row], present: list[np.ndarray]) -> None:
+        S_old, S_new = self.past[0].shape[2], present[0].shape[2]
+        if S_new > S_old:
+            self._grow(S_new - S_old)
+        elif S_old > S_new:
+            present = [np.pad(p, ((0, 0), (0, 0), (S_old - S_new, 0), (0, 0))) for p in present]
+            for r in rows:
+                r.pad += S_old - S_new
+        self.past = [np.concatenate([a, b], axis=0) for a, b in zip(self.past, present, strict=True)]
+        self.rows += rows
+
+    def _grow(self, n: int) -> None:
+        self.past = [np.pad(p, ((0, 0), (0, 0), (n, 0), (0, 0))) for p in self.past]
+        for r in self.rows:
+            r.pad += n
+
+    def _trim(self) -> None:
+        """Drop cache columns that are padding for every row, so S stays near the longest live window."""
+        if not self.rows:
+            self.past = self.model.empty_past(0)
+            return
+        m = min(r.pad for r in self.rows)
+        if m > 0:
+            self.past = [np.ascontiguousarray(p[:, :, m:]) for p in self.past]
+            for r in self.rows:
+                r.pad -= m
+
+
+def attention_bias(pads: np.ndarray, past_len: int, new: int) -> np.ndarray:
+    """[B, 1, new, past_len+new]: a query sees non-padding keys up to its own position."""
+    S = past_len + new
+    k = np.arange(S)[None, None, :]
+    q = past_len + np.arange(new)[None, :, None]
+    ok = (k <= q) & (k >= pads[:, None, None])
+    return np.where(ok, 0.0, MASKED).astype(np.float32)[:, None]
+
+
+def generate(
+    model: OnnxModel,
+    tokenizer: Tokenizer,
+    prompts: list[str],
+    params: SamplingParams | list[SamplingParams],
+    policy: str = "half",
+    on_text: Callable[[int, str], None] | None = None,
+) -> list[Result]:
+    """Generate a completion for each prompt, all rows in one batch; `on_text(row, delta)` streams text."""
+    params_list = params if isinstance(params, list) else [params] * len(prompts)
+    batch = Batch(model, tokenizer, policy)
+    rows = []
+    for i, (p, sp) in enumerate(zip(prompts, params_list, strict=True)):
+        cb = (lambda d, i=i: on_text(i, d)) if on_text else None
+        rows.append(batch.new_row(tokenizer.encode(p), sp, on_text=cb))
+    batch.add(rows)
+    batch.remove([r for r in rows if r.done])
+    while batch.rows:
+        batch.remove(batch.step())
+    return [Result(r.text.text, r.generated, r.finish_reason, len(r.prompt)) for r in rows]
