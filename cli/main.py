@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gptzoo.cli import data, evaluate, export, train, zoo
+from gptzoo.cli import data, evaluate, export, generate, importer, train, zoo
 
 app = typer.Typer(
     name="gptzoo",
@@ -15,9 +15,11 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(zoo.app, name="zoo")
+app.add_typer(importer.app, name="import")
 app.command("train")(train.train)
 app.command("eval")(evaluate.eval_cmd)
 app.command("export")(export.export_cmd)
+app.command("generate")(generate.generate_cmd)
 
 
 if __name__ == "__main__":

@@ -16,13 +16,12 @@ written out (matmul, add, softmax) because it exports to a smaller graph than sc
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn as nn
-from torch.nn import functional as F
 
+from gptzoo.zoo.kv_step import CachedStep, causal_bias
 from gptzoo.zoo.model import GPT
+
+__all__ = ["CachedStep", "causal_bias", "example_inputs", "input_names", "output_names"]
 
 
 def input_names(n_layer: int) -> list[str]:
@@ -39,32 +38,6 @@ def output_names(n_layer: int) -> list[str]:
     return names
 
 
-class CachedStep(nn.Module):
-    def __init__(self, model: GPT):
-        super().__init__()
-        self.gpt = model.eval()
-        c = model.config
-        self.n_head, self.n_embd, self.scale = c.n_head, c.n_embd, 1.0 / math.sqrt(c.head_dim)
-
-    def forward(self, input_ids, position_ids, attn_bias, *past):
-        t = self.gpt.transformer
-        B, T = input_ids.shape
-        x = t.wte(input_ids) + t.wpe(position_ids)
-        presents = []
-        for i, block in enumerate(t.h):
-            attn = block.attn
-            q, k, v = attn.c_attn(block.ln_1(x)).split(self.n_embd, dim=2)
-            q, k, v = (z.reshape(B, T, self.n_head, -1).transpose(1, 2) for z in (q, k, v))
-            k = torch.cat([past[2 * i], k], dim=2)
-            v = torch.cat([past[2 * i + 1], v], dim=2)
-            att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale + attn_bias, dim=-1)
-            y = (att @ v).transpose(1, 2).reshape(B, T, self.n_embd)
-            x = x + attn.c_proj(y)
-            x = x + block.mlp.c_proj(F.gelu(block.mlp.c_fc(block.ln_2(x))))
-            presents += [k, v]
-        return (self.gpt.lm_head(t.ln_f(x)), *presents)
-
-
 def example_inputs(model: GPT, batch: int = 2, new: int = 3, past: int = 2) -> tuple[torch.Tensor, ...]:
     """Inputs for tracing; every dynamic dimension >= 2 so none is specialised to 0 or 1."""
     c = model.config
@@ -73,10 +46,3 @@ def example_inputs(model: GPT, batch: int = 2, new: int = 3, past: int = 2) -> t
     bias = causal_bias(batch, new, past)
     kv = [torch.zeros(batch, c.n_head, past, c.head_dim) for _ in range(2 * c.n_layer)]
     return (ids, pos, bias, *kv)
-
-
-def causal_bias(batch: int, new: int, past: int) -> torch.Tensor:
-    q = torch.arange(new)[:, None] + past
-    k = torch.arange(past + new)[None, :]
-    bias = torch.where(k <= q, 0.0, torch.finfo(torch.float32).min)
-    return bias.expand(batch, 1, new, past + new).contiguous()

@@ -78,10 +78,11 @@ class GPT2Tokenizer:
         return self.enc.encode_ordinary(text)
 
     def decode(self, ids: list[int]) -> str:
-        return self.enc.decode(ids)
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def decode_bytes(self, ids: list[int]) -> bytes:
-        return self.enc.decode_bytes(ids)
+        # nanoGPT pads the vocabulary to 50304; ids past 50256 carry no text.
+        return self.enc.decode_bytes([i for i in ids if i < self.vocab_size])
 
     def spec(self) -> dict:
         return {"kind": "gpt2", "encoding": "r50k_base"}

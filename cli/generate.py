@@ -1,0 +1,81 @@
+"""`gptzoo generate`: a completion from one variant, on onnxruntime (default) or torch."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import typer
+
+from gptzoo.cli.common import LayersOpt, ModelOpt, StoreOpt, err, fail, handle_errors, open_store
+
+
+@handle_errors
+def generate_cmd(
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue.")],
+    layers: LayersOpt = None,
+    model: ModelOpt = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", min=1, help="Tokens to generate at most.")] = 200,
+    temperature: Annotated[float, typer.Option(min=0, help="Sampling temperature; 0 is greedy.")] = 0.8,
+    top_k: Annotated[int | None, typer.Option(min=1, help="Sample from the k most likely tokens only.")] = None,
+    top_p: Annotated[float | None, typer.Option(min=0, max=1, help="Nucleus sampling threshold.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed: the same seed gives the same text.")] = None,
+    stop: Annotated[list[str] | None, typer.Option(help="Stop before this text (repeatable).")] = None,
+    stream: Annotated[bool, typer.Option("--stream", help="Print text as it is generated.")] = False,
+    backend: Annotated[str, typer.Option(help="onnx (the exported model.onnx) or torch (the checkpoint).")] = "onnx",
+    policy: Annotated[str, typer.Option(help="Past the context window: half (re-prefill half the window) or exact "
+                                        "(nanoGPT's crop, recomputes every token).")] = "half",
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda (onnx backend).")] = "auto",
+    threads: Annotated[int | None, typer.Option(min=1, help="Threads for onnxruntime/torch. [default: all cores]",
+                                                show_default=False)] = None,
+    store: StoreOpt = None,
+) -> None:
+    """Generate text from a variant and print the completion (without the prompt) to stdout.
+
+    Timing and the execution provider go to stderr.
+    """
+    from gptzoo.zoo.generate import generate
+    from gptzoo.zoo.sampling import SamplingParams
+    from gptzoo.zoo.tokenizers import from_spec
+
+    variant = open_store(store).resolve(model=model, layers=layers)
+    if backend == "onnx":
+        from gptzoo.zoo.runtime import OnnxLoadError, OnnxModel
+
+        if not variant.exported:
+            fail(f"{variant.id} is not exported yet: run `gptzoo export --model {variant.id}` (or use --backend torch)")
+        try:
+            runner = OnnxModel(variant.path("model.onnx"), device=device, threads=threads)
+        except OnnxLoadError as e:
+            fail(str(e))
+    elif backend == "torch":
+        import torch
+
+        from gptzoo.zoo.checkpoint import load_variant
+        from gptzoo.zoo.kv_step import TorchModel
+
+        if threads:
+            torch.set_num_threads(threads)
+        runner = TorchModel(load_variant(variant)[1])
+    else:
+        fail(f"unknown backend {backend!r}; use onnx or torch", code=2)
+    tokenizer = from_spec(variant.card["tokenizer"])
+    if not prompt:
+        fail("the prompt is empty")
+    params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                            stop=list(stop or []))
+
+    def on_text(_row: int, delta: str) -> None:
+        sys.stdout.write(delta)
+        sys.stdout.flush()
+
+    t0 = time.perf_counter()
+    (result,) = generate(runner, tokenizer, [prompt], params, policy=policy, on_text=on_text if stream else None)
+    dt = time.perf_counter() - t0
+    if not stream:
+        sys.stdout.write(result.text)
+    sys.stdout.write("\n")
+    n = len(result.tokens)
+    err.print(f"[dim]{variant.id} on {runner.provider}: {n} tokens in {dt:.2f} s ({n / dt:,.0f} tok/s), "
+              f"finish_reason={result.finish_reason}[/]", highlight=False)

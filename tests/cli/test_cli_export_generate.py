@@ -1,0 +1,70 @@
+"""`gptzoo export`, `generate` and `import nanogpt` as a user runs them, including their bad inputs."""
+
+import json
+
+from typer.testing import CliRunner
+
+from gptzoo.cli.main import app
+from tests.cli.test_cli import assert_one_line_error
+from tests.zoo.test_nanogpt import write_nanogpt_checkpoint
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_export_all_then_list_and_generate(store_copy):
+    r = run("export", "--all", "--store", store_copy)
+    assert r.exit_code == 0, r.output
+    assert "greedy 300/300 tokens identical" in r.stdout
+    cards = json.loads(run("zoo", "list", "--json", "--store", store_copy).stdout)
+    assert cards[0]["exported"] and cards[0]["onnx"]["parity"]["passed"]
+    g = run("generate", "--layers", 2, "--prompt", "ROMEO:", "--max-tokens", 40, "--temperature", 0.8, "--seed", 1,
+            "--store", store_copy)
+    assert g.exit_code == 0, g.output
+    text = g.stdout.rstrip("\n")
+    assert len(text) > 0 and not text.startswith("ROMEO:")
+    again = run("generate", "--layers", 2, "--prompt", "ROMEO:", "--max-tokens", 40, "--temperature", 0.8, "--seed", 1,
+                "--store", store_copy, "--stream")
+    assert again.stdout == g.stdout  # same seed, same text; streamed or not
+    assert "CPUExecutionProvider" in g.stderr
+    t = run("generate", "--layers", 2, "--prompt", "ROMEO:", "-n", 40, "--temperature", 0, "--backend", "torch",
+            "--policy", "exact", "--store", store_copy)
+    o = run("generate", "--layers", 2, "--prompt", "ROMEO:", "-n", 40, "--temperature", 0, "--policy", "exact",
+            "--store", store_copy)
+    assert t.exit_code == o.exit_code == 0 and t.stdout == o.stdout
+
+
+def test_generate_bad_inputs(store_copy, exported_store):
+    assert_one_line_error(run("generate", "-l", 2, "-p", "x", "--store", store_copy), "not exported yet")
+    assert_one_line_error(run("generate", "-l", 2, "-p", "héllo ü", "--store", exported_store),
+                          "outside the model's vocabulary: 'é', 'ü'")
+    assert_one_line_error(run("generate", "-l", 2, "-p", "", "--store", exported_store), "the prompt is empty")
+    assert run("generate", "-l", 2, "-p", "x", "-n", 0, "--store", exported_store).exit_code == 2
+
+
+def test_generate_corrupt_onnx(store_copy, exported_store):
+    onnx = store_copy / "shakespeare-char-2l" / "model.onnx"
+    onnx.write_bytes((exported_store / "shakespeare-char-2l" / "model.onnx").read_bytes()[:3000])
+    assert_one_line_error(run("generate", "-l", 2, "-p", "x", "--store", store_copy), "cannot load")
+
+
+def test_export_without_checkpoint(store_copy):
+    (store_copy / "shakespeare-char-2l" / "ckpt-best.pt").unlink()
+    assert_one_line_error(run("export", "-l", 2, "--store", store_copy), "has no checkpoint")
+    assert not (store_copy / "shakespeare-char-2l" / "model.onnx").exists()
+
+
+def test_import_nanogpt_cli(tmp_path):
+    write_nanogpt_checkpoint(tmp_path, "\n !abcdefghijklmnopqrstuvwxyz")
+    r = run("import", "nanogpt", tmp_path / "ckpt.pt", "--meta", tmp_path / "meta.pkl", "--store", tmp_path / "s")
+    assert r.exit_code == 0, r.output
+    assert "imported nanogpt-shakespeare-char-2l" in r.stdout and "val loss 1.4697" in r.stdout
+    assert_one_line_error(run("import", "nanogpt", tmp_path / "ckpt.pt", "--meta", tmp_path / "meta.pkl",
+                              "--store", tmp_path / "s"), "already exists")
+    assert_one_line_error(run("import", "nanogpt", tmp_path / "nope.pt", "--store", tmp_path / "s"),
+                          "checkpoint not found")
+    assert_one_line_error(run("import", "nanogpt", tmp_path / "ckpt.pt", "--store", tmp_path / "s2"),
+                          "too small for GPT-2 BPE")

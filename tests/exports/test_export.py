@@ -1,0 +1,74 @@
+import json
+import shutil
+
+import onnx
+import pytest
+import torch
+
+from gptzoo.exports import onnx_export
+from gptzoo.exports.parity import ParityError
+from gptzoo.exports.quantize import quantize_variant
+from gptzoo.zoo.runtime import OnnxLoadError, OnnxModel
+from gptzoo.zoo.store import Store
+
+
+def test_export_writes_one_checked_file(exported_store):
+    v = Store(exported_store).load("shakespeare-char-2l")
+    files = sorted(p.name for p in v.dir.iterdir())
+    assert "model.onnx" in files and not any(f.endswith((".data", ".tmp")) for f in files)
+    facts = v.card["onnx"]
+    p = facts["parity"]
+    assert p["passed"] and p["max_abs_logit_diff"] <= 1e-4
+    assert p["greedy_tokens_identical"] == p["greedy_tokens"] == 300  # runs far past block_size (32)
+    assert facts["opset"] == 20 and "dynamo=True" in facts["exporter"]
+    m = onnx.load(str(v.path("model.onnx")))
+    meta = {x.key: x.value for x in m.metadata_props}
+    assert {"n_layer", "vocab_size", "block_size", "tokenizer", "val_loss", "opset", "exporter"} <= set(meta)
+    assert int(meta["n_layer"]) == 2 and json.loads(meta["tokenizer"])["kind"] == "char"
+    ids = m.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param for d in ids] == ["batch", "new_tokens"]
+    assert [d.dim_param or d.dim_value for d in m.graph.input[3].type.tensor_type.shape.dim] == [
+        "batch", 2, "past_length", 16]
+
+
+def test_failed_parity_writes_nothing(store_copy, monkeypatch):
+    real = onnx_export._export_to
+
+    def export_a_different_model(model, path):
+        broken = type(model)(model.config)
+        broken.load_state_dict(model.state_dict())
+        with torch.no_grad():
+            broken.transformer.h[0].mlp.c_fc.weight.mul_(1.01)  # a 1% weight error must be caught
+        real(broken.eval(), path)
+
+    monkeypatch.setattr(onnx_export, "_export_to", export_a_different_model)
+    v = Store(store_copy).load("shakespeare-char-2l")
+    with pytest.raises(ParityError, match=r"max \|Δlogits\|.*nothing was written") as e:
+        onnx_export.export_variant(v)
+    assert e.value.figures["max_abs_logit_diff"] > 1e-4
+    assert sorted(p.name for p in v.dir.iterdir()) == ["card.json", "ckpt-best.pt", "ckpt-last.pt", "train-log.jsonl"]
+    assert "onnx" not in Store(store_copy).load("shakespeare-char-2l").card
+
+
+def test_int8_variant_has_measured_val_loss(tmp_path, exported_store, data_dir):
+    root = tmp_path / "store"
+    shutil.copytree(exported_store, root)
+    store = Store(root)
+    fp32 = store.load("shakespeare-char-2l")
+    q = quantize_variant(store, fp32, data_dir)
+    assert q.id == "shakespeare-char-2l-int8" and q.card["quantization"] == "int8-dynamic"
+    assert q.card["val_loss"] != fp32.card["val_loss"]  # measured, not copied
+    assert abs(q.card["val_loss"] - fp32.card["val_loss"]) < 0.1
+    assert q.card["onnx"]["bytes"] < fp32.card["onnx"]["bytes"]
+    assert OnnxModel(q.path("model.onnx")).shape.block_size == 32
+    # the fp32 variant is still what `--layers 2` resolves to
+    assert store.resolve(layers=2).id == "shakespeare-char-2l"
+
+
+def test_corrupt_or_foreign_onnx_is_refused(tmp_path, exported_store):
+    bad = tmp_path / "model.onnx"
+    bad.write_bytes((exported_store / "shakespeare-char-2l" / "model.onnx").read_bytes()[:5000])
+    with pytest.raises(OnnxLoadError, match="cannot load"):
+        OnnxModel(bad)
+    with pytest.raises(OnnxLoadError, match="no ONNX file"):
+        OnnxModel(tmp_path / "missing.onnx")

@@ -1,0 +1,140 @@
+"""The generation engine on a real exported tiny model (block_size 32, char vocabulary)."""
+
+import numpy as np
+import pytest
+import torch
+
+from gptzoo.zoo.checkpoint import load_variant
+from gptzoo.zoo.generate import Batch, generate
+from gptzoo.zoo.kv_step import TorchModel
+from gptzoo.zoo.runtime import OnnxModel
+from gptzoo.zoo.sampling import SamplingParams, logits_to_probs, sample
+from gptzoo.zoo.store import Store
+from gptzoo.zoo.tokenizers import from_spec
+
+
+@pytest.fixture(scope="module")
+def engine(exported_store):
+    v = Store(exported_store).load("shakespeare-char-2l")
+    return OnnxModel(v.path("model.onnx"), device="cpu"), from_spec(v.card["tokenizer"]), load_variant(v)[1]
+
+
+def greedy(n, stop=()):
+    return SamplingParams(max_tokens=n, temperature=0.0, stop=list(stop))
+
+
+def test_exact_policy_matches_nanogpt_generate_past_the_window(engine):
+    onnx, tok, model = engine
+    prompt = "ROMEO:\nWhat light"
+    (res,) = generate(onnx, tok, [prompt], greedy(80), policy="exact")
+    ids = torch.tensor([tok.encode(prompt)])
+    ref = model.generate(ids, 80, temperature=1.0, top_k=1)[0, ids.shape[1]:].tolist()
+    assert res.tokens == ref and res.finish_reason == "length" and len(ref) + len(prompt) > 2 * 32
+
+
+def test_torch_backend_equals_onnx_backend(engine):
+    onnx, tok, model = engine
+    a = generate(onnx, tok, ["KING:"], greedy(60), policy="half")[0]
+    b = generate(TorchModel(model), tok, ["KING:"], greedy(60), policy="half")[0]
+    assert a.tokens == b.tokens
+
+
+def test_half_policy_recomputes_once_per_half_window(engine):
+    onnx, tok, _ = engine
+    batch = Batch(onnx, tok, policy="half")
+    row = batch.new_row(tok.encode("A"), greedy(100))
+    batch.add([row])
+    while not row.done:
+        batch.step()
+    assert len(row.generated) == 100
+    # 1 prefill + 99 decodes + a re-prefill each time the 32-token window fills (every ~16 tokens)
+    assert 100 + 4 <= batch.calls <= 100 + 7
+    exact = Batch(onnx, tok, policy="exact")
+    r2 = exact.new_row(tok.encode("A"), greedy(100))
+    exact.add([r2])
+    while not r2.done:
+        exact.step()
+    assert r2.generated[:30] == row.generated[:30]  # identical while the window is not full
+
+
+def test_batch_of_different_lengths_equals_one_by_one(engine):
+    onnx, tok, _ = engine
+    prompts = ["ROMEO:", "First Citizen:\nBefore we proceed", "O"]
+    params = [SamplingParams(max_tokens=50, temperature=0.9, top_k=20, seed=s) for s in (1, 2, 3)]
+    together = generate(onnx, tok, prompts, params)
+    alone = [generate(onnx, tok, [p], [sp])[0] for p, sp in zip(prompts, params, strict=True)]
+    assert [r.tokens for r in together] == [r.tokens for r in alone]
+    assert len({tuple(r.tokens) for r in together}) == 3
+
+
+def test_rows_join_and_leave_mid_batch(engine):
+    onnx, tok, _ = engine
+    solo = {s: generate(onnx, tok, [p], [SamplingParams(max_tokens=n, seed=s)])[0].tokens
+            for p, n, s in [("ROMEO:", 40, 7), ("JULIET:", 10, 8), ("Nurse", 30, 9)]}
+    batch = Batch(onnx, tok)
+    a = batch.new_row(tok.encode("ROMEO:"), SamplingParams(max_tokens=40, seed=7))
+    batch.add([a])
+    for _ in range(5):
+        batch.step()
+    b = batch.new_row(tok.encode("JULIET:"), SamplingParams(max_tokens=10, seed=8))
+    batch.add([b])  # joins while a is mid-generation
+    c = None
+    while batch.rows:
+        finished = batch.step()
+        batch.remove(finished)
+        if b.done and c is None:
+            c = batch.new_row(tok.encode("Nurse"), SamplingParams(max_tokens=30, seed=9))
+            batch.add([c])
+    assert a.generated == solo[7] and b.generated == solo[8] and c.generated == solo[9]
+
+
+def test_same_seed_same_text_and_stop_sequences(engine):
+    onnx, tok, _ = engine
+    p = SamplingParams(max_tokens=60, temperature=1.0, seed=42)
+    assert generate(onnx, tok, ["To be"], p)[0].text == generate(onnx, tok, ["To be"], p)[0].text
+    full = generate(onnx, tok, ["To be"], greedy(60))[0].text
+    stop = full[10:12]
+    res = generate(onnx, tok, ["To be"], greedy(60, stop=[stop]))[0]
+    assert res.finish_reason == "stop" and res.text == full[: full.index(stop)]
+
+
+def test_streamed_deltas_add_up_to_the_text(engine):
+    onnx, tok, _ = engine
+    sp = dict(max_tokens=50, temperature=1.0, seed=5)
+    full = generate(onnx, tok, ["HAMLET:"], SamplingParams(**sp))[0].text
+    stop = full[30:33]
+    deltas = []
+    res = generate(onnx, tok, ["HAMLET:"], SamplingParams(**sp, stop=[stop]), on_text=lambda i, d: deltas.append(d))[0]
+    assert "".join(deltas) == res.text == full[: full.index(stop)]
+    assert len(deltas) >= len(res.text) - 2  # streamed token by token, holding back at most len(stop) - 1
+
+
+def test_prompt_longer_than_window_is_cropped(engine):
+    onnx, tok, _ = engine
+    long = "abc " * 40
+    res = generate(onnx, tok, [long], greedy(5))[0]
+    assert res.prompt_tokens == 32 and len(res.tokens) == 5
+
+
+def test_sampling_filters():
+    logits = np.array([1.0, 3.0, 2.0, 0.5])
+    assert logits_to_probs(logits, 1.0, 1, None).tolist() == [0, 1, 0, 0]
+    p = logits_to_probs(logits, 1.0, None, 0.7)
+    assert p[0] == p[3] == 0 and p[1] > p[2] > 0 and abs(p.sum() - 1) < 1e-12
+    rng = np.random.default_rng(0)
+    draws = {sample(logits, SamplingParams(top_k=2), rng) for _ in range(200)}
+    assert draws == {1, 2}
+    assert sample(logits, SamplingParams(temperature=0), rng) == 1
+
+
+@pytest.mark.parametrize("kw", [dict(max_tokens=0), dict(temperature=-1), dict(top_k=0), dict(top_p=1.5),
+                                dict(stop=[""])])
+def test_bad_sampling_params(kw):
+    with pytest.raises(ValueError):
+        SamplingParams(**kw)
+
+
+def test_empty_prompt(engine):
+    onnx, tok, _ = engine
+    with pytest.raises(ValueError, match="empty"):
+        Batch(onnx, tok).new_row([], greedy(3))

@@ -1,0 +1,99 @@
+"""Import a checkpoint written by nanoGPT's train.py into the store, as a variant that exports and serves like any.
+
+nanoGPT saves {model, optimizer, model_args, iter_num, best_val_loss, config}; weights may carry torch.compile's
+`_orig_mod.` prefix. A char-level dataset keeps its vocabulary in meta.pkl ({vocab_size, itos, stoi}); without one the
+model is taken to use GPT-2's BPE (nanoGPT pads that vocabulary to 50304; the extra ids are never produced by text).
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+
+from gptzoo.zoo import atomic, checkpoint
+from gptzoo.zoo.sources import sha256_file
+from gptzoo.zoo.store import CARD, CKPT_BEST, Store, Variant, variant_id
+
+
+class _DataOnly(pickle.Unpickler):
+    """meta.pkl holds only dicts, strings and ints: refuse anything that would import code."""
+
+    def find_class(self, module, name):
+        raise pickle.UnpicklingError(f"meta.pkl refers to {module}.{name}; only plain data is accepted")
+
+
+def read_meta(path: Path) -> dict:
+    try:
+        meta = _DataOnly(io.BytesIO(Path(path).read_bytes())).load()
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as e:
+        raise checkpoint.CheckpointError(f"cannot read {path}: {e}") from e
+    if not isinstance(meta, dict) or "itos" not in meta:
+        raise checkpoint.CheckpointError(f"{path} is not a nanoGPT meta.pkl (no itos)")
+    return meta
+
+
+def import_checkpoint(store: Store, ckpt_path: Path, meta_path: Path | None = None, name: str | None = None,
+                      overwrite: bool = False) -> Variant:
+    ckpt = checkpoint.load(ckpt_path)
+    model = checkpoint.build_model(ckpt)  # also checks the weights fit model_args
+    cfg = model.config
+    if meta_path:
+        meta = read_meta(meta_path)
+        itos = meta["itos"]
+        chars = "".join(itos[i] for i in range(len(itos)))
+        if len(chars) != cfg.vocab_size:
+            raise checkpoint.CheckpointError(
+                f"meta.pkl has {len(chars)} characters but the model's vocabulary is {cfg.vocab_size}")
+        tokenizer = {"kind": "char", "chars": chars}
+    else:
+        if cfg.vocab_size < 50257:
+            raise checkpoint.CheckpointError(
+                f"vocabulary of {cfg.vocab_size} is too small for GPT-2 BPE: give the dataset's meta.pkl with --meta")
+        tokenizer = {"kind": "gpt2", "encoding": "r50k_base"}
+    config = ckpt.get("config") or {}
+    dataset = str(config.get("dataset", "nanogpt"))
+    vid = name or "nanogpt-" + variant_id(dataset, cfg.n_layer)
+    vdir = store.variant_dir(vid)
+    store.ensure_writable()
+    if (vdir / CARD).exists() and not overwrite:
+        raise checkpoint.CheckpointError(f"variant {vid} already exists; pass --name or --overwrite")
+    best = float(ckpt.get("best_val_loss", float("nan")))
+    saved = {
+        "model": model.state_dict(),
+        "model_args": cfg.to_dict(),
+        "iter_num": int(ckpt.get("iter_num", 0)),
+        "best_val_loss": best,
+        "config": {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))},
+        "tokenizer": tokenizer,
+    }
+    vdir.mkdir(parents=True, exist_ok=True)
+    checkpoint.save(saved, vdir / CKPT_BEST)
+    eval_iters, batch = int(config.get("eval_iters", 200)), int(config.get("batch_size", 12))
+    card = {
+        "id": vid,
+        "n_layer": cfg.n_layer,
+        "n_head": cfg.n_head,
+        "n_embd": cfg.n_embd,
+        "block_size": cfg.block_size,
+        "vocab_size": cfg.vocab_size,
+        "bias": cfg.bias,
+        "dropout": cfg.dropout,
+        "params": model.num_params(),
+        "tokenizer": tokenizer,
+        "dataset": {"name": dataset, "sha256": None},
+        "source": {"kind": "nanogpt", "path": str(Path(ckpt_path).resolve()), "sha256": sha256_file(ckpt_path)},
+        "iterations": saved["iter_num"],
+        "best_iter": saved["iter_num"],
+        "val_loss": best,  # nanoGPT's own estimate (random batches), as it reported it
+        "train_loss": None,
+        "eval": {"windows_per_split": eval_iters * batch, "batch_size": batch},
+        "checkpoint_sha256": sha256_file(vdir / CKPT_BEST),
+        "torch_version": torch.__version__,
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    atomic.write_json(vdir / CARD, card)
+    return store.load(vid)
