@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gptzoo.cli import data, evaluate, export, generate, importer, train, zoo
+from gptzoo.cli import bench, data, evaluate, export, generate, importer, serve, train, zoo
 
 app = typer.Typer(
     name="gptzoo",
@@ -20,6 +20,8 @@ app.command("train")(train.train)
 app.command("eval")(evaluate.eval_cmd)
 app.command("export")(export.export_cmd)
 app.command("generate")(generate.generate_cmd)
+app.command("bench")(bench.bench_cmd)
+app.command("serve")(serve.serve_cmd)
 
 
 if __name__ == "__main__":

@@ -264,3 +264,38 @@ def generate(
     while batch.rows:
         batch.remove(batch.step())
     return [Result(r.text.text, r.generated, r.finish_reason, len(r.prompt)) for r in rows]
+
+
+def policy_nll(model: OnnxModel, streams: np.ndarray, policy: str) -> float:
+    """Mean next-token loss of teacher-forced `streams` [S, N] when the context is managed as `policy` manages it
+    in generation (exact: a sliding window of block_size; half: re-prefill half a window when it fills). Measures
+    what a context policy costs in quality, on real text."""
+    if policy not in POLICIES:
+        raise ValueError(f"unknown context policy {policy!r}")
+    S, N = streams.shape
+    B = model.shape.block_size
+    zeros = np.zeros(S, int)
+    past, w0, total = model.empty_past(S), 0, 0.0
+    for i in range(N - 1):
+        if i - w0 >= B:  # the window is full
+            if policy == "exact":
+                win = streams[:, i - B + 1 : i + 1]
+                logits, _ = model.step(win, np.broadcast_to(np.arange(B), (S, B)).copy(), attention_bias(zeros, 0, B),
+                                       model.empty_past(S))
+                total += _nll(logits[:, -1], streams[:, i + 1])
+                continue
+            w0 = i - B // 2
+            T = i - w0
+            _, past = model.step(streams[:, w0:i], np.broadcast_to(np.arange(T), (S, T)).copy(),
+                                 attention_bias(zeros, 0, T), model.empty_past(S))
+        p = i - w0
+        logits, past = model.step(streams[:, i : i + 1], np.full((S, 1), p), attention_bias(zeros, p, 1), past)
+        total += _nll(logits[:, -1], streams[:, i + 1])
+    return total / (S * (N - 1))
+
+
+def _nll(logits: np.ndarray, targets: np.ndarray) -> float:
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(targets)), targets].sum())

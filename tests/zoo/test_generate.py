@@ -138,3 +138,18 @@ def test_empty_prompt(engine):
     onnx, tok, _ = engine
     with pytest.raises(ValueError, match="empty"):
         Batch(onnx, tok).new_row([], greedy(3))
+
+
+def test_policy_nll_equals_plain_loss_inside_the_window_and_differs_past_it(engine, data_dir):
+    from gptzoo.zoo.datasets import load
+    from gptzoo.zoo.generate import policy_nll
+
+    onnx, _, model = engine
+    val = np.asarray(load("shakespeare_char", data_dir).val[:2 * 100]).astype(np.int64).reshape(2, 100)
+    inside = val[:, :32]
+    with torch.no_grad():
+        x, y = (torch.from_numpy(np.ascontiguousarray(a)) for a in (inside[:, :-1], inside[:, 1:]))
+        _, ref = model(x, y)
+    assert abs(policy_nll(onnx, inside, "exact") - ref.item()) < 1e-4
+    assert abs(policy_nll(onnx, inside, "half") - ref.item()) < 1e-4
+    assert policy_nll(onnx, val, "exact") != policy_nll(onnx, val, "half")

@@ -1,0 +1,201 @@
+"""`gptzoo bench`: generation speed of the zoo, measured in one process and one run so the ratios compare.
+
+For each exported variant in the store, and for fresh random-weight models at width 384 / block 256 (so the figures
+do not depend on what was trained), single-stream tokens/s of (a) nanoGPT-style generate without a cache, (b) torch
+with a KV cache, (c) gptzoo on onnxruntime; aggregate tokens/s at batch 8 and 32; time to first token; prefill
+tokens/s. Every figure is the median of `repeats` runs.
+
+The task is the same for every backend: a prompt of half a window (block_size/2 tokens), then greedy decoding until
+the window is full, so nanoGPT's cache-free generate re-runs contexts of half to all of the window, as it does in use.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from gptzoo.zoo.generate import Batch
+from gptzoo.zoo.kv_step import TorchModel
+from gptzoo.zoo.model import GPT, GPTConfig
+from gptzoo.zoo.runtime import OnnxModel
+from gptzoo.zoo.sampling import SamplingParams
+from gptzoo.zoo.tokenizers import CharTokenizer
+
+RANDOM_DEPTHS = (1, 4, 6, 12)
+RANDOM_WIDTH = dict(n_embd=384, n_head=6, block_size=256, vocab_size=65)
+
+
+@dataclass
+class Row:
+    model: str
+    n_layer: int
+    n_embd: int
+    params: int
+    nanogpt_tok_s: float  # (a) no cache, context re-run every token
+    torch_kv_tok_s: float  # (b) torch, KV cache
+    onnx_tok_s: float  # (c) onnxruntime, KV cache
+    onnx_ms_per_token: float
+    speedup_vs_nanogpt: float  # c / a
+    batch8_tok_s: float  # aggregate over 8 streams
+    batch32_tok_s: float
+    batch32_vs_1: float
+    ttft_ms: float  # a prompt of block_size/2 tokens to its first token, batch 1
+    prefill_tok_s: float  # one prefill of a full window
+    provider: str
+
+
+def _median(fn, repeats: int) -> float:
+    return statistics.median(fn() for _ in range(repeats))
+
+
+def decode_run(runner, tok, batch: int, n_tokens: int, prompt: int, seed: int = 0) -> tuple[float, float]:
+    """(seconds to the first token, tokens/s of the decode after it, all rows together) for greedy decoding."""
+    rng = np.random.default_rng(seed)
+    b = Batch(runner, tok, policy="half")
+    rows = [b.new_row(rng.integers(0, runner.shape.vocab_size, prompt).tolist(),
+                      SamplingParams(max_tokens=n_tokens, temperature=0.0)) for _ in range(batch)]
+    t0 = time.perf_counter()
+    b.add(rows)
+    t1 = time.perf_counter()
+    for _ in range(n_tokens - 1):
+        b.step()
+    t2 = time.perf_counter()
+    return t1 - t0, batch * (n_tokens - 1) / (t2 - t1)
+
+
+def nanogpt_tok_s(model: GPT, n_tokens: int, prompt: int) -> float:
+    idx = torch.randint(0, model.config.vocab_size, (1, prompt))
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        model.generate(idx, n_tokens, temperature=1.0, top_k=1)
+    return n_tokens / (time.perf_counter() - t0)
+
+
+def prefill_tok_s(runner) -> float:
+    T = runner.shape.block_size
+    ids = np.random.default_rng(0).integers(0, runner.shape.vocab_size, (1, T))
+    from gptzoo.zoo.generate import attention_bias
+
+    bias, pos = attention_bias(np.zeros(1, int), 0, T), np.arange(T)[None]
+    t0 = time.perf_counter()
+    runner.step(ids, pos, bias, runner.empty_past(1))
+    return T / (time.perf_counter() - t0)
+
+
+def bench_model(name: str, model: GPT, onnx_path: Path, threads: int, repeats: int, quick: bool) -> Row:
+    torch.set_num_threads(threads)
+    model = model.eval()
+    c = model.config
+    tok = CharTokenizer("".join(chr(0x100 + i) for i in range(c.vocab_size)))  # any vocabulary of the right size
+    onnx = OnnxModel(onnx_path, device="auto", threads=threads)
+    tmodel = TorchModel(model)
+    prompt = c.block_size // 2
+    n = c.block_size - prompt if not quick else min(16, c.block_size - prompt)  # decode until the window is full
+    decode_run(onnx, tok, 1, 8, prompt)  # warm-up: first runs allocate
+    nano = _median(lambda: nanogpt_tok_s(model, n, prompt), repeats)
+    tkv = _median(lambda: decode_run(tmodel, tok, 1, n, prompt)[1], repeats)
+    single = [decode_run(onnx, tok, 1, n, prompt) for _ in range(repeats)]
+    ttft = statistics.median(s[0] for s in single)
+    one = statistics.median(s[1] for s in single)
+    b8 = _median(lambda: decode_run(onnx, tok, 8, n, prompt)[1], repeats)
+    b32 = _median(lambda: decode_run(onnx, tok, 32, n, prompt)[1], repeats)
+    pre = _median(lambda: prefill_tok_s(onnx), repeats)
+    return Row(name, c.n_layer, c.n_embd, model.num_params(), nano, tkv, one, 1000 / one, one / nano, b8, b32,
+               b32 / one, ttft * 1000, pre, onnx.provider)
+
+
+def random_models(depths=RANDOM_DEPTHS, seed: int = 0):
+    for d in depths:
+        torch.manual_seed(seed)
+        yield f"random-{d}l-384", GPT(GPTConfig(n_layer=d, **RANDOM_WIDTH))
+
+
+def export_random(model: GPT, folder: Path) -> Path:
+    """Export a random-weight model with the same exporter as the store's variants (parity not needed here)."""
+    from gptzoo.exports.onnx_export import _export_to, _finish_graph
+
+    path = folder / f"random-{model.config.n_layer}l.onnx"
+    _export_to(model, path)
+    c = model.config
+    _finish_graph(path, {"n_layer": c.n_layer, "block_size": c.block_size, "vocab_size": c.vocab_size})
+    return path
+
+
+def run_bench(store, threads: int = 1, repeats: int = 3, depths=RANDOM_DEPTHS, include_store: bool = True,
+              quick: bool = False, say=lambda m: None) -> list[Row]:
+    from gptzoo.zoo.checkpoint import load_variant
+
+    rows = []
+    if include_store:
+        for v in store.variants():
+            if v.exported and not v.card.get("quantization"):
+                say(f"benchmarking {v.id}")
+                rows.append(bench_model(v.id, load_variant(v)[1], v.path("model.onnx"), threads, repeats, quick))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in random_models(depths):
+            say(f"exporting and benchmarking {name}")
+            rows.append(bench_model(name, model, export_random(model, Path(tmp)), threads, repeats, quick))
+    return rows
+
+
+def as_dicts(rows: list) -> list[dict]:
+    return [asdict(r) for r in rows]
+
+
+@dataclass
+class PolicyRow:
+    model: str
+    policy: str
+    tokens: int  # generated in one stream from a 16-token prompt
+    tok_s: float  # single stream, all tokens (the window fills after block_size - 16)
+    batch8_tok_s: float | None  # aggregate over 8 streams
+    val_nll: float | None  # teacher-forced loss of 8 validation streams under the policy (trained variants only)
+
+
+def long_generation(runner, tok, n_tokens: int, policy: str, batch: int = 1) -> float:
+    rng = np.random.default_rng(0)
+    b = Batch(runner, tok, policy=policy)
+    rows = [b.new_row(rng.integers(0, runner.shape.vocab_size, 16).tolist(),
+                      SamplingParams(max_tokens=n_tokens, temperature=0.0)) for _ in range(batch)]
+    t0 = time.perf_counter()
+    b.add(rows)
+    while not all(r.done for r in rows):
+        b.step()
+    return batch * n_tokens / (time.perf_counter() - t0)
+
+
+def run_policies(store, threads: int = 1, n_tokens: int = 1000, depths=(4, 12), data_dir=None,
+                 say=lambda m: None) -> list[PolicyRow]:
+    """A long generation under each context policy (speed), and each policy's validation loss (quality)."""
+    from gptzoo.zoo import datasets
+    from gptzoo.zoo.generate import POLICIES, policy_nll
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, model in random_models(depths):
+            say(f"{n_tokens}-token generations on {name}")
+            onnx = OnnxModel(export_random(model, Path(tmp)), threads=threads)
+            tok = CharTokenizer("".join(chr(0x100 + i) for i in range(model.config.vocab_size)))
+            for policy in POLICIES:
+                single = long_generation(onnx, tok, n_tokens, policy)
+                b8 = long_generation(onnx, tok, n_tokens // 4, policy, batch=8) if policy == "half" else None
+                out.append(PolicyRow(name, policy, n_tokens, single, b8, None))
+    for v in store.variants():
+        if not v.exported or v.card.get("quantization"):
+            continue
+        say(f"scoring validation text under each policy with {v.id}")
+        onnx = OnnxModel(v.path("model.onnx"), threads=threads)
+        val = np.asarray(datasets.load(v.card["dataset"]["name"], data_dir).val).astype(np.int64)
+        S, N = 8, min(1024, len(val) // 8)
+        streams = np.stack([val[i * (len(val) // S) : i * (len(val) // S) + N] for i in range(S)])
+        tok = CharTokenizer("".join(chr(0x100 + i) for i in range(v.card["vocab_size"])))
+        for policy in POLICIES:
+            speed = long_generation(onnx, tok, n_tokens, policy)
+            out.append(PolicyRow(v.id, policy, n_tokens, speed, None, policy_nll(onnx, streams, policy)))
+    return out
