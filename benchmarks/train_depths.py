@@ -1,0 +1,107 @@
+"""Training figures for docs/benchmarks.md: the depth table and what each speed option buys.
+
+    python benchmarks/train_depths.py depths --depths 1,4,6,12 --threads 1   # full cpu-preset runs, one per depth
+    python benchmarks/train_depths.py options --iters 150                     # threads / fused AdamW / compile
+
+`depths` runs `gptzoo train --preset cpu` in a subprocess per depth (peak RSS from wait4) into a scratch store and
+prints a markdown table from the cards. `options` times the training step of the 4-layer cpu-preset model in this
+process under each option (median ms/iter after warm-up).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from gptzoo.trainer.config import TrainConfig
+from gptzoo.trainer.loop import BatchSampler
+from gptzoo.zoo.datasets import load
+from gptzoo.zoo.model import GPT, GPTConfig
+from gptzoo.zoo.store import Store
+
+
+def depths(args) -> None:
+    store = Path(args.store or tempfile.mkdtemp(prefix="gptzoo-bench-"))
+    rows = []
+    for d in [int(x) for x in args.depths.split(",")]:
+        cmd = [sys.executable, "-m", "gptzoo.cli.main", "train", "--layers", str(d), "--preset", "cpu", "--threads",
+               str(args.threads), "--quiet", "--overwrite", "--store", str(store)] + (["--seed", str(args.seed)]
+                                                                                     if args.seed else [])
+        env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        if status:
+            sys.exit(f"training {d} layers failed ({status})")
+        card = Store(store).resolve(layers=d).card
+        rows.append((d, card["params"], card["val_loss"], card["train_loss"], card["ms_per_iter"],
+                     card["tokens_seen"] / card["training_seconds"], wall, usage.ru_maxrss / 1024))
+    print(f"\nstore: {store}\n")
+    print("| layers | params | val loss | train loss | ms/iter (median) | tokens/s (incl. evals) | wall s | peak RSS MiB |")
+    print("|---|---|---|---|---|---|---|---|")
+    for d, p, v, t, ms, tps, wall, rss in rows:
+        print(f"| {d} | {p:,} | {v:.4f} | {t:.4f} | {ms:.1f} | {tps:,.0f} | {wall:.0f} | {rss:.0f} |")
+
+
+def _time_steps(model, opt, sampler, iters: int, compiled=None) -> float:
+    fwd = model if compiled is None else compiled
+    times = []
+    for i in range(iters):
+        t0 = time.perf_counter()
+        x, y = sampler.next()
+        _, loss = fwd(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if i >= 10:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1000
+
+
+def options(args) -> None:
+    cfg = TrainConfig.from_preset("cpu", 4, cuda_available=False)
+    data = load("shakespeare_char")
+    print("| option | threads | ms/iter (median) |\n|---|---|---|")
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for name, fused, compile_ in [("foreach AdamW", False, False), ("fused AdamW", True, False),
+                                      ("fused AdamW + torch.compile", True, True)]:
+            torch.manual_seed(0)
+            model = GPT(GPTConfig(**cfg.model_args(data.meta["vocab_size"])))
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=fused, foreach=None if fused else True)
+            sampler = BatchSampler(data.train, cfg.block_size, cfg.batch_size, 0)
+            compiled = torch.compile(model) if compile_ else None
+            if compiled is not None:
+                _time_steps(model, opt, sampler, 12, compiled)  # compile outside the timing
+            ms = _time_steps(model, opt, sampler, args.iters, compiled)
+            print(f"| {name} | {threads} | {ms:.1f} |", flush=True)
+    # the data loader: gathering a batch of windows
+    sampler = BatchSampler(data.train, cfg.block_size, cfg.batch_size, 0)
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        sampler.next()
+    print(f"\nbatch sampler: {(time.perf_counter() - t0) / 2000 * 1e6:.0f} µs per batch")
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="what", required=True)
+    a = sub.add_parser("depths")
+    a.add_argument("--depths", default="1,4,6,12")
+    a.add_argument("--threads", type=int, default=1)
+    a.add_argument("--seed", type=int, default=None)
+    a.add_argument("--store", default=None)
+    b = sub.add_parser("options")
+    b.add_argument("--iters", type=int, default=150)
+    args = ap.parse_args()
+    {"depths": depths, "options": options}[args.what](args)

@@ -1,0 +1,26 @@
+"""`gptzoo report`: regenerate the depth study (markdown + PNG plots) from the store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gptzoo.cli.common import StoreOpt, handle_errors, open_store, out
+
+
+@handle_errors
+def report_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for depth-study.md and its plots.")] = Path("docs"),
+    measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Time a decode of every exported variant.")]
+    = True,
+    threads: Annotated[int, typer.Option(min=1, help="Threads for the speed measurement.")] = 1,
+    store: StoreOpt = None,
+) -> None:
+    """Write the depth study: val-loss curves per depth, final val loss vs depth, tokens/s and p95 latency vs depth,
+    and the depth -> params / val loss / tokens/s / export size table, compared with nanoGPT's seed figures."""
+    from gptzoo.exports.report import write_report
+
+    target = write_report(open_store(store), out_dir, measure, threads)
+    out.print(f"wrote {target} and its plots", highlight=False)
