@@ -46,7 +46,8 @@ def depths(args) -> None:
         rows.append((d, card["params"], card["val_loss"], card["train_loss"], card["ms_per_iter"],
                      card["tokens_seen"] / card["training_seconds"], wall, usage.ru_maxrss / 1024))
     print(f"\nstore: {store}\n")
-    print("| layers | params | val loss | train loss | ms/iter (median) | tokens/s (incl. evals) | wall s | peak RSS MiB |")
+    print("| layers | params | val loss | train loss | ms/iter (median) | tokens/s (incl. evals) | wall s "
+          "| peak RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
     for d, p, v, t, ms, tps, wall, rss in rows:
         print(f"| {d} | {p:,} | {v:.4f} | {t:.4f} | {ms:.1f} | {tps:,.0f} | {wall:.0f} | {rss:.0f} |")
