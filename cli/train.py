@@ -37,6 +37,10 @@ def train(
     warmup_iters: Annotated[int | None, typer.Option(min=0, help="Warmup steps.", rich_help_panel=Hyper)] = None,
     weight_decay: Annotated[float | None, typer.Option(min=0, help="AdamW weight decay.", rich_help_panel=Hyper)]
     = None,
+    beta1: Annotated[float | None, typer.Option(min=0, max=0.9999, help="AdamW beta1.", rich_help_panel=Hyper)]
+    = None,
+    beta2: Annotated[float | None, typer.Option(min=0, max=0.9999, help="AdamW beta2.", rich_help_panel=Hyper)]
+    = None,
     grad_clip: Annotated[float | None, typer.Option(min=0, help="Gradient-norm clip (0: off).", rich_help_panel=Hyper)]
     = None,
     dropout: Annotated[float | None, typer.Option(min=0, max=0.99, help="Dropout.", rich_help_panel=Hyper)] = None,
@@ -84,8 +88,8 @@ def train(
     overrides = dict(
         max_iters=max_iters, n_embd=n_embd, n_head=n_head, block_size=block_size, batch_size=batch_size,
         gradient_accumulation_steps=grad_accum, learning_rate=lr, min_lr=min_lr, warmup_iters=warmup_iters,
-        weight_decay=weight_decay, grad_clip=grad_clip, dropout=dropout, bias=bias, eval_interval=eval_interval,
-        eval_iters=eval_iters, seed=seed, dataset=dataset, device=device, compile=compile_model,
+        weight_decay=weight_decay, beta1=beta1, beta2=beta2, grad_clip=grad_clip, dropout=dropout, bias=bias,
+        eval_interval=eval_interval, eval_iters=eval_iters, seed=seed, dataset=dataset, device=device, compile=compile_model,
     )
     the_store = open_store(store)
     for depth in CANONICAL_DEPTHS if all_depths else [layers]:
