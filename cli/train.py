@@ -89,7 +89,8 @@ def train(
         max_iters=max_iters, n_embd=n_embd, n_head=n_head, block_size=block_size, batch_size=batch_size,
         gradient_accumulation_steps=grad_accum, learning_rate=lr, min_lr=min_lr, warmup_iters=warmup_iters,
         weight_decay=weight_decay, beta1=beta1, beta2=beta2, grad_clip=grad_clip, dropout=dropout, bias=bias,
-        eval_interval=eval_interval, eval_iters=eval_iters, seed=seed, dataset=dataset, device=device, compile=compile_model,
+        eval_interval=eval_interval, eval_iters=eval_iters, seed=seed, dataset=dataset, device=device,
+        compile=compile_model,
     )
     the_store = open_store(store)
     for depth in CANONICAL_DEPTHS if all_depths else [layers]:
