@@ -70,3 +70,30 @@ def test_corrupt_or_truncated_token_file_is_detected(tmp_path):
 def test_meta_records_source_sha(data_dir):
     meta = json.loads((data_dir / "shakespeare_char" / "meta.json").read_text())
     assert meta["sha256"] == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+
+
+def test_prepare_from_url_checks_sha(tmp_path):
+    """The download path, against a loopback HTTP server holding the local copy (and a wrong file)."""
+    import functools
+    import http.server
+    import os
+    import shutil
+    import threading
+
+    served = tmp_path / "www"
+    served.mkdir()
+    shutil.copy(os.path.join(os.environ["GPTZOO_DATA_SOURCE"], "tinyshakespeare.txt"), served / "input.txt")
+    (served / "other.txt").write_text("not it " * 100)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        prepare("shakespeare_char", tmp_path / "d", source=f"{base}/input.txt")
+        assert load("shakespeare_char", tmp_path / "d").meta["n_val"] == 111540
+        with pytest.raises(SourceError, match="sha256 mismatch"):
+            prepare("shakespeare", tmp_path / "e", source=f"{base}/other.txt")
+        with pytest.raises(SourceError, match="cannot download"):
+            prepare("shakespeare_char", tmp_path / "f", source=f"{base}/missing.txt")
+    finally:
+        server.shutdown()
