@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from gptzoo.cli import bench, data, evaluate, export, generate, importer, serve, train, zoo
+from gptzoo.cli import bench, data, evaluate, export, generate, importer, loadtest, report, serve, train, zoo
 
 app = typer.Typer(
     name="gptzoo",
@@ -21,7 +21,9 @@ app.command("eval")(evaluate.eval_cmd)
 app.command("export")(export.export_cmd)
 app.command("generate")(generate.generate_cmd)
 app.command("bench")(bench.bench_cmd)
+app.command("report")(report.report_cmd)
 app.command("serve")(serve.serve_cmd)
+app.command("loadtest")(loadtest.loadtest_cmd)
 
 
 if __name__ == "__main__":

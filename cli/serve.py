@@ -1,0 +1,102 @@
+"""`gptzoo serve`: the OpenAI-compatible HTTP service over the exported variants, under uvicorn."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from gptzoo.cli.common import StoreOpt, err, fail, handle_errors, open_store
+
+APP_FACTORY = "gptzoo.server.app:create_app_from_env"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@handle_errors
+def serve_cmd(
+    store: StoreOpt = None,
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0 for every interface).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8000,
+    device: Annotated[
+        Literal["auto", "cpu", "cuda"], typer.Option(help="onnxruntime provider: auto picks CUDA when available.")
+    ] = "auto",
+    workers: Annotated[int, typer.Option(min=1, help="Server processes; each loads every model.")] = 1,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="GPTZOO_API_KEY", show_default=False,
+                     help="Require `Authorization: Bearer KEY` on the API (not on /healthz, /readyz, /metrics)."),
+    ] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,
+    max_prompt_tokens: Annotated[int, typer.Option(min=1, help="Longest prompt accepted, in tokens.")] = 4096,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Requests decoded together per model.")] = 8,
+    threads: Annotated[
+        int | None, typer.Option(min=1, show_default=False, help="onnxruntime threads per model [default: all cores].")
+    ] = None,
+    log_level: Annotated[
+        Literal["critical", "error", "warning", "info", "debug"], typer.Option(help="Server log level.")
+    ] = "info",
+) -> None:
+    """Serve every exported variant over an OpenAI-compatible HTTP API.
+
+    POST /v1/completions (model: a full id such as shakespeare-char-4l or a depth alias such as 4l; `stream: true`
+    for Server-Sent Events), GET /v1/models, /healthz, /readyz, /metrics (Prometheus) and the OpenAPI schema at
+    /schema. Each model loads in its own thread with a warm-up generation; a variant that fails to load is reported
+    as not ready and the others serve. Ctrl-C stops the server.
+    """
+    import uvicorn
+
+    from gptzoo.server.settings import Settings
+    from gptzoo.zoo.runtime import choose_providers
+
+    the_store = open_store(store)
+    variants = the_store.variants()
+    if not any(v.exported for v in variants):
+        what = "no variants" if not variants else "no exported variants"
+        fail(f"{what} in {the_store.root} (train with `gptzoo train --layers 4`, then `gptzoo export --layers 4`)")
+    choose_providers(device)  # a clear error now (e.g. cuda without onnxruntime-gpu), not one per model later
+    settings = Settings.build(store=str(the_store.root), device=device, api_key=api_key, max_tokens=max_tokens,
+                              max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size, threads=threads)
+    # uvicorn's workers (and the single in-process app) build the app from these variables.
+    os.environ.update(settings.to_env())
+    metrics_dir = _fresh_metrics_dir(workers)
+    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
+        err.print(f"[yellow]warning:[/] listening on {host} without --api-key: anyone who can reach it may use it",
+                  highlight=False)
+    err.print(f"serving {sum(v.exported for v in variants)} exported variant(s) from {the_store.root} at "
+              f"http://{host}:{port} (API /v1, OpenAPI /schema, metrics /metrics)", highlight=False)
+    try:
+        uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
+                    log_config=_log_config(log_level), timeout_graceful_shutdown=10)
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _fresh_metrics_dir(workers: int) -> Path | None:
+    """Multi-process Prometheus needs a shared folder, empty at start (stale files from an earlier run would be
+    summed in). Returns the folder to delete afterwards when we made it."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        d = Path(given)
+        d.mkdir(parents=True, exist_ok=True)
+        for f in d.glob("*.db"):
+            f.unlink()
+        return None
+    if workers == 1:
+        return None
+    d = Path(tempfile.mkdtemp(prefix="gptzoo-metrics-"))
+    os.environ[MULTIPROC_ENV] = str(d)
+    return d
+
+
+def _log_config(level: str) -> dict:
+    """uvicorn's logging, plus gptzoo.server's model load reports on the same stream."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = {**LOGGING_CONFIG, "loggers": dict(LOGGING_CONFIG["loggers"])}
+    config["loggers"]["gptzoo"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    return config

@@ -1,0 +1,103 @@
+"""The Litestar app: `create_app(settings)` for tests and embedding, `create_app_from_env` for uvicorn's workers.
+
+    uvicorn --factory gptzoo.server.app:create_app_from_env      # settings from GPTZOO_* variables
+
+The lifespan starts one worker thread per variant (load, warm-up, serve) and, unless `load_in_background`, waits
+until every model is ready or has failed before the server accepts requests."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import metadata
+
+from litestar import Litestar
+from litestar.connection import ASGIConnection
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import NotAuthorizedException
+from litestar.handlers import BaseRouteHandler
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+
+from gptzoo.server import buckets, errors
+from gptzoo.server.router import ModelRouter
+from gptzoo.server.routes import ROUTES
+from gptzoo.server.serving import CompletionService
+from gptzoo.server.settings import Settings
+
+
+class MetricsController(PrometheusController):
+    path = "/metrics"
+    include_in_schema = False
+    opt = {"public": True}
+
+
+def api_key_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Bearer-token auth on everything but the probes and /metrics (handlers marked public)."""
+    key = connection.app.state.settings.api_key
+    if not key or handler.opt.get("public"):
+        return
+    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
+    if not token:
+        raise NotAuthorizedException("missing API key: send the header `Authorization: Bearer <key>`")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        raise NotAuthorizedException("invalid API key")
+
+
+def provide_router(state: State) -> ModelRouter:
+    return state.router
+
+
+def provide_service(state: State) -> CompletionService:
+    return state.service
+
+
+def version() -> str:
+    try:
+        return metadata.version("gptzoo")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        router = ModelRouter(settings)
+        app.state.router = router
+        app.state.service = CompletionService(router, settings)
+        router.start()
+        try:
+            if not settings.load_in_background:
+                await asyncio.to_thread(router.wait_loaded)
+            yield
+        finally:
+            await asyncio.to_thread(router.close)
+
+    return Litestar(
+        route_handlers=[*ROUTES, MetricsController],
+        lifespan=[lifespan],
+        state=State({"settings": settings}),
+        dependencies={"router": Provide(provide_router, sync_to_thread=False),
+                      "service": Provide(provide_service, sync_to_thread=False)},
+        guards=[api_key_guard],
+        exception_handlers=errors.HANDLERS,
+        request_max_body_size=settings.max_body_bytes,
+        middleware=[PrometheusConfig(app_name="gptzoo", prefix="gptzoo_http", group_path=True,
+                                     buckets=buckets.REQUEST_SECONDS, exclude=["^/metrics"]).middleware],
+        openapi_config=OpenAPIConfig(
+            title="gptzoo",
+            version=version(),
+            description="OpenAI-compatible completions over a zoo of GPT models that differ only in depth.",
+        ),
+        logging_config=None,  # uvicorn's logging config (set by `gptzoo serve`) applies
+        debug=False,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    return create_app(Settings.from_env())

@@ -1,0 +1,16 @@
+"""Histogram buckets, in seconds, in one place (as vLLM's metrics/buckets.py).
+
+Tiny CPU models decode a token in ~0.1-1 ms and a 12-layer one in a few ms, so the token buckets start at 50 µs;
+the tails are trimmed for CPU-sized models, since every bucket x label set is a series of its own."""
+
+# Time to first token: queueing + prefill + one sample.
+TTFT_SECONDS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0]
+
+# Time between two tokens of one request (a decode step of the whole batch).
+INTER_TOKEN_SECONDS = [0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015, 0.0025, 0.005, 0.0075, 0.01,
+                       0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
+
+# Whole requests: completions end to end, time waiting for a batch slot, and every HTTP request.
+REQUEST_SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+                   120.0]
+QUEUE_SECONDS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0]

@@ -1,0 +1,117 @@
+"""One error shape for every failure, as OpenAI's: {"error": {"message", "type", "param", "code"}}.
+
+Domain errors raise ApiError; Litestar's own errors (validation, 404/405, 413, guards) are mapped to the same shape
+by the app-level handlers below, and anything unexpected becomes a 500 without a traceback in the body."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import msgspec
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+
+from gptzoo.server import metrics
+
+log = logging.getLogger("gptzoo.server")
+
+# OpenAI's error types by status.
+TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+         405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
+         503: "service_unavailable_error"}
+CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
+         429: "rate_limited", 503: "unavailable"}
+
+
+class ErrorBody(msgspec.Struct):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorBody
+
+
+class ApiError(Exception):
+    """A failure the client should see, with its status code and a human-readable message."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
+                 headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+        self.headers = headers or {}
+
+
+def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, message, param=param, code=code)
+
+
+def error_response(status: int, message: str, param: str | None = None, code: str | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    body = ErrorResponse(ErrorBody(message, TYPES.get(status, "invalid_request_error"), param, code))
+    return Response(body, status_code=status, headers=headers)
+
+
+def _count(request: Request, outcome: str) -> None:
+    """Completion requests that fail count by outcome too (unknown model names never become label values)."""
+    if request.scope.get("path_template") == "/v1/completions":
+        labels = request.scope.get("state", {}).get("gptzoo_model_labels") or {"model": "", "layers": ""}
+        metrics.REQUESTS.labels(**labels, outcome=outcome).inc()
+
+
+def on_api_error(request: Request, exc: ApiError) -> Response:
+    _count(request, exc.code or "error")
+    return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
+
+
+_BACKTICKED = re.compile(r"`([^`]+)`")
+
+
+def on_validation_error(request: Request, exc: ValidationException) -> Response:
+    """msgspec's message names the field: `key` is its path, or "data" with the name in backticks (unknown or
+    missing fields)."""
+    first = (exc.extra or [{}])[0] if isinstance(exc.extra, list) else {}
+    key, detail = first.get("key"), first.get("message") or exc.detail
+    if key in (None, "data"):
+        named = _BACKTICKED.search(detail or "")
+        key = named.group(1) if named and "field" in detail else None
+    if "unknown field" in (detail or ""):
+        message, code = f"unknown field `{key}`: this server does not support it", "unknown_field"
+    elif "missing required field" in (detail or ""):
+        message, code = f"missing required field `{key}`", "missing_field"
+    elif key:
+        message, code = f"invalid `{key}`: {detail}", "invalid_value"
+    else:
+        message, code = f"invalid request body: {detail}", "invalid_body"
+    _count(request, "invalid_request")
+    return error_response(400, message, key, code)
+
+
+def on_http_error(request: Request, exc: HTTPException) -> Response:
+    status = exc.status_code
+    message = exc.detail
+    if status == 413:
+        limit = request.app.state.settings.max_body_bytes
+        message = f"the request body is larger than this server's limit of {limit:,} bytes"
+    elif status == 404:
+        message = f"no route {request.method} {request.url.path}"
+    elif status == 405:
+        message = f"method {request.method} is not allowed on {request.url.path}"
+    headers = dict(exc.headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    _count(request, CODES.get(status, "invalid_request"))
+    return error_response(status, message, code=CODES.get(status), headers=headers)
+
+
+def on_internal_error(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    _count(request, "error")
+    return error_response(500, "internal server error (see the server log)", code="internal_error")
+
+
+HANDLERS = {ApiError: on_api_error, ValidationException: on_validation_error, HTTPException: on_http_error,
+            Exception: on_internal_error}

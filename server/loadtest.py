@@ -1,0 +1,379 @@
+"""A load generator for an OpenAI-style `/v1/completions` endpoint: N concurrent clients (asyncio + httpx), each
+sending one request after the other, streamed (Server-Sent Events) or not, for a number of requests and/or a
+duration. It measures per request the time to first token (TTFT), the inter-token latencies (ITL, the gaps between
+text chunks), the end-to-end latency and the completion tokens, and classifies failures by kind.
+
+It is a plain HTTP client: nothing here imports the rest of gptzoo.server, so it can load any OpenAI-compatible
+server. Every run is bounded: at most MAX_REQUESTS requests, MAX_DURATION_S seconds of issuing, MAX_CONCURRENCY
+clients, and each request under its own timeout. Only loopback hosts are accepted unless `allow_remote` is set.
+
+    report = run(LoadConfig(url="http://127.0.0.1:8000", model="4l", concurrency=8, requests=100))
+    print(report.to_dict())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import ipaddress
+import json
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+
+MAX_REQUESTS = 100_000
+MAX_DURATION_S = 3600.0
+MAX_CONCURRENCY = 1024
+DEFAULT_REQUESTS = 100  # when neither a request count nor a duration is given
+MAX_RETRY_AFTER_S = 1.0  # a client told to back off (429) waits Retry-After, at most this long
+
+# Failure kinds, in report order. stream_error: the server reported an error event inside a started stream.
+ERROR_KINDS = ("http_429", "http_503", "http_4xx", "http_5xx", "timeout", "connection", "protocol", "stream_error")
+PERCENTILES = (50, 95, 99)
+
+
+class LoadTestError(ValueError):
+    """A run that cannot start: bad options, or the server is unreachable."""
+
+
+class RemoteNotAllowed(LoadTestError):
+    """The URL's host is not a loopback address and remote targets were not allowed."""
+
+
+@dataclass(frozen=True)
+class LoadConfig:
+    url: str = "http://127.0.0.1:8000"
+    model: str = ""
+    concurrency: int = 8
+    requests: int | None = None  # total; None: DEFAULT_REQUESTS, or MAX_REQUESTS when a duration is given
+    duration: float | None = None  # seconds after which no new request starts
+    max_tokens: int = 64
+    prompt: str = "ROMEO:"
+    temperature: float | None = None  # None: the server's default
+    seed: int | None = None  # request i is sent with seed + i
+    stream: bool = True
+    timeout: float = 60.0  # per request, whole response included
+    api_key: str | None = None
+    allow_remote: bool = False
+
+    def validated(self) -> LoadConfig:
+        """Checks the options and the URL; returns the config with its limits resolved."""
+        if not self.model:
+            raise LoadTestError("a model is required (an id such as shakespeare-char-4l, or an alias such as 4l)")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            raise LoadTestError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, not {self.concurrency}")
+        if self.requests is not None and not 1 <= self.requests <= MAX_REQUESTS:
+            raise LoadTestError(f"requests must be between 1 and {MAX_REQUESTS}, not {self.requests}")
+        if self.duration is not None and not 0 < self.duration <= MAX_DURATION_S:
+            raise LoadTestError(f"duration must be over 0 and at most {MAX_DURATION_S:.0f} s, not {self.duration}")
+        if not 0 < self.timeout <= MAX_DURATION_S:
+            raise LoadTestError(f"timeout must be over 0 and at most {MAX_DURATION_S:.0f} s, not {self.timeout}")
+        if self.max_tokens < 1:
+            raise LoadTestError(f"max_tokens must be at least 1, not {self.max_tokens}")
+        requests = self.requests or (MAX_REQUESTS if self.duration else DEFAULT_REQUESTS)
+        return dataclasses.replace(self, url=check_url(self.url, self.allow_remote), requests=requests)
+
+
+def check_url(url: str, allow_remote: bool = False) -> str:
+    """The server's base URL (no trailing slash, no /v1); a non-loopback host raises RemoteNotAllowed unless
+    allow_remote."""
+    try:
+        u = httpx.URL(url.strip())
+    except (httpx.InvalidURL, TypeError) as e:
+        raise LoadTestError(f"invalid URL {url!r}: {e}") from None
+    if u.scheme not in ("http", "https") or not u.host:
+        raise LoadTestError(f"invalid URL {url!r}: expected http://HOST[:PORT]")
+    if not allow_remote and not is_loopback(u.host):
+        raise RemoteNotAllowed(f"{u.host} is not a loopback address (127.0.0.0/8, ::1, localhost); pass "
+                               "--allow-remote to load a remote server")
+    base = str(u.copy_with(query=None, fragment=None)).rstrip("/")
+    return base[: -len("/v1")] if base.endswith("/v1") else base
+
+
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]").rstrip(".").lower()
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_loopback or bool(mapped and mapped.is_loopback)
+
+
+# -- one request ------------------------------------------------------------------------------------------------
+@dataclass
+class RequestResult:
+    ok: bool
+    status: int | None = None  # HTTP status; None when no response came
+    error: str | None = None  # one of ERROR_KINDS when not ok
+    message: str | None = None  # the server's error message, or the exception's
+    ttft_s: float | None = None  # request sent -> first non-empty text (streaming only)
+    itl_s: list[float] = field(default_factory=list)  # gaps between successive non-empty text chunks
+    e2e_s: float = 0.0
+    tokens: int = 0  # completion tokens: the usage when the server gives it, else the non-empty chunks
+
+
+class _Failed(Exception):
+    def __init__(self, kind: str, message: str, status: int | None = None):
+        super().__init__(message)
+        self.kind, self.message, self.status = kind, message, status
+
+
+def classify_status(status: int) -> str:
+    if status == 429:
+        return "http_429"
+    if status == 503:
+        return "http_503"
+    if 400 <= status < 500:
+        return "http_4xx"
+    if 500 <= status < 600:
+        return "http_5xx"
+    return "protocol"
+
+
+def _error_message(body: bytes) -> str:
+    """OpenAI's {"error": {"message"}} or Litestar's {"detail"}; else the start of the body."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return body[:200].decode(errors="replace").strip()
+    if isinstance(obj, dict):
+        err = obj.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            return str(err["message"])
+        if obj.get("detail"):
+            return str(obj["detail"])
+    return str(obj)[:200]
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return max(0.0, float(response.headers.get("retry-after", 0)))
+    except ValueError:
+        return 0.0
+
+
+def _payload(cfg: LoadConfig, index: int) -> dict:
+    body: dict = {"model": cfg.model, "prompt": cfg.prompt, "max_tokens": cfg.max_tokens, "stream": cfg.stream}
+    if cfg.temperature is not None:
+        body["temperature"] = cfg.temperature
+    if cfg.seed is not None:
+        body["seed"] = cfg.seed + index
+    if cfg.stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+async def one_request(client: httpx.AsyncClient, cfg: LoadConfig, index: int) -> tuple[RequestResult, float]:
+    """Sends request `index`; returns its result and how long the client should wait before its next request
+    (Retry-After on a 429, capped)."""
+    t0 = time.perf_counter()
+    result = RequestResult(ok=False)
+    backoff = 0.0
+    try:
+        async with asyncio.timeout(cfg.timeout):
+            async with client.stream("POST", "/v1/completions", json=_payload(cfg, index)) as response:
+                result.status = response.status_code
+                if response.status_code != 200:
+                    body = await response.aread()
+                    if response.status_code == 429:
+                        backoff = min(_retry_after(response), MAX_RETRY_AFTER_S)
+                    raise _Failed(classify_status(response.status_code), _error_message(body), response.status_code)
+                if cfg.stream:
+                    await _read_stream(response, t0, result)
+                else:
+                    _read_json(await response.aread(), result)
+    except _Failed as f:
+        result.error, result.message = f.kind, f.message
+    except (TimeoutError, httpx.TimeoutException):
+        result.error, result.message = "timeout", f"no complete answer within {cfg.timeout:g} s"
+    except (httpx.RemoteProtocolError, httpx.DecodingError) as e:
+        result.error, result.message = "protocol", str(e) or type(e).__name__
+    except httpx.TransportError as e:
+        result.error, result.message = "connection", str(e) or type(e).__name__
+    else:
+        result.ok = True
+    result.e2e_s = time.perf_counter() - t0
+    return result, backoff
+
+
+async def _read_stream(response: httpx.Response, t0: float, result: RequestResult) -> None:
+    ctype = response.headers.get("content-type", "")
+    if not ctype.startswith("text/event-stream"):
+        raise _Failed("protocol", f"expected text/event-stream, got {ctype or 'no content type'}", 200)
+    last = None
+    chunks, usage_tokens, done = 0, None, False
+    async for line in response.aiter_lines():
+        if not line.startswith("data:"):
+            continue  # blank separators, event:, id:, comments
+        data = line[len("data:"):].strip()
+        if data == "[DONE]":
+            done = True
+            break
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            raise _Failed("protocol", f"invalid JSON in event: {data[:80]}", 200) from None
+        if not isinstance(obj, dict):
+            raise _Failed("protocol", f"unexpected event: {data[:80]}", 200)
+        if "error" in obj:
+            raise _Failed("stream_error", _error_message(data.encode()), 200)
+        usage = obj.get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+            usage_tokens = usage["completion_tokens"]
+        for choice in obj.get("choices") or []:
+            if choice.get("text"):
+                now = time.perf_counter()
+                if last is None:
+                    result.ttft_s = now - t0
+                else:
+                    result.itl_s.append(now - last)
+                last = now
+                chunks += 1
+    if not done:
+        raise _Failed("protocol", "the stream ended without data: [DONE]", 200)
+    result.tokens = usage_tokens if usage_tokens is not None else chunks
+
+
+def _read_json(body: bytes, result: RequestResult) -> None:
+    try:
+        obj = json.loads(body)
+        if not isinstance(obj["choices"], list):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        raise _Failed("protocol", f"not a completion: {body[:80]!r}", 200) from None
+    usage = obj.get("usage") or {}
+    if isinstance(usage.get("completion_tokens"), int):
+        result.tokens = usage["completion_tokens"]
+
+
+# -- the run ----------------------------------------------------------------------------------------------------
+@dataclass
+class Report:
+    config: LoadConfig
+    wall_s: float
+    results: list[RequestResult]
+    server_models: list[str] | None = None  # ids and aliases /v1/models listed, when it answered
+
+    def to_dict(self) -> dict:
+        return summarize(self.results, self.wall_s) | {"config": _config_dict(self.config)}
+
+
+def _config_dict(cfg: LoadConfig) -> dict:
+    return {"url": cfg.url, "model": cfg.model, "concurrency": cfg.concurrency, "requests": cfg.requests,
+            "duration_s": cfg.duration, "max_tokens": cfg.max_tokens, "prompt": cfg.prompt,
+            "temperature": cfg.temperature, "seed": cfg.seed, "stream": cfg.stream, "timeout_s": cfg.timeout}
+
+
+def _client(cfg: LoadConfig) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+    n = cfg.concurrency + 1  # +1 for the probe
+    return httpx.AsyncClient(base_url=cfg.url, headers=headers, timeout=cfg.timeout, trust_env=False,
+                             limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+
+
+async def probe(client: httpx.AsyncClient, cfg: LoadConfig) -> list[str] | None:
+    """GET /v1/models: raises LoadTestError when the server cannot be reached; returns the ids and aliases it
+    lists (None when it answered something else, e.g. 401)."""
+    try:
+        r = await client.get("/v1/models", timeout=min(cfg.timeout, 10.0))
+    except httpx.HTTPError as e:
+        raise LoadTestError(f"cannot reach {cfg.url}: {str(e) or type(e).__name__}") from None
+    if r.status_code != 200:
+        return None
+    try:
+        data = r.json()["data"]
+        names = [m["id"] for m in data]
+        names += [a for m in data for a in m.get("aliases") or []]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return names
+
+
+async def run_async(cfg: LoadConfig, on_result: Callable[[RequestResult], None] | None = None) -> Report:
+    """Probes the server, then runs `cfg.concurrency` clients until `cfg.requests` requests were sent or
+    `cfg.duration` elapsed (in-flight requests finish, each within its timeout)."""
+    cfg = cfg.validated()
+    assert cfg.requests is not None
+    async with _client(cfg) as client:
+        models = await probe(client, cfg)
+        results: list[RequestResult] = []
+        issued = 0
+        start = time.perf_counter()
+        deadline = start + min(cfg.duration or MAX_DURATION_S, MAX_DURATION_S)
+
+        async def worker() -> None:
+            nonlocal issued
+            while issued < cfg.requests and time.perf_counter() < deadline:
+                index = issued
+                issued += 1
+                result, backoff = await one_request(client, cfg, index)
+                results.append(result)
+                if on_result:
+                    on_result(result)
+                if backoff:
+                    await asyncio.sleep(min(backoff, max(0.0, deadline - time.perf_counter())))
+
+        await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, cfg.requests))))
+        wall = time.perf_counter() - start
+    return Report(cfg, wall, results, models)
+
+
+def run(cfg: LoadConfig, on_result: Callable[[RequestResult], None] | None = None) -> Report:
+    return asyncio.run(run_async(cfg, on_result))
+
+
+# -- statistics -------------------------------------------------------------------------------------------------
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100) with linear interpolation between closest ranks (numpy's default); None when
+    there are no values."""
+    if not values:
+        return None
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0..100, not {q}")
+    xs = sorted(values)
+    pos = (len(xs) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def distribution_ms(values_s: Sequence[float]) -> dict:
+    """n, mean, p50/p95/p99 and max of seconds, in milliseconds (None when empty)."""
+    out: dict = {"n": len(values_s)}
+    ms = [v * 1000 for v in values_s]
+    for q in PERCENTILES:
+        out[f"p{q}"] = percentile(ms, q)
+    out["mean"] = sum(ms) / len(ms) if ms else None
+    out["max"] = max(ms) if ms else None
+    return out
+
+
+def summarize(results: Sequence[RequestResult], wall_s: float) -> dict:
+    """The report of a run: counts, throughput, latency distributions (ms, successful requests only) and errors."""
+    ok = [r for r in results if r.ok]
+    tokens = sum(r.tokens for r in ok)
+    errors = Counter(r.error for r in results if not r.ok)
+    examples: dict[str, str] = {}
+    for r in results:
+        if not r.ok and r.error not in examples:
+            examples[r.error] = (r.message or "")[:300]
+    statuses = Counter(str(r.status) for r in results if r.status is not None)
+    return {
+        "requests": {"total": len(results), "ok": len(ok), "failed": len(results) - len(ok)},
+        "wall_s": wall_s,
+        "requests_per_s": len(ok) / wall_s if wall_s > 0 else 0.0,
+        "completion_tokens": tokens,
+        "tokens_per_s": tokens / wall_s if wall_s > 0 else 0.0,
+        "ttft_ms": distribution_ms([r.ttft_s for r in ok if r.ttft_s is not None]),
+        "itl_ms": distribution_ms([g for r in ok for g in r.itl_s]),
+        "e2e_ms": distribution_ms([r.e2e_s for r in ok]),
+        "errors": {k: errors.get(k, 0) for k in ERROR_KINDS},
+        "error_examples": examples,
+        "status_codes": dict(sorted(statuses.items())),
+    }

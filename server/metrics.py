@@ -1,0 +1,41 @@
+"""The service's own Prometheus metrics, module-level so two apps in one process share them (tests build many).
+
+Labels are `model` and `layers` only (plus `outcome` on the request counter and metadata on the info gauge), so the
+series count stays small. In multi-worker mode prometheus_client writes per-process files under
+$PROMETHEUS_MULTIPROC_DIR, which must be set before this module is imported; gauges say how to combine them.
+The HTTP side (every route, status code, duration) comes from Litestar's Prometheus middleware, as gptzoo_http_*."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from gptzoo.server import buckets
+
+LABELS = ("model", "layers")
+
+E2E = Histogram("gptzoo_e2e_request_latency_seconds", "Completion requests from arrival to their last token.",
+                LABELS, buckets=buckets.REQUEST_SECONDS)
+QUEUE = Histogram("gptzoo_request_queue_time_seconds", "Time a completion request waited for a batch slot.",
+                  LABELS, buckets=buckets.QUEUE_SECONDS)
+TTFT = Histogram("gptzoo_time_to_first_token_seconds", "Time from a request's arrival to its first generated token.",
+                 LABELS, buckets=buckets.TTFT_SECONDS)
+ITL = Histogram("gptzoo_inter_token_latency_seconds", "Time between consecutive generated tokens of a request.",
+                LABELS, buckets=buckets.INTER_TOKEN_SECONDS)
+PROMPT_TOKENS = Counter("gptzoo_prompt_tokens", "Prompt tokens prefilled.", LABELS)
+GENERATION_TOKENS = Counter("gptzoo_generation_tokens", "Tokens generated.", LABELS)
+REQUESTS = Counter("gptzoo_completion_requests", "Completion requests by outcome: finish reason (stop, length), "
+                   "cancelled, or an error code.", (*LABELS, "outcome"))
+RUNNING = Gauge("gptzoo_requests_running", "Completion requests being decoded.", LABELS, multiprocess_mode="livesum")
+WAITING = Gauge("gptzoo_requests_waiting", "Completion requests queued for a batch slot.", LABELS,
+                multiprocess_mode="livesum")
+VALIDATION_LOSS = Gauge("gptzoo_model_validation_loss", "Validation loss from the variant's card.", LABELS,
+                        multiprocess_mode="mostrecent")
+READY = Gauge("gptzoo_model_ready", "1 when the model serves (in every worker process), else 0.", LABELS,
+              multiprocess_mode="min")
+# Gauge, not Info: Info is silently dropped in multiprocess mode.
+INFO = Gauge("gptzoo_model_info", "Always 1; the labels describe the variant and where it runs.",
+             (*LABELS, "provider", "params", "exporter", "quantization"), multiprocess_mode="mostrecent")
+
+
+def model_labels(variant) -> dict[str, str]:
+    return {"model": variant.id, "layers": str(variant.n_layer)}

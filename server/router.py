@@ -1,0 +1,73 @@
+"""ModelRouter: one ModelWorker per variant in the store, and the names a request may use for them.
+
+A variant is named by its full id (shakespeare-char-4l) or by its depth alias (4l; 4l-int8 for the quantized
+copy), the alias only when exactly one variant has it."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+from gptzoo.server.errors import ApiError
+from gptzoo.server.settings import Settings
+from gptzoo.server.worker import LOADING, ModelWorker
+from gptzoo.zoo.store import Store, Variant
+
+
+def depth_alias(v: Variant) -> str:
+    """`shakespeare-char-4l` -> `4l`, `shakespeare-char-4l-int8` -> `4l-int8`."""
+    m = re.search(rf"(?:^|-)({v.n_layer}l(?:-.*)?)$", v.id)
+    return m.group(1) if m else f"{v.n_layer}l"
+
+
+class ModelRouter:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = Store(settings.store)
+        self.workers: dict[str, ModelWorker] = {v.id: ModelWorker(v, settings) for v in self.store.variants()}
+        claims: dict[str, list[str]] = defaultdict(list)
+        for w in self.workers.values():
+            claims[depth_alias(w.variant)].append(w.id)
+        self.aliases = {a: ids[0] for a, ids in claims.items() if len(ids) == 1 and a not in self.workers}
+        self.ambiguous = {a: ids for a, ids in claims.items() if len(ids) > 1}
+
+    def start(self) -> None:
+        for w in self.workers.values():
+            w.start()
+
+    def wait_loaded(self) -> None:
+        for w in self.workers.values():
+            w.loaded.wait()
+
+    def close(self) -> None:
+        for w in self.workers.values():
+            w.close()
+
+    @property
+    def any_ready(self) -> bool:
+        return any(w.ready for w in self.workers.values())
+
+    def aliases_of(self, model_id: str) -> list[str]:
+        return [a for a, i in self.aliases.items() if i == model_id]
+
+    def get(self, name: str) -> ModelWorker:
+        """The worker a request names; 404 listing what exists, 400 for an ambiguous alias."""
+        if name in self.workers:
+            return self.workers[name]
+        if name in self.aliases:
+            return self.workers[self.aliases[name]]
+        if name in self.ambiguous:
+            raise ApiError(400, f"{name!r} matches several models ({', '.join(self.ambiguous[name])}); name one "
+                                "by its full id", param="model", code="ambiguous_model")
+        listed = ", ".join(f"{i} ({', '.join(self.aliases_of(i))})" if self.aliases_of(i) else i for i in self.workers)
+        raise ApiError(404, f"model {name!r} does not exist; available: {listed or 'none (the store is empty)'}",
+                       param="model", code="model_not_found")
+
+    def ready(self, name: str) -> ModelWorker:
+        """The named worker, or 503 saying why it does not serve."""
+        w = self.get(name)
+        if not w.ready:
+            retry = {"Retry-After": "5"} if w.state == LOADING else None
+            why = "is still loading" if w.state == LOADING else f"is not ready: {w.reason}"
+            raise ApiError(503, f"model {w.id} {why}", param="model", code="model_not_ready", headers=retry)
+        return w

@@ -1,0 +1,108 @@
+"""Request and response bodies (OpenAI's completions and models API, plus gptzoo's extensions), as msgspec Structs.
+
+Optional request fields also accept null, as OpenAI's API does; the defaults are applied in serving.py."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import msgspec
+from msgspec import Meta
+
+StopSeq = Annotated[str, Meta(min_length=1, max_length=64)]
+
+
+class StreamOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    include_usage: bool | None = None
+
+
+class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    model: Annotated[str, Meta(min_length=1, max_length=256, examples=["4l", "shakespeare-char-4l"],
+                               description="Variant id or depth alias.")]
+    prompt: Annotated[str, Meta(min_length=1, examples=["ROMEO:"], description="Text to continue.")]
+    max_tokens: Annotated[int, Meta(ge=1, description="Tokens to generate at most (default 16).")] | None = None
+    temperature: Annotated[float, Meta(ge=0, le=2, description="0 is greedy (default 1).")] | None = None
+    top_p: Annotated[float, Meta(gt=0, le=1, description="Nucleus sampling mass (default 1).")] | None = None
+    top_k: Annotated[int, Meta(ge=1, description="gptzoo extension: sample among the k likeliest.")] | None = None
+    seed: Annotated[int, Meta(ge=0, description="Same seed, prompt and model give the same text.")] | None = None
+    stop: StopSeq | Annotated[list[StopSeq], Meta(max_length=4)] | None = None
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    n: Annotated[int, Meta(description="Choices per prompt; only 1 is supported.")] | None = None
+    user: Annotated[str, Meta(max_length=256)] | None = None
+
+
+class CompletionChoice(msgspec.Struct, kw_only=True):
+    text: str
+    index: int = 0
+    logprobs: None = None
+    finish_reason: Literal["stop", "length"] | None = None
+
+
+class Usage(msgspec.Struct, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class CompletionResponse(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class CompletionChunk(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One Server-Sent Event of a streamed completion (usage only in the last one, with stream_options)."""
+
+    id: str
+    object: Literal["text_completion"]  # no default: omit_defaults would drop it
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ModelCard(msgspec.Struct, kw_only=True):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "gptzoo"
+    aliases: list[str]
+    n_layer: int
+    n_head: int | None
+    n_embd: int | None
+    block_size: int | None
+    vocab_size: int | None
+    params: int | None
+    val_loss: float | None
+    dataset: str | None
+    quantization: str | None
+    provider: str | None
+    ready: bool
+    state: Literal["loading", "ready", "failed", "not_exported"]
+    reason: str | None
+
+
+class ModelList(msgspec.Struct, kw_only=True):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ModelState(msgspec.Struct, kw_only=True):
+    id: str
+    state: str
+    ready: bool
+    provider: str | None
+    reason: str | None
+
+
+class Readiness(msgspec.Struct, kw_only=True):
+    status: Literal["ready", "not_ready"]
+    models: list[ModelState]
+
+
+class Health(msgspec.Struct):
+    status: Literal["ok"] = "ok"

@@ -1,0 +1,125 @@
+"""Completions: turn a request into a Job for the model's worker, then into OpenAI's response or SSE chunks."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import msgspec
+
+from gptzoo.server.errors import ApiError, ErrorBody, ErrorResponse, bad_request
+from gptzoo.server.router import ModelRouter
+from gptzoo.server.schemas import CompletionChoice, CompletionChunk, CompletionRequest, CompletionResponse, Usage
+from gptzoo.server.settings import Settings
+from gptzoo.server.worker import Job, ModelWorker
+from gptzoo.zoo.sampling import SamplingParams
+from gptzoo.zoo.tokenizers import UnknownCharacters
+
+DEFAULT_MAX_TOKENS = 16  # OpenAI's default for completions
+THREAD_TOKENIZE_CHARS = 20_000  # longer prompts are tokenized off the event loop
+
+
+@dataclass
+class Prepared:
+    """A request that passed every check and is queued."""
+
+    id: str
+    created: int
+    worker: ModelWorker
+    job: Job
+    include_usage: bool
+
+
+class CompletionService:
+    def __init__(self, router: ModelRouter, settings: Settings):
+        self.router, self.settings = router, settings
+
+    async def prepare(self, req: CompletionRequest, state: dict | None = None) -> Prepared:
+        """Every check a request can fail, then the job queued; raises ApiError (never after streaming starts).
+        `state` (the request's scope state) gets the model's metric labels, so later failures count under it."""
+        worker = self.router.get(req.model)
+        if state is not None:
+            state["gptzoo_model_labels"] = worker.labels
+        worker = self.router.ready(req.model)
+        if req.n not in (None, 1):
+            raise bad_request(f"n={req.n} is not supported: this server returns one choice per request (n=1)", "n",
+                              "unsupported_value")
+        max_tokens = DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens
+        if max_tokens > self.settings.max_tokens:
+            raise bad_request(f"max_tokens={max_tokens} is above this server's limit of {self.settings.max_tokens}",
+                              "max_tokens", "max_tokens_too_large")
+        try:
+            params = SamplingParams(
+                max_tokens=max_tokens,
+                temperature=1.0 if req.temperature is None else req.temperature,
+                top_k=req.top_k,
+                top_p=req.top_p,
+                seed=req.seed,
+                stop=[req.stop] if isinstance(req.stop, str) else list(req.stop or []),
+            )
+        except ValueError as e:
+            raise bad_request(str(e)) from None
+        ids = await self._encode(worker, req.prompt)
+        if len(ids) > self.settings.max_prompt_tokens:
+            raise bad_request(f"the prompt is {len(ids)} tokens long; this server accepts at most "
+                              f"{self.settings.max_prompt_tokens} (and {worker.id} reads only the last "
+                              f"{worker.model.shape.block_size})", "prompt", "prompt_too_long")
+        job = Job(ids, params, stream=bool(req.stream))
+        worker.submit(job)
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return Prepared(f"cmpl-{uuid.uuid4().hex}", int(time.time()), worker, job, include_usage)
+
+    async def _encode(self, worker: ModelWorker, prompt: str) -> list[int]:
+        try:
+            if len(prompt) > THREAD_TOKENIZE_CHARS:
+                return await asyncio.to_thread(worker.tokenizer.encode, prompt)
+            return worker.tokenizer.encode(prompt)
+        except UnknownCharacters as e:
+            shown = ", ".join(repr(c) for c in e.chars[:20]) + (" …" if len(e.chars) > 20 else "")
+            raise bad_request(f"the prompt has {len(e.chars)} character(s) outside {worker.id}'s vocabulary: {shown}",
+                              "prompt", "unknown_characters") from None
+
+    async def complete(self, p: Prepared) -> CompletionResponse:
+        try:
+            event = await p.job.events.get()
+        finally:  # the handler was cancelled (client gone): stop decoding for it
+            p.job.cancel()
+        if event[0] == "error":
+            raise ApiError(event[1], event[2], code="generation_failed" if event[1] == 500 else "unavailable")
+        _, text, reason, n = event
+        return CompletionResponse(id=p.id, created=p.created, model=p.worker.id,
+                                  choices=[CompletionChoice(text=text, finish_reason=reason)],
+                                  usage=usage(p, n))
+
+    async def stream(self, p: Prepared) -> AsyncIterator[str]:
+        """OpenAI's chunk format as SSE data, ending with `[DONE]`; an error after the start becomes an error event."""
+        def chunk(choices: list[CompletionChoice], n_generated: int | None = None) -> str:
+            c = CompletionChunk(id=p.id, object="text_completion", created=p.created, model=p.worker.id,
+                                choices=choices, usage=None if n_generated is None else usage(p, n_generated))
+            return msgspec.json.encode(c).decode()
+
+        try:
+            while True:
+                event = await p.job.events.get()
+                if event[0] == "text":
+                    yield chunk([CompletionChoice(text=event[1])])
+                elif event[0] == "done":
+                    yield chunk([CompletionChoice(text="", finish_reason=event[2])])
+                    if p.include_usage:  # OpenAI's stream_options: one more chunk, no choices, the usage
+                        yield chunk([], event[3])
+                    break
+                else:
+                    error = ErrorBody(event[2], "server_error", None, "generation_failed")
+                    yield msgspec.json.encode(ErrorResponse(error)).decode()
+                    break
+            yield "[DONE]"
+        finally:
+            p.job.cancel()
+
+
+def usage(p: Prepared, completion_tokens: int) -> Usage:
+    n = len(p.job.prompt_ids)
+    return Usage(prompt_tokens=n, completion_tokens=completion_tokens, total_tokens=n + completion_tokens)

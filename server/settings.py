@@ -1,0 +1,55 @@
+"""Server settings: one Struct, filled from CLI flags or, for uvicorn's worker processes, from environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+import msgspec
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+# Fields read from variables the rest of gptzoo already uses; every other field is GPTZOO_SERVE_<FIELD>.
+_ENV_NAMES = {"store": "GPTZOO_STORE", "api_key": "GPTZOO_API_KEY", "threads": "GPTZOO_THREADS"}
+
+
+def env_name(field: str) -> str:
+    return _ENV_NAMES.get(field, f"GPTZOO_SERVE_{field.upper()}")
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    store: str | None = None  # store folder; None means gptzoo's default store
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # onnxruntime provider choice (auto: CUDA when available)
+    api_key: str | None = None  # when set, /v1/* and the OpenAPI pages need `Authorization: Bearer <key>`
+    max_tokens: Positive = 1024  # cap on a request's max_tokens
+    max_prompt_tokens: Positive = 4096  # longer prompts are refused (the model reads only its last block_size)
+    max_body_bytes: Positive = 1_000_000  # larger request bodies get 413
+    max_batch_size: Positive = 8  # requests decoded together per model (continuous batching)
+    max_waiting: Positive = 256  # requests queued per model beyond the batch before 429
+    threads: Positive | None = None  # onnxruntime intra-op threads per model (None: onnxruntime's default)
+    policy: Literal["exact", "half"] = "half"  # context policy past the window, see gptzoo.zoo.generate
+    load_in_background: bool = False  # start answering at once; models become ready as they load
+
+    @classmethod
+    def build(cls, **values) -> Settings:
+        """Validated settings (a plain Struct(...) call checks neither types nor constraints)."""
+        try:
+            return msgspec.convert(values, cls, strict=False)
+        except msgspec.ValidationError as e:
+            raise ValueError(f"invalid server setting: {e}") from e
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values = {f: environ[env_name(f)] for f in cls.__struct_fields__ if environ.get(env_name(f))}
+        return cls.build(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that makes `from_env` rebuild these settings (how uvicorn workers get them)."""
+        out = {}
+        for f in self.__struct_fields__:
+            v = getattr(self, f)
+            if v is not None:
+                out[env_name(f)] = str(v).lower() if isinstance(v, bool) else str(v)
+        return out

@@ -1,0 +1,245 @@
+"""One model, one thread: load the ONNX session, warm it up, then decode requests with continuous batching.
+
+onnxruntime's `run` blocks and `Batch` is not thread-safe, so a dedicated thread owns both. Requests (`Job`s) queue
+up; between decode steps the thread admits waiting jobs into the running Batch (one prefill call for all of them,
+up to max_batch_size rows) and drops finished or cancelled ones. Results go back to the event loop that submitted
+the job through `loop.call_soon_threadsafe`, as events on the job's asyncio.Queue:
+("text", delta) while streaming, then ("done", text, finish_reason, completion_tokens) or ("error", status, message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from datetime import datetime
+
+from gptzoo.server import metrics
+from gptzoo.server.settings import Settings
+from gptzoo.zoo.generate import Batch, Row
+from gptzoo.zoo.runtime import OnnxModel
+from gptzoo.zoo.sampling import SamplingParams
+from gptzoo.zoo.store import ONNX, Variant
+from gptzoo.zoo.tokenizers import Tokenizer, from_spec
+
+log = logging.getLogger("gptzoo.server")
+
+LOADING, READY, FAILED, NOT_EXPORTED = "loading", "ready", "failed", "not_exported"
+
+
+class Job:
+    """One completion request on its way through a worker."""
+
+    def __init__(self, prompt_ids: list[int], params: SamplingParams, stream: bool):
+        self.prompt_ids, self.params, self.stream = prompt_ids, params, stream
+        self.loop = asyncio.get_running_loop()
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.arrival = time.perf_counter()
+        self.cancelled = False  # set by the HTTP side (client gone); the worker drops the row at its next step
+        self.finished = False
+        self.seen = 0  # tokens already accounted for in the latency metrics
+        self.last_token_at = 0.0
+
+    def emit(self, *event) -> None:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+    def cancel(self) -> None:
+        if not self.finished:
+            self.cancelled = True
+
+
+class LoadFailure(Exception):
+    pass
+
+
+class ModelWorker:
+    def __init__(self, variant: Variant, settings: Settings):
+        self.variant, self.settings = variant, settings
+        self.id = variant.id
+        self.labels = metrics.model_labels(variant)
+        self.state = LOADING if variant.exported else NOT_EXPORTED
+        self.reason = None if variant.exported else f"not exported (run `gptzoo export --model {self.id}`)"
+        self.provider: str | None = None
+        self.model: OnnxModel | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.loaded = threading.Event()  # set once loading ended, either way
+        self._pending: deque[Job] = deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self.peak_rows = 0  # the most rows decoded together so far (tests and tuning)
+        self._gauges()
+
+    @property
+    def ready(self) -> bool:
+        return self.state == READY
+
+    # -- life cycle -------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.state == NOT_EXPORTED:
+            self.loaded.set()
+            return
+        # daemon: a thread stuck in a long session call must not keep the process alive at exit
+        self._thread = threading.Thread(target=self._run, name=f"gptzoo-{self.id}", daemon=True)
+        self._thread.start()
+
+    def close(self, timeout: float = 10.0) -> None:
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        if self._thread:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            t0 = time.perf_counter()
+            self._load()
+            self.state = READY
+            log.info("%s: ready on %s (loaded and warmed up in %.0f ms)", self.id, self.provider,
+                     (time.perf_counter() - t0) * 1e3)
+        except Exception as e:  # anything: a broken variant must not take the others down
+            self.state, self.reason = FAILED, str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.warning("%s: not ready: %s", self.id, self.reason)
+        finally:
+            self._gauges()
+            self.loaded.set()
+        if self.ready:
+            self._serve()
+
+    def _load(self) -> None:
+        card = self.variant.card
+        if "tokenizer" not in card:
+            raise LoadFailure("card.json has no tokenizer")
+        tokenizer = from_spec(card["tokenizer"])
+        if not self.variant.path(card.get("onnx", {}).get("file", ONNX)).is_file():
+            raise LoadFailure(f"no ONNX file in {self.variant.dir}")
+        model = OnnxModel(self.variant.path(card.get("onnx", {}).get("file", ONNX)), self.settings.device,
+                          self.settings.threads)
+        if tokenizer.vocab_size > model.shape.vocab_size:
+            raise LoadFailure(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                              f"{model.shape.vocab_size}")
+        self.model, self.tokenizer, self.provider = model, tokenizer, model.provider
+        # Warm-up: a real prefill and decode step, so the first request pays no one-off session costs.
+        batch = Batch(model, tokenizer, self.settings.policy)
+        batch.add([batch.new_row([0, 0], SamplingParams(max_tokens=2, temperature=0))])
+        batch.step()
+
+    def _gauges(self) -> None:
+        card = self.variant.card
+        if isinstance(card.get("val_loss"), int | float):
+            metrics.VALIDATION_LOSS.labels(**self.labels).set(card["val_loss"])
+        metrics.READY.labels(**self.labels).set(1 if self.ready else 0)
+        if self.state != LOADING:
+            metrics.INFO.labels(**self.labels, provider=self.provider or "none", params=str(card.get("params", "")),
+                                exporter=card.get("onnx", {}).get("exporter", ""),
+                                quantization=card.get("quantization") or "none").set(1)
+        metrics.WAITING.labels(**self.labels).set(0)
+        metrics.RUNNING.labels(**self.labels).set(0)
+
+    # -- requests ---------------------------------------------------------------------------------------------
+    def submit(self, job: Job) -> None:
+        from gptzoo.server.errors import ApiError
+
+        with self._cv:
+            if self._stopping:
+                raise ApiError(503, "the server is shutting down", code="shutting_down")
+            if len(self._pending) >= self.settings.max_waiting:
+                raise ApiError(429, f"{self.id} has {len(self._pending)} requests waiting already; retry later",
+                               code="overloaded", headers={"Retry-After": "1"})
+            self._pending.append(job)
+            metrics.WAITING.labels(**self.labels).set(len(self._pending))
+            self._cv.notify()
+
+    def _serve(self) -> None:
+        batch = Batch(self.model, self.tokenizer, self.settings.policy)
+        while True:
+            with self._cv:
+                while not self._pending and not batch.rows and not self._stopping:
+                    self._cv.wait()
+                if self._stopping:
+                    break
+                room = self.settings.max_batch_size - len(batch.rows)
+                new = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+                metrics.WAITING.labels(**self.labels).set(len(self._pending))
+            try:
+                self._advance(batch, new)
+            except Exception as e:  # a failed session call: fail what is in flight, keep serving
+                log.exception("%s: generation failed", self.id)
+                for job in [r.tag for r in batch.rows] + new:
+                    self._fail(job, 500, f"generation failed: {str(e).splitlines()[0] if str(e) else e!r}")
+                batch = Batch(self.model, self.tokenizer, self.settings.policy)
+            metrics.RUNNING.labels(**self.labels).set(len(batch.rows))
+        with self._cv:
+            left = [r.tag for r in batch.rows] + list(self._pending)
+            self._pending.clear()
+        for job in left:
+            self._fail(job, 503, "the server is shutting down")
+
+    def _advance(self, batch: Batch, new: list[Job]) -> None:
+        """Admit `new` (one prefill), decode one step for every row, hand back what finished."""
+        now = time.perf_counter()
+        rows = []
+        for job in new:
+            if job.cancelled:
+                self._finish(job, "cancelled", now)
+                continue
+            metrics.QUEUE.labels(**self.labels).observe(now - job.arrival)
+            metrics.PROMPT_TOKENS.labels(**self.labels).inc(len(job.prompt_ids))
+            on_text = (lambda delta, job=job: job.emit("text", delta)) if job.stream else None
+            rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job))
+        if rows:
+            batch.add(rows)
+            self.peak_rows = max(self.peak_rows, len(batch.rows))
+            self._account(rows, time.perf_counter())
+        if any(not r.done for r in batch.rows):
+            batch.step()
+            self._account(batch.rows, time.perf_counter())
+        now = time.perf_counter()
+        leaving = [r for r in batch.rows if r.done or r.tag.cancelled]
+        for r in leaving:
+            self._finish(r.tag, "cancelled" if r.tag.cancelled and not r.done else r.finish_reason, now, r)
+        batch.remove(leaving)
+
+    def _account(self, rows: list[Row], t: float) -> None:
+        """Latency metrics for the tokens that appeared since the last call."""
+        fresh = 0
+        for r in rows:
+            job, n = r.tag, len(r.generated)
+            if n == job.seen:
+                continue
+            if job.seen == 0:
+                metrics.TTFT.labels(**self.labels).observe(t - job.arrival)
+            else:
+                metrics.ITL.labels(**self.labels).observe(t - job.last_token_at)
+            fresh += n - job.seen
+            job.seen, job.last_token_at = n, t
+        if fresh:
+            metrics.GENERATION_TOKENS.labels(**self.labels).inc(fresh)
+
+    def _finish(self, job: Job, outcome: str, now: float, row: Row | None = None) -> None:
+        job.finished = True
+        metrics.E2E.labels(**self.labels).observe(now - job.arrival)
+        metrics.REQUESTS.labels(**self.labels, outcome=outcome).inc()
+        if row is not None and outcome != "cancelled":
+            job.emit("done", row.text.text, row.finish_reason, len(row.generated))
+
+    def _fail(self, job: Job, status: int, message: str) -> None:
+        if job.finished:
+            return
+        job.finished = True
+        metrics.REQUESTS.labels(**self.labels, outcome="error").inc()
+        job.emit("error", status, message)
+
+
+def created_at(card: dict) -> int:
+    """Unix time of the export (or the last training update): OpenAI's `created`."""
+    for stamp in (card.get("onnx", {}).get("exported_at"), card.get("updated")):
+        try:
+            return int(datetime.fromisoformat(stamp).timestamp())
+        except (TypeError, ValueError):
+            continue
+    return 0

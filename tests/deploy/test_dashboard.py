@@ -1,0 +1,104 @@
+"""The Grafana dashboard against the provisioned datasource, the app's real /metrics, and promtool's parser."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.deploy.conftest import (
+    dashboard,
+    datasource_uid,
+    metric_names,
+    panel_exprs,
+    panels,
+    run,
+    sample_names,
+    substitute,
+)
+
+REQUIRED_METRICS = {
+    "gptzoo_completion_requests_total", "gptzoo_e2e_request_latency_seconds_bucket",
+    "gptzoo_time_to_first_token_seconds_bucket", "gptzoo_inter_token_latency_seconds_bucket",
+    "gptzoo_request_queue_time_seconds_bucket", "gptzoo_generation_tokens_total", "gptzoo_requests_waiting",
+    "gptzoo_requests_running", "gptzoo_model_validation_loss",
+}
+
+
+def test_metric_name_extraction():
+    expr = ('histogram_quantile(0.95, sum by (model, le) (rate(gptzoo_x_bucket{model=~"$model", a!="b c"}'
+            '[$__rate_interval]))) / on (model) group_left sum(gptzoo_y) or vector(1e3)')
+    assert metric_names(expr) == {"gptzoo_x_bucket", "gptzoo_y"}
+
+
+def test_every_panel_and_variable_uses_the_provisioned_datasource():
+    uid, dash = datasource_uid(), dashboard()
+    assert uid == "gptzoo-prometheus"
+    queried = [p for p in panels(dash) if p["type"] != "row"]
+    assert len(queried) >= 10
+    for p in queried:
+        assert p["datasource"] == {"type": "prometheus", "uid": uid}, p["title"]
+        assert p["targets"], p["title"]
+        for t in p["targets"]:
+            assert t["datasource"] == {"type": "prometheus", "uid": uid}, p["title"]
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert set(variables) == {"model", "layers"}
+    for v in variables.values():
+        assert v["datasource"]["uid"] == uid and v["allValue"] == ".*"
+    assert variables["model"]["query"]["query"] == "label_values(gptzoo_model_info, model)"
+    assert "${DS_" not in str(dash) and "__inputs" not in dash  # shared-export placeholders break provisioning
+
+
+def test_panels_filter_by_model_and_layers_and_use_rate_interval():
+    for where, expr in panel_exprs(dashboard()):
+        if "gptzoo_http_" not in expr:  # Litestar's HTTP metrics carry no model labels
+            assert 'model=~"$model"' in expr and 'layers=~"$layers"' in expr, where
+        if "rate(" in expr:
+            assert "[$__rate_interval]" in expr or "[$__range]" in expr, where
+
+
+def test_exprs_use_only_metrics_the_app_exports(scrape):
+    exported = sample_names(scrape)
+    used = set()
+    for where, expr in panel_exprs(dashboard()):
+        names = metric_names(expr)
+        assert names, f"{where}: no metric in {expr}"
+        assert names <= exported, f"{where}: {sorted(names - exported)} not in the app's /metrics"
+        used |= names
+    for v in dashboard()["templating"]["list"]:  # label_values(<selector>, <label>): the label must be there
+        selector, label = re.fullmatch(r"label_values\((.+), *(\w+)\)", v["query"]["query"]).groups()
+        [metric] = metric_names(selector)
+        assert any(s.name == metric and label in s.labels for f in text_string_to_metric_families(scrape)
+                   for s in f.samples), v["name"]
+    assert used >= REQUIRED_METRICS, sorted(REQUIRED_METRICS - used)
+
+
+def test_promtool_parses_every_expr(promtool, tmp_path):
+    rules = {"groups": [{"name": "gptzoo-dashboard", "rules": [
+        {"record": f"dashboard:expr_{i}", "expr": substitute(expr)} for i, (_, expr) in
+        enumerate(panel_exprs(dashboard()))]}]}
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump(rules))
+    r = run(promtool, "check", "rules", path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"SUCCESS: {len(rules['groups'][0]['rules'])} rules found" in r.stdout
+
+
+def test_promtool_rejects_a_broken_expr(promtool, tmp_path):
+    """The check above can fail: promtool exits 1 on a syntax error."""
+    path = tmp_path / "rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "g", "rules": [
+        {"record": "r", "expr": "sum by (model (rate(gptzoo_generation_tokens_total[30s]))"}]}]}))
+    assert run(promtool, "check", "rules", path).returncode == 1
+
+
+def test_promtool_check_metrics_passes_on_a_real_scrape(promtool, scrape):
+    r = run(promtool, "check", "metrics", stdin=scrape)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED_METRICS))
+def test_scrape_has_the_metrics_the_dashboard_needs(scrape, name):
+    assert name in sample_names(scrape)

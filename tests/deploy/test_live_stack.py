@@ -1,0 +1,127 @@
+"""Proof that the dashboard works: the real `prometheus` binary scrapes a real `gptzoo serve` under a short load,
+and every panel's PromQL, evaluated through Prometheus' HTTP API, parses and returns series."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+import yaml
+
+from tests.deploy.conftest import dashboard, panel_exprs, substitute
+from tests.server.conftest import MODEL, free_port, live_server
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(check, what: str, timeout: float = 30.0, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc is None or proc.poll() is None, f"prometheus exited with {proc.returncode}"
+        try:
+            if result := check():
+                return result
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def query(prom: str, expr: str) -> list[dict]:
+    r = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10)
+    body = r.json()
+    assert r.status_code == 200 and body["status"] == "success", f"{expr}: {body}"
+    return body["data"]["result"]
+
+
+def post(base: str, **body) -> httpx.Response:
+    return httpx.post(f"{base}/v1/completions", json=body, timeout=30)
+
+
+def drive_load(base: str, n: int) -> int:
+    """n completions (every third streamed), 4 at a time; returns the tokens generated."""
+    def one(i: int) -> int:
+        body = {"model": "2l", "prompt": "ROMEO:", "max_tokens": 8 + i % 24, "stream": i % 3 == 0, "seed": i}
+        r = post(base, **body)
+        assert r.status_code == 200, r.text
+        return 8 + i % 24
+    with ThreadPoolExecutor(4) as pool:
+        return sum(pool.map(one, range(n)))
+
+
+def cancel_a_stream(base: str) -> None:
+    """A long stream whose client leaves after the first chunk: the server counts it as cancelled."""
+    body = {"model": "2l", "prompt": "ROMEO:", "max_tokens": 100_000, "stream": True}
+    with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=30) as r:
+        assert r.status_code == 200
+        next(r.iter_lines())
+
+
+def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_path, exported_store):
+    store = tmp_path / "store"
+    shutil.copytree(exported_store, store)
+    with live_server(tmp_path, store, "--max-tokens", 100_000) as (base, _):
+        port = free_port()
+        prom = f"http://127.0.0.1:{port}"
+        config = tmp_path / "prometheus.yml"
+        config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "scrape_configs": [{"job_name": "gptzoo", "static_configs": [{"targets": [base.split("//")[1]]}]}]}))
+        log = tmp_path / "prometheus.log"
+        with open(log, "w") as out:
+            proc = subprocess.Popen([prometheus, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                                     f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+                                    stdout=out, stderr=subprocess.STDOUT)
+        try:
+            def scrapes() -> float:
+                result = query(prom, 'count_over_time(up{job="gptzoo"}[5m])')
+                return float(result[0]["value"][1]) if result else 0.0
+
+            wait_for(lambda: httpx.get(f"{prom}/-/ready", timeout=2).status_code == 200, "prometheus ready", proc=proc)
+            wait_for(lambda: query(prom, 'up{job="gptzoo"} == 1'), "the first scrape", proc=proc)
+
+            # The load in two halves with scrapes between them, so the rates see counters rise.
+            tokens = drive_load(base, 15)
+            seen = scrapes()
+            wait_for(lambda: scrapes() >= seen + 2, "two scrapes between the halves", proc=proc)
+            tokens += drive_load(base, 15)
+            assert post(base, model="no-such-model", prompt="x").status_code == 404
+            assert post(base, model="2l", prompt="x", max_tokens=0).status_code == 400
+            cancel_a_stream(base)
+            wait_for(lambda: 'outcome="cancelled"' in httpx.get(f"{base}/metrics").text, "the cancellation")
+            seen = scrapes()
+            wait_for(lambda: scrapes() >= seen + 3, "three scrapes after the load", proc=proc)
+
+            empty = []
+            for where, expr in panel_exprs(dashboard()):
+                if not query(prom, substitute(expr)):
+                    empty.append(f"{where}: {substitute(expr)}")
+            assert not empty, "panels with no series:\n" + "\n".join(empty)
+
+            # A few panels read back what the load did.
+            exprs = dict(panel_exprs(dashboard()))
+            outcomes = {s["metric"]["outcome"] for s in query(prom, substitute(
+                exprs["Completion requests/s by outcome [A]"]))}
+            assert {"length", "model_not_found", "invalid_request", "cancelled"} <= outcomes, outcomes
+            [rate] = query(prom, substitute(exprs["Tokens/s [A]"]))
+            assert rate["metric"]["model"] == MODEL and float(rate["value"][1]) > 0
+            [loss] = query(prom, substitute(exprs["Validation loss vs p95 latency, per depth [A]"]))
+            card_loss = httpx.get(f"{base}/v1/models/{MODEL}").json()["val_loss"]
+            assert loss["metric"]["layers"] == "2" and math.isclose(float(loss["value"][1]), card_loss)
+            [p95] = query(prom, substitute(exprs["Validation loss vs p95 latency, per depth [B]"]))
+            assert 0 < float(p95["value"][1]) < 30
+            generated = query(prom, f'sum(gptzoo_generation_tokens_total{{model="{MODEL}"}})')
+            assert float(generated[0]["value"][1]) >= tokens
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+    assert "level=error" not in log.read_text(), log.read_text()

@@ -1,0 +1,117 @@
+"""Server fixtures: apps on the tiny exported variant (TestClient inside `with`, so the lifespan loads the model),
+broken copies of it, and `gptzoo serve` as a real subprocess on a loopback port."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+from litestar.testing import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from gptzoo.server.app import create_app
+from gptzoo.server.settings import Settings
+
+MODEL = "shakespeare-char-2l"
+
+
+@pytest.fixture
+def make_client():
+    """make_client(store, **settings) -> a started TestClient; every one is closed after the test."""
+    opened = []
+
+    def make(store: Path, **settings) -> TestClient:
+        client = TestClient(app=create_app(Settings.build(store=str(store), **settings)))
+        client.__enter__()
+        opened.append(client)
+        return client
+
+    yield make
+    for c in opened:
+        c.__exit__(None, None, None)
+
+
+@pytest.fixture
+def client(make_client, exported_store):
+    return make_client(exported_store, max_tokens=64, max_prompt_tokens=100, max_body_bytes=20_000, threads=1)
+
+
+def add_variant(store: Path, new_id: str, n_layer: int, src: str = MODEL, edit=None) -> Path:
+    """Copy a variant under a new id and depth (optionally editing its card); returns its folder."""
+    dst = store / new_id
+    shutil.copytree(store / src, dst)
+    card = json.loads((dst / "card.json").read_text())
+    card.update(id=new_id, n_layer=n_layer)
+    if edit:
+        edit(card)
+    (dst / "card.json").write_text(json.dumps(card))
+    return dst
+
+
+def metric(text: str, name: str, **labels) -> float:
+    """The value of one sample in a Prometheus scrape (0 when absent)."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def sse_events(body: str) -> list[str]:
+    """The `data:` payloads of a Server-Sent Events body, in order."""
+    return [line[len("data: "):] for line in body.splitlines() if line.startswith("data: ")]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def gptzoo(*args) -> list[str]:
+    return [sys.executable, "-m", "gptzoo.cli.main", *map(str, args)]
+
+
+@contextmanager
+def live_server(tmp_path: Path, store: Path, *flags, env: dict | None = None, startup_s: float = 60):
+    """`gptzoo serve` on a free loopback port, ready to answer; stopped with Ctrl-C (SIGINT) afterwards. Yields
+    (base_url, log_path)."""
+    port = free_port()
+    log = tmp_path / f"serve-{port}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(gptzoo("serve", "--store", store, "--port", port, "--threads", 1, *flags),
+                                stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + startup_s
+        while True:
+            assert proc.poll() is None, f"gptzoo serve exited with {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"gptzoo serve not ready after {startup_s}s:\n{log.read_text()}"
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield base, log
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+                raise
+    assert proc.returncode == 0, log.read_text()
+    assert "Traceback" not in log.read_text(), log.read_text()

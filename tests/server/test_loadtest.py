@@ -1,0 +1,273 @@
+"""`gptzoo loadtest`: the statistics, the SSE client on canned answers (httpx.MockTransport), the URL guard, and
+real runs against `gptzoo serve` on the tiny exported variant."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+
+import httpx
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from gptzoo.cli.main import app
+from gptzoo.server.loadtest import (
+    ERROR_KINDS,
+    LoadConfig,
+    LoadTestError,
+    RemoteNotAllowed,
+    RequestResult,
+    check_url,
+    classify_status,
+    one_request,
+    percentile,
+    summarize,
+)
+from tests.server.conftest import MODEL, free_port, live_server
+
+runner = CliRunner()
+
+
+# -- statistics ---------------------------------------------------------------------------------------------------
+def test_percentile_matches_numpys_linear_interpolation():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 10, 101, 1000):
+        xs = list(rng.exponential(size=n))
+        for q in (0, 1, 50, 90, 95, 99, 100):
+            assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+    assert percentile([], 50) is None
+    assert percentile([3.0, 1.0, 2.0], 50) == 2.0  # unsorted input
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_summary_counts_throughput_latencies_and_errors():
+    ok = [RequestResult(ok=True, status=200, ttft_s=0.01 * (i + 1), itl_s=[0.001, 0.002], e2e_s=0.1 * (i + 1),
+                        tokens=10) for i in range(10)]
+    bad = [RequestResult(ok=False, status=429, error="http_429", message="busy", e2e_s=0.001),
+           RequestResult(ok=False, status=404, error="http_4xx", message="unknown model", e2e_s=0.001),
+           RequestResult(ok=False, status=404, error="http_4xx", message="unknown model again", e2e_s=0.001),
+           RequestResult(ok=False, error="timeout", message="slow", e2e_s=5.0)]
+    s = summarize(ok + bad, wall_s=2.0)
+    assert s["requests"] == {"total": 14, "ok": 10, "failed": 4}
+    assert s["completion_tokens"] == 100 and s["tokens_per_s"] == 50.0 and s["requests_per_s"] == 5.0
+    assert s["errors"] == {**dict.fromkeys(ERROR_KINDS, 0), "http_429": 1, "http_4xx": 2, "timeout": 1}
+    assert s["error_examples"] == {"http_429": "busy", "http_4xx": "unknown model", "timeout": "slow"}
+    assert s["status_codes"] == {"200": 10, "404": 2, "429": 1}
+    # latencies in ms, over successful requests only (the 5 s timeout is not in e2e)
+    assert s["e2e_ms"]["n"] == 10 and s["e2e_ms"]["max"] == pytest.approx(1000.0)
+    assert s["ttft_ms"]["p50"] == pytest.approx(55.0) and s["ttft_ms"]["mean"] == pytest.approx(55.0)
+    assert s["itl_ms"]["n"] == 20 and s["itl_ms"]["p50"] == pytest.approx(1.5)
+    for key in ("ttft_ms", "itl_ms", "e2e_ms"):
+        d = s[key]
+        assert d["p50"] <= d["p95"] <= d["p99"] <= d["max"]
+
+
+def test_summary_of_nothing_has_no_percentiles():
+    s = summarize([], wall_s=0.0)
+    assert s["requests"]["total"] == 0 and s["tokens_per_s"] == 0.0
+    assert s["ttft_ms"] == {"n": 0, "p50": None, "p95": None, "p99": None, "mean": None, "max": None}
+
+
+def test_status_classification():
+    assert [classify_status(s) for s in (429, 503, 400, 401, 404, 413, 500, 502, 302)] == [
+        "http_429", "http_503", "http_4xx", "http_4xx", "http_4xx", "http_4xx", "http_5xx", "http_5xx", "protocol"]
+
+
+# -- URL guard and options ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8000", "http://127.9.8.7", "http://localhost:1234/",
+                                 "http://[::1]:8000", "https://LOCALHOST/v1"])
+def test_loopback_urls_are_accepted(url):
+    assert not check_url(url).endswith(("/", "/v1"))
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.1:8000", "http://192.0.2.1", "https://example.com",
+                                 "http://[2001:db8::1]:80", "http://128.0.0.1"])
+def test_remote_urls_need_allow_remote(url):
+    with pytest.raises(RemoteNotAllowed):
+        check_url(url)
+    assert check_url(url, allow_remote=True)
+
+
+@pytest.mark.parametrize("cfg", [dict(model=""), dict(concurrency=0), dict(requests=0), dict(requests=10**6),
+                                 dict(duration=0), dict(duration=10**5), dict(timeout=0), dict(url="ftp://x")])
+def test_bad_options_are_refused(cfg):
+    with pytest.raises(LoadTestError):
+        LoadConfig(**{"model": "2l", **cfg}).validated()
+
+
+def test_limits_resolve_from_requests_and_duration():
+    assert LoadConfig(model="2l").validated().requests == 100
+    assert LoadConfig(model="2l", duration=5).validated().requests == 100_000
+    assert LoadConfig(model="2l", duration=5, requests=7).validated().requests == 7
+
+
+def test_cli_refuses_a_remote_host_with_exit_2():
+    r = runner.invoke(app, ["loadtest", "--model", "2l", "--url", "http://192.0.2.1:8000"])
+    assert r.exit_code == 2
+    assert r.stderr.strip().count("\n") == 0 and "--allow-remote" in r.stderr
+
+
+def test_cli_unreachable_server_exits_1_with_one_line():
+    r = runner.invoke(app, ["loadtest", "--model", "2l", "--url", f"http://127.0.0.1:{free_port()}", "--timeout", "5"])
+    assert r.exit_code == 1
+    assert r.stderr.startswith("error: cannot reach") and r.stderr.strip().count("\n") == 0
+    assert "Traceback" not in r.output
+
+
+# -- the client on canned answers ---------------------------------------------------------------------------------
+def sse(*events: str) -> bytes:
+    return "".join(f"data: {e}\n\n" for e in events).encode()
+
+
+def chunk(text: str, finish=None, usage=None) -> str:
+    c = {"object": "text_completion", "choices": [{"text": text, "index": 0, "finish_reason": finish}]}
+    if usage:
+        c["usage"] = usage
+    return json.dumps(c)
+
+
+def answer(handler, **cfg) -> tuple[RequestResult, float]:
+    """one_request against a MockTransport; returns (result, backoff)."""
+
+    async def go():
+        transport = httpx.MockTransport(handler)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:1") as client:
+            return await one_request(client, LoadConfig(model="2l", **cfg).validated(), 0)
+
+    return asyncio.run(go())
+
+
+SSE = {"content-type": "text/event-stream; charset=utf-8"}
+
+
+def test_stream_measures_ttft_itl_and_takes_tokens_from_usage():
+    body = sse(chunk("RO"), chunk("ME"), chunk(""), chunk("O", "length"),
+               json.dumps({"choices": [], "usage": {"completion_tokens": 5}}), "[DONE]")
+    seen = {}
+
+    def handler(request):
+        seen.update(json.loads(request.content))
+        return httpx.Response(200, headers=SSE, content=body)
+
+    r, backoff = answer(handler, seed=3, temperature=0.5, max_tokens=5)
+    assert r.ok and r.status == 200 and r.error is None and backoff == 0
+    assert r.tokens == 5 and len(r.itl_s) == 2 and 0 <= r.ttft_s <= r.e2e_s
+    assert seen == {"model": "2l", "prompt": "ROMEO:", "max_tokens": 5, "stream": True, "seed": 3, "temperature": 0.5,
+                    "stream_options": {"include_usage": True}}
+
+
+def test_stream_without_usage_counts_chunks():
+    r, _ = answer(lambda req: httpx.Response(200, headers=SSE, content=sse(chunk("a"), chunk("b"), "[DONE]")))
+    assert r.ok and r.tokens == 2 and len(r.itl_s) == 1
+
+
+@pytest.mark.parametrize(("status", "kind"),
+                         [(404, "http_4xx"), (400, "http_4xx"), (503, "http_503"), (500, "http_5xx")])
+def test_http_errors_are_classified_with_the_servers_message(status, kind):
+    body = {"error": {"message": f"failed with {status}", "type": "x"}}
+    r, backoff = answer(lambda req: httpx.Response(status, json=body))
+    assert not r.ok and r.status == status and r.error == kind and r.message == f"failed with {status}"
+    assert backoff == 0
+
+
+def test_429_is_classified_and_retry_after_is_obeyed_up_to_a_cap():
+    r, backoff = answer(lambda req: httpx.Response(429, headers={"Retry-After": "1"}, json={"detail": "slow down"}))
+    assert r.error == "http_429" and r.message == "slow down" and backoff == 1.0
+    _, backoff = answer(lambda req: httpx.Response(429, headers={"Retry-After": "3600"}, json={}))
+    assert backoff == 1.0
+
+
+@pytest.mark.parametrize(("body", "headers", "kind"), [
+    (sse(chunk("a")), SSE, "protocol"),  # no [DONE]
+    (sse("{not json", "[DONE]"), SSE, "protocol"),
+    (b'{"choices": []}', {"content-type": "application/json"}, "protocol"),  # not a stream
+    (sse(chunk("a"), json.dumps({"error": {"message": "generation failed"}}), "[DONE]"), SSE, "stream_error"),
+])
+def test_broken_streams_are_classified(body, headers, kind):
+    r, _ = answer(lambda req: httpx.Response(200, headers=headers, content=body))
+    assert not r.ok and r.error == kind
+
+
+def test_transport_failures_are_connection_or_timeout():
+    def refuse(request):
+        raise httpx.ConnectError("refused", request=request)
+
+    def stall(request):
+        raise httpx.ReadTimeout("stalled", request=request)
+
+    assert answer(refuse)[0].error == "connection"
+    assert answer(stall)[0].error == "timeout"
+
+
+def test_plain_json_answers_take_tokens_from_usage():
+    body = {"object": "text_completion", "choices": [{"text": "abc"}], "usage": {"completion_tokens": 3}}
+    r, _ = answer(lambda req: httpx.Response(200, json=body), stream=False)
+    assert r.ok and r.tokens == 3 and r.ttft_s is None and r.itl_s == []
+
+
+# -- against `gptzoo serve` ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, exported_store):
+    tmp = tmp_path_factory.mktemp("loadtest")
+    store = tmp / "store"
+    shutil.copytree(exported_store, store)
+    with live_server(tmp, store) as (base, _log):
+        yield base
+
+
+def loadtest(*args) -> dict:
+    r = runner.invoke(app, ["loadtest", *map(str, args), "--json", "--timeout", 30])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)
+
+
+@pytest.mark.slow
+def test_twenty_streamed_requests_at_concurrency_four(server):
+    d = loadtest("--url", server, "--model", "2l", "--requests", 20, "--concurrency", 4, "--max-tokens", 12)
+    assert d["requests"] == {"total": 20, "ok": 20, "failed": 0}
+    assert d["completion_tokens"] == 20 * 12  # a char model: one token per character, no end-of-text
+    assert d["tokens_per_s"] > 0 and d["requests_per_s"] > 0 and d["wall_s"] > 0
+    assert set(d["errors"]) == set(ERROR_KINDS) and not any(d["errors"].values())
+    assert d["status_codes"] == {"200": 20}
+    assert d["ttft_ms"]["n"] == d["e2e_ms"]["n"] == 20 and 0 < d["itl_ms"]["n"] <= 20 * 11
+    for key in ("ttft_ms", "itl_ms", "e2e_ms"):
+        x = d[key]
+        assert 0 < x["p50"] <= x["p95"] <= x["p99"] <= x["max"], (key, x)
+    assert d["ttft_ms"]["p50"] <= d["e2e_ms"]["p50"]
+    assert d["config"] == {"url": server, "model": "2l", "concurrency": 4, "requests": 20, "duration_s": None,
+                           "max_tokens": 12, "prompt": "ROMEO:", "temperature": None, "seed": None, "stream": True,
+                           "timeout_s": 30.0}
+
+
+@pytest.mark.slow
+def test_unknown_model_is_counted_as_http_4xx_and_exits_0(server):
+    r = runner.invoke(app, ["loadtest", "--url", server, "--model", "no-such-model", "--requests", 6, "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["requests"] == {"total": 6, "ok": 0, "failed": 6}
+    assert d["errors"]["http_4xx"] == 6 and d["status_codes"] == {"404": 6}
+    assert MODEL in d["error_examples"]["http_4xx"]  # the server's message lists the available models
+    assert d["e2e_ms"]["p50"] is None and d["tokens_per_s"] == 0
+    assert "does not list model 'no-such-model'" in r.stderr
+
+
+@pytest.mark.slow
+def test_no_stream_and_duration_with_full_id(server):
+    d = loadtest("--url", f"{server}/v1", "--model", MODEL, "--no-stream", "--duration", 1, "--concurrency", 2,
+                 "--max-tokens", 4, "--seed", 1)
+    assert d["requests"]["ok"] == d["requests"]["total"] > 0 and d["config"]["requests"] == 100_000
+    assert d["completion_tokens"] == 4 * d["requests"]["ok"]
+    assert d["ttft_ms"]["n"] == 0 and d["itl_ms"]["n"] == 0 and d["e2e_ms"]["n"] == d["requests"]["ok"]
+    assert 1.0 <= d["wall_s"] < 30
+
+
+@pytest.mark.slow
+def test_table_output(server):
+    r = runner.invoke(app, ["loadtest", "--url", server, "-m", "2l", "-n", 4, "-c", 2, "--max-tokens", 4],
+                      env={"COLUMNS": "120"})
+    assert r.exit_code == 0, r.output
+    for phrase in ("requests ok / failed", "4 / 0", "tokens/s", "TTFT", "ITL", "end-to-end", "p99"):
+        assert phrase in r.stdout

@@ -1,0 +1,90 @@
+"""The per-model worker and the settings, below HTTP: queue limit, cancellation, env round trip."""
+
+import asyncio
+import time
+
+import pytest
+
+from gptzoo.server import metrics
+from gptzoo.server.errors import ApiError
+from gptzoo.server.router import ModelRouter
+from gptzoo.server.settings import Settings
+from gptzoo.server.worker import Job, ModelWorker
+from gptzoo.zoo.sampling import SamplingParams
+from gptzoo.zoo.store import Store
+from tests.server.conftest import MODEL
+
+
+def test_full_queue_is_429(exported_store):
+    w = ModelWorker(Store(exported_store).load(MODEL), Settings.build(max_waiting=2))  # not started: nothing drains
+
+    async def submit_three():
+        for _ in range(3):
+            w.submit(Job([1, 2], SamplingParams(max_tokens=1), stream=False))
+
+    with pytest.raises(ApiError) as e:
+        asyncio.run(submit_three())
+    assert e.value.status == 429 and "2 requests waiting" in e.value.message
+
+
+def test_cancelled_stream_leaves_the_batch(exported_store):
+    settings = Settings.build(max_tokens=100_000, threads=1)
+    w = ModelWorker(Store(exported_store).load(MODEL), settings)
+    w.start()
+    assert w.loaded.wait(30) and w.ready
+    cancelled = metrics.REQUESTS.labels(**w.labels, outcome="cancelled")
+    before = cancelled._value.get()
+
+    async def go():
+        job = Job([1, 2, 3], SamplingParams(max_tokens=100_000), stream=True)
+        w.submit(job)
+        kind, _ = await asyncio.wait_for(job.events.get(), 10)
+        assert kind == "text"
+        job.cancel()
+        for _ in range(500):  # bounded: the worker drops the row at its next step
+            if job.finished:
+                break
+            await asyncio.sleep(0.01)
+        return job
+
+    try:
+        job = asyncio.run(go())
+        assert job.finished and job.seen < 100_000
+        assert cancelled._value.get() == before + 1
+    finally:
+        w.close()
+    assert not w._thread.is_alive()
+
+
+def test_settings_round_trip_through_the_environment():
+    s = Settings.build(store="/x/store", device="cpu", api_key="k", max_tokens=7, max_batch_size=3, threads=2,
+                       load_in_background=True)
+    env = s.to_env()
+    assert env["GPTZOO_STORE"] == "/x/store" and env["GPTZOO_API_KEY"] == "k" and env["GPTZOO_THREADS"] == "2"
+    assert env["GPTZOO_SERVE_MAX_TOKENS"] == "7"
+    assert Settings.from_env(env) == s
+    assert Settings.from_env({}) == Settings()
+
+
+def test_bad_settings_are_a_clear_error():
+    with pytest.raises(ValueError, match="max_batch_size"):
+        Settings.from_env({"GPTZOO_SERVE_MAX_BATCH_SIZE": "0"})
+    with pytest.raises(ValueError, match="device"):
+        Settings.build(device="tpu")
+
+
+def test_loading_model_is_503_with_retry_after(exported_store):
+    router = ModelRouter(Settings.build(store=str(exported_store)))  # not started: the model is still loading
+    with pytest.raises(ApiError) as e:
+        router.ready("2l")
+    assert e.value.status == 503 and "still loading" in e.value.message and e.value.headers == {"Retry-After": "5"}
+
+
+def test_background_loading_answers_at_once_then_gets_ready(make_client, exported_store):
+    client = make_client(exported_store, load_in_background=True)
+    assert client.get("/healthz").status_code == 200
+    for _ in range(300):  # bounded: the tiny model loads in well under a second
+        if client.get("/readyz").status_code == 200:
+            break
+        time.sleep(0.05)
+    assert client.post("/v1/completions", json={"model": "2l", "prompt": "A", "max_tokens": 2}).status_code == 200
