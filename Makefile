@@ -29,13 +29,11 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Main job: prepare tiny-Shakespeare, train the 4-layer cpu-preset variant (2000 iterations, ~2 min), check its
-# validation loss against its card and list the zoo. Everything lands in $(DEMO_HOME).
+# Main job (scripts/demo.sh): prepare tiny-Shakespeare, train the 4-layer cpu-preset variant (2000 iterations,
+# ~2 min), check its val loss against its card, export it (and an int8 copy), generate, then serve it and ask for a
+# completion over HTTP. Everything lands in $(DEMO_HOME).
 demo: install
-	GPTZOO_HOME=$(DEMO_HOME) $(BIN)/gptzoo data prepare shakespeare_char
-	GPTZOO_HOME=$(DEMO_HOME) $(BIN)/gptzoo train --layers 4 --preset cpu --overwrite
-	GPTZOO_HOME=$(DEMO_HOME) $(BIN)/gptzoo eval --layers 4
-	GPTZOO_HOME=$(DEMO_HOME) $(BIN)/gptzoo zoo list
+	GPTZOO_HOME=$(DEMO_HOME) BIN=$(BIN) scripts/demo.sh
 
 test: install
 	$(BIN)/ruff check .
