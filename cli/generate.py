@@ -41,12 +41,12 @@ def generate_cmd(
 
     variant = open_store(store).resolve(model=model, layers=layers)
     if backend == "onnx":
-        from gptzoo.zoo.runtime import OnnxLoadError, OnnxModel
+        from gptzoo.zoo.runtime import OnnxLoadError, open_variant
 
         if not variant.exported:
             fail(f"{variant.id} is not exported yet: run `gptzoo export --model {variant.id}` (or use --backend torch)")
         try:
-            runner = OnnxModel(variant.path("model.onnx"), device=device, threads=threads)
+            runner = open_variant(variant, device=device, threads=threads)
         except OnnxLoadError as e:
             fail(str(e))
     elif backend == "torch":

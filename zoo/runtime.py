@@ -101,3 +101,24 @@ def _graph_shape(session, meta: dict, path: Path) -> GraphShape:
         )
     except (KeyError, ValueError, TypeError) as e:
         raise OnnxLoadError(f"{path} lacks gptzoo metadata ({e})") from e
+
+
+def open_variant(variant, device: str = "auto", threads: int | None = None, verify_sha: bool = True) -> OnnxModel:
+    """The exported model of a store variant, refused when the file is not the one its card describes (replaced,
+    corrupted, or exported from another variant)."""
+    from gptzoo.zoo.sources import sha256_file
+
+    facts = variant.card.get("onnx") or {}
+    path = variant.path(facts.get("file", "model.onnx"))
+    if not path.is_file():
+        raise OnnxLoadError(f"{variant.id} is not exported (no {path.name}); run `gptzoo export --model {variant.id}`")
+    if verify_sha and facts.get("sha256") and sha256_file(path) != facts["sha256"]:
+        raise OnnxLoadError(f"{path} does not match its card (sha256 differs): export it again")
+    model = OnnxModel(path, device=device, threads=threads)
+    card = variant.card
+    got = {"n_layer": model.shape.n_layer, "block_size": model.shape.block_size, "vocab_size": model.shape.vocab_size}
+    diff = {k: v for k, v in got.items() if card.get(k) not in (None, v)}
+    if diff:
+        shown = ", ".join(f"{k} {v} vs card {card.get(k)}" for k, v in diff.items())
+        raise OnnxLoadError(f"{path} does not fit variant {variant.id}: {shown}")
+    return model

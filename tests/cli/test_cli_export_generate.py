@@ -1,6 +1,7 @@
 """`gptzoo export`, `generate` and `import nanogpt` as a user runs them, including their bad inputs."""
 
 import json
+import shutil
 
 from typer.testing import CliRunner
 
@@ -45,10 +46,26 @@ def test_generate_bad_inputs(store_copy, exported_store):
     assert run("generate", "-l", 2, "-p", "x", "-n", 0, "--store", exported_store).exit_code == 2
 
 
-def test_generate_corrupt_onnx(store_copy, exported_store):
+def test_generate_corrupt_or_mismatched_onnx(exported_store, tmp_path):
+    store_copy = tmp_path / "store"
+    shutil.copytree(exported_store, store_copy)
     onnx = store_copy / "shakespeare-char-2l" / "model.onnx"
-    onnx.write_bytes((exported_store / "shakespeare-char-2l" / "model.onnx").read_bytes()[:3000])
-    assert_one_line_error(run("generate", "-l", 2, "-p", "x", "--store", store_copy), "cannot load")
+    onnx.write_bytes(onnx.read_bytes()[:3000])
+    assert_one_line_error(run("generate", "-l", 2, "-p", "x", "--store", store_copy), "does not match its card")
+    # a foreign (but valid) ONNX file whose card carries no hash: caught by its shape
+    from tests.zoo.test_nanogpt import write_nanogpt_checkpoint
+
+    write_nanogpt_checkpoint(tmp_path, "\n !abcdefghijklmnopqrstuvwxyz")
+    assert run("import", "nanogpt", tmp_path / "ckpt.pt", "--meta", tmp_path / "meta.pkl", "--store",
+               tmp_path / "s").exit_code == 0
+    assert run("export", "--all", "--store", tmp_path / "s").exit_code == 0
+    onnx.write_bytes((tmp_path / "s" / "nanogpt-shakespeare-char-2l" / "model.onnx").read_bytes())
+    card_path = store_copy / "shakespeare-char-2l" / "card.json"
+    card = json.loads(card_path.read_text())
+    del card["onnx"]["sha256"]
+    card_path.write_text(json.dumps(card))
+    assert_one_line_error(run("generate", "-l", 2, "-p", "x", "--store", store_copy),
+                          "does not fit variant shakespeare-char-2l: block_size 16 vs card 32")
 
 
 def test_export_without_checkpoint(store_copy):
