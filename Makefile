@@ -35,9 +35,10 @@ install: $(VENV)/.installed
 demo: install
 	GPTZOO_HOME=$(DEMO_HOME) BIN=$(BIN) scripts/demo.sh
 
+# The venv's bin on PATH: tests find the tools installed with the dev extra (hadolint) as a user's shell would.
 test: install
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check .

@@ -14,3 +14,6 @@ INTER_TOKEN_SECONDS = [0.00005, 0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0015,
 REQUEST_SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
                    120.0]
 QUEUE_SECONDS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0]
+
+# Rows per decode step (continuous batching; --max-batch-size caps it, 8 by default).
+BATCH_ROWS = [1, 2, 4, 8, 16, 32, 64]

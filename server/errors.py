@@ -19,7 +19,7 @@ log = logging.getLogger("gptzoo.server")
 # OpenAI's error types by status.
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
          405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
-         503: "service_unavailable_error"}
+         503: "service_unavailable_error", 504: "server_error"}
 CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
          429: "rate_limited", 503: "unavailable"}
 
@@ -39,10 +39,11 @@ class ApiError(Exception):
     """A failure the client should see, with its status code and a human-readable message."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None):
+                 headers: dict[str, str] | None = None, counted: bool = False):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers or {}
+        self.counted = counted  # the worker already counted the request's outcome
 
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
@@ -63,7 +64,8 @@ def _count(request: Request, outcome: str) -> None:
 
 
 def on_api_error(request: Request, exc: ApiError) -> Response:
-    _count(request, exc.code or "error")
+    if not exc.counted:
+        _count(request, exc.code or "error")
     return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
 
 

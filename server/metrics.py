@@ -1,7 +1,7 @@
 """The service's own Prometheus metrics, module-level so two apps in one process share them (tests build many).
 
-Labels are `model` and `layers` only (plus `outcome` on the request counter and metadata on the info gauge), so the
-series count stays small. In multi-worker mode prometheus_client writes per-process files under
+Labels are `model` and `layers` only (plus `outcome` on the request counter, `reason` on refusals and metadata on the
+info gauge), so the series count stays small. In multi-worker mode prometheus_client writes per-process files under
 $PROMETHEUS_MULTIPROC_DIR, which must be set before this module is imported; gauges say how to combine them.
 The HTTP side (every route, status code, duration) comes from Litestar's Prometheus middleware, as gptzoo_http_*."""
 
@@ -25,6 +25,13 @@ PROMPT_TOKENS = Counter("gptzoo_prompt_tokens", "Prompt tokens prefilled.", LABE
 GENERATION_TOKENS = Counter("gptzoo_generation_tokens", "Tokens generated.", LABELS)
 REQUESTS = Counter("gptzoo_completion_requests", "Completion requests by outcome: finish reason (stop, length), "
                    "cancelled, or an error code.", (*LABELS, "outcome"))
+REFUSED = Counter("gptzoo_requests_refused", "Completion requests turned away before generating, by reason: "
+                  "overloaded (429, queue full), model_not_ready, queue_timeout, shutting_down (503).",
+                  (*LABELS, "reason"))
+CANCELLED = Counter("gptzoo_requests_cancelled", "Completion requests whose client disconnected before the end.",
+                    LABELS)
+BATCH_SIZE = Histogram("gptzoo_batch_size", "Rows decoded together in one decode step.", LABELS,
+                       buckets=buckets.BATCH_ROWS)
 RUNNING = Gauge("gptzoo_requests_running", "Completion requests being decoded.", LABELS, multiprocess_mode="livesum")
 WAITING = Gauge("gptzoo_requests_waiting", "Completion requests queued for a batch slot.", LABELS,
                 multiprocess_mode="livesum")

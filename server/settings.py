@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 # Fields read from variables the rest of gptzoo already uses; every other field is GPTZOO_SERVE_<FIELD>.
 _ENV_NAMES = {"store": "GPTZOO_STORE", "api_key": "GPTZOO_API_KEY", "threads": "GPTZOO_THREADS"}
@@ -26,7 +27,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_prompt_tokens: Positive = 4096  # longer prompts are refused (the model reads only its last block_size)
     max_body_bytes: Positive = 1_000_000  # larger request bodies get 413
     max_batch_size: Positive = 8  # requests decoded together per model (continuous batching)
-    max_waiting: Positive = 256  # requests queued per model beyond the batch before 429
+    max_waiting: Positive = 256  # requests queued per model beyond the batch before 429 (`--max-queue`)
+    # A request's whole budget, arrival to last token: still queued when it passes, 503 queue_timeout (nothing was
+    # generated, a retry is safe); while generating, 504 request_timeout (a stream gets an error event).
+    request_timeout: Seconds = 60.0
+    # On SIGTERM/Ctrl-C: queued and running requests may finish for this long; later ones get 503 shutting_down.
+    shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     threads: Positive | None = None  # onnxruntime intra-op threads per model (None: onnxruntime's default)
     policy: Literal["exact", "half"] = "half"  # context policy past the window, see gptzoo.zoo.generate
     load_in_background: bool = False  # start answering at once; models become ready as they load
