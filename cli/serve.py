@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
@@ -33,6 +34,15 @@ def serve_cmd(
     max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,
     max_prompt_tokens: Annotated[int, typer.Option(min=1, help="Longest prompt accepted, in tokens.")] = 4096,
     max_batch_size: Annotated[int, typer.Option(min=1, help="Requests decoded together per model.")] = 8,
+    max_queue: Annotated[
+        int, typer.Option(min=1, help="Requests waiting per model beyond the batch; more get 429 with Retry-After.")
+    ] = 256,
+    request_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a request may wait for a batch slot; then 503 queue_timeout.")
+    ] = 60.0,
+    shutdown_timeout: Annotated[
+        float, typer.Option(min=0, help="On SIGTERM or Ctrl-C, seconds in-flight requests get to finish.")
+    ] = 30.0,
     threads: Annotated[
         int | None, typer.Option(min=1, show_default=False, help="onnxruntime threads per model [default: all cores].")
     ] = None,
@@ -45,7 +55,8 @@ def serve_cmd(
     POST /v1/completions (model: a full id such as shakespeare-char-4l or a depth alias such as 4l; `stream: true`
     for Server-Sent Events), GET /v1/models, /healthz, /readyz, /metrics (Prometheus) and the OpenAPI schema at
     /schema. Each model loads in its own thread with a warm-up generation; a variant that fails to load is reported
-    as not ready and the others serve. Ctrl-C stops the server.
+    as not ready and the others serve. SIGTERM or Ctrl-C stops the server gracefully: it stops accepting, lets queued
+    and running requests finish for up to --shutdown-timeout seconds, then exits 0 (a second Ctrl-C forces it).
     """
     import uvicorn
 
@@ -59,7 +70,9 @@ def serve_cmd(
         fail(f"{what} in {the_store.root} (train with `gptzoo train --layers 4`, then `gptzoo export --layers 4`)")
     choose_providers(device)  # a clear error now (e.g. cuda without onnxruntime-gpu), not one per model later
     settings = Settings.build(store=str(the_store.root), device=device, api_key=api_key, max_tokens=max_tokens,
-                              max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size, threads=threads)
+                              max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size,
+                              max_waiting=max_queue, request_timeout=request_timeout,
+                              shutdown_timeout=shutdown_timeout, threads=threads)
     # uvicorn's workers (and the single in-process app) build the app from these variables.
     os.environ.update(settings.to_env())
     metrics_dir = _fresh_metrics_dir(workers)
@@ -68,10 +81,15 @@ def serve_cmd(
                   highlight=False)
     err.print(f"serving {sum(v.exported for v in variants)} exported variant(s) from {the_store.root} at "
               f"http://{host}:{port} (API /v1, OpenAPI /schema, metrics /metrics)", highlight=False)
+    # uvicorn drains on SIGTERM, then restores the handler it found and raises the signal again; with the default
+    # handler that kills the process (exit -15) after a clean shutdown. As Ctrl-C's handler it ends in the
+    # KeyboardInterrupt that uvicorn.run swallows: exit 0.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
-                    log_config=_log_config(log_level), timeout_graceful_shutdown=10)
+                    log_config=_log_config(log_level), timeout_graceful_shutdown=shutdown_timeout)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -3,13 +3,16 @@
     uvicorn --factory gptzoo.server.app:create_app_from_env      # settings from GPTZOO_* variables
 
 The lifespan starts one worker thread per variant (load, warm-up, serve) and, unless `load_in_background`, waits
-until every model is ready or has failed before the server accepts requests."""
+until every model is ready or has failed before the server accepts requests. On SIGTERM or Ctrl-C the workers drain
+(see `drain_on_signals`)."""
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import AsyncIterator
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import metadata
 
@@ -55,6 +58,27 @@ def provide_service(state: State) -> CompletionService:
     return state.service
 
 
+def drain_on_signals(router: ModelRouter, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Start draining the workers when the server is told to stop; returns the undo.
+
+    uvicorn, on SIGTERM/SIGINT, stops accepting connections and waits up to its timeout_graceful_shutdown for open
+    requests, but tells the app only afterwards (lifespan shutdown). So chain onto its handlers: from the signal on,
+    new requests get 503 while queued and running ones finish, and what is left near the deadline fails with a clear
+    error instead of a cut connection. Only chains onto a Python handler (uvicorn's): over SIG_DFL it would swallow
+    the signal; and only in the main thread (TestClient runs the lifespan in another one)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    previous = {sig: h for sig in (signal.SIGTERM, signal.SIGINT) if callable(h := signal.getsignal(sig))}
+
+    def handler(sig, frame) -> None:
+        loop.call_soon_threadsafe(router.drain)  # on the loop, not inside whatever the signal interrupted
+        previous[sig](sig, frame)
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
+
+
 def version() -> str:
     try:
         return metadata.version("gptzoo")
@@ -71,11 +95,13 @@ def create_app(settings: Settings | None = None) -> Litestar:
         app.state.router = router
         app.state.service = CompletionService(router, settings)
         router.start()
+        undo = drain_on_signals(router, asyncio.get_running_loop())
         try:
             if not settings.load_in_background:
                 await asyncio.to_thread(router.wait_loaded)
             yield
         finally:
+            undo()
             await asyncio.to_thread(router.close)
 
     return Litestar(

@@ -19,7 +19,7 @@ log = logging.getLogger("gptzoo.server")
 # OpenAI's error types by status.
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
          405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
-         503: "service_unavailable_error", 504: "server_error"}
+         503: "service_unavailable_error"}
 CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
          429: "rate_limited", 503: "unavailable"}
 

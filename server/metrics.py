@@ -25,6 +25,7 @@ PROMPT_TOKENS = Counter("gptzoo_prompt_tokens", "Prompt tokens prefilled.", LABE
 GENERATION_TOKENS = Counter("gptzoo_generation_tokens", "Tokens generated.", LABELS)
 REQUESTS = Counter("gptzoo_completion_requests", "Completion requests by outcome: finish reason (stop, length), "
                    "cancelled, or an error code.", (*LABELS, "outcome"))
+REFUSAL_REASONS = ("overloaded", "model_not_ready", "queue_timeout", "shutting_down")
 REFUSED = Counter("gptzoo_requests_refused", "Completion requests turned away before generating, by reason: "
                   "overloaded (429, queue full), model_not_ready, queue_timeout, shutting_down (503).",
                   (*LABELS, "reason"))

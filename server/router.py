@@ -5,13 +5,17 @@ copy), the alias only when exactly one variant has it."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 
+from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
 from gptzoo.server.settings import Settings
 from gptzoo.server.worker import LOADING, ModelWorker
 from gptzoo.zoo.store import Store, Variant
+
+log = logging.getLogger("gptzoo.server")
 
 
 def depth_alias(v: Variant) -> str:
@@ -30,6 +34,7 @@ class ModelRouter:
             claims[depth_alias(w.variant)].append(w.id)
         self.aliases = {a: ids[0] for a, ids in claims.items() if len(ids) == 1 and a not in self.workers}
         self.ambiguous = {a: ids for a, ids in claims.items() if len(ids) > 1}
+        self.draining = False
 
     def start(self) -> None:
         for w in self.workers.values():
@@ -38,6 +43,16 @@ class ModelRouter:
     def wait_loaded(self) -> None:
         for w in self.workers.values():
             w.loaded.wait()
+
+    def drain(self) -> None:
+        """Shutdown has begun: refuse new requests, let queued and running ones finish within the shutdown timeout.
+        The workers' deadline comes a little before the server's, so what is cut off still gets its error out."""
+        t = self.settings.shutdown_timeout
+        grace = max(t - 1.0, t / 2)
+        self.draining = True
+        log.info("draining: refusing new requests; those in flight get %.1f s to finish", grace)
+        for w in self.workers.values():
+            w.drain(grace)
 
     def close(self) -> None:
         for w in self.workers.values():
@@ -67,6 +82,8 @@ class ModelRouter:
         """The named worker, or 503 saying why it does not serve."""
         w = self.get(name)
         if not w.ready:
+            metrics.REFUSED.labels(**w.labels, reason="model_not_ready").inc()
+            # Retry-After only while loading: a model that failed to load stays down until an operator acts
             retry = {"Retry-After": "5"} if w.state == LOADING else None
             why = "is still loading" if w.state == LOADING else f"is not ready: {w.reason}"
             raise ApiError(503, f"model {w.id} {why}", param="model", code="model_not_ready", headers=retry)

@@ -1,4 +1,7 @@
-"""Completions: turn a request into a Job for the model's worker, then into OpenAI's response or SSE chunks."""
+"""Completions: turn a request into a Job for the model's worker, then into OpenAI's response or SSE chunks.
+
+The handler waits for the job's first event before answering, so errors before the first token (queue timeout,
+shutdown) keep their HTTP status even when streaming; later errors in a stream become an error event."""
 
 from __future__ import annotations
 
@@ -9,8 +12,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import msgspec
+from litestar.types import Receive
 
-from gptzoo.server.errors import ApiError, ErrorBody, ErrorResponse, bad_request
+from gptzoo.server.errors import TYPES, ApiError, ErrorBody, ErrorResponse, bad_request
 from gptzoo.server.router import ModelRouter
 from gptzoo.server.schemas import CompletionChoice, CompletionChunk, CompletionRequest, CompletionResponse, Usage
 from gptzoo.server.settings import Settings
@@ -82,20 +86,41 @@ class CompletionService:
             raise bad_request(f"the prompt has {len(e.chars)} character(s) outside {worker.id}'s vocabulary: {shown}",
                               "prompt", "unknown_characters") from None
 
-    async def complete(self, p: Prepared) -> CompletionResponse:
+    async def first_event(self, p: Prepared, receive: Receive) -> tuple:
+        """The job's first event (for a plain request, its result); an error event is raised as ApiError.
+
+        Litestar does not cancel a handler whose client hung up, so this also listens for the disconnect: the job
+        is then cancelled (its row leaves the batch at the next step) and 499 raised to nobody. (A stream that has
+        started is cancelled by Litestar itself, which ends `stream` below.)"""
+        get = asyncio.ensure_future(p.job.events.get())
+        gone = asyncio.ensure_future(client_gone(receive))
         try:
-            event = await p.job.events.get()
-        finally:  # the handler was cancelled (client gone): stop decoding for it
-            p.job.cancel()
+            await asyncio.wait((get, gone), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            gone.cancel()
+            if not get.done():  # we were cancelled, or the client left first
+                get.cancel()
+                p.job.cancel()
+        if not get.done():
+            raise ApiError(499, "the client closed the connection", code="client_closed", counted=True)
+        event = get.result()
         if event[0] == "error":
-            raise ApiError(event[1], event[2], code="generation_failed" if event[1] == 500 else "unavailable")
+            _, status, message, code, headers = event
+            raise ApiError(status, message, code=code, headers=headers, counted=True)
+        return event
+
+    async def release(self, p: Prepared) -> None:
+        p.job.cancel()  # a no-op once the job finished
+
+    def response(self, p: Prepared, event: tuple) -> CompletionResponse:
         _, text, reason, n = event
         return CompletionResponse(id=p.id, created=p.created, model=p.worker.id,
                                   choices=[CompletionChoice(text=text, finish_reason=reason)],
                                   usage=usage(p, n))
 
-    async def stream(self, p: Prepared) -> AsyncIterator[str]:
-        """OpenAI's chunk format as SSE data, ending with `[DONE]`; an error after the start becomes an error event."""
+    async def stream(self, p: Prepared, event: tuple) -> AsyncIterator[str]:
+        """OpenAI's chunk format as SSE data from the first event on, ending with `[DONE]`; an error after the start
+        becomes an error event."""
         def chunk(choices: list[CompletionChoice], n_generated: int | None = None) -> str:
             c = CompletionChunk(id=p.id, object="text_completion", created=p.created, model=p.worker.id,
                                 choices=choices, usage=None if n_generated is None else usage(p, n_generated))
@@ -103,7 +128,6 @@ class CompletionService:
 
         try:
             while True:
-                event = await p.job.events.get()
                 if event[0] == "text":
                     yield chunk([CompletionChoice(text=event[1])])
                 elif event[0] == "done":
@@ -112,12 +136,20 @@ class CompletionService:
                         yield chunk([], event[3])
                     break
                 else:
-                    error = ErrorBody(event[2], "server_error", None, "generation_failed")
+                    _, status, message, code, _ = event
+                    error = ErrorBody(message, TYPES.get(status, "server_error"), None, code)
                     yield msgspec.json.encode(ErrorResponse(error)).decode()
                     break
+                event = await p.job.events.get()
             yield "[DONE]"
-        finally:
+        finally:  # also when Litestar cancels the stream because the client left
             p.job.cancel()
+
+
+async def client_gone(receive: Receive) -> None:
+    """Returns once the client disconnects (after the request body, ASGI's receive blocks until then)."""
+    while (await receive())["type"] != "http.disconnect":
+        continue
 
 
 def usage(p: Prepared, completion_tokens: int) -> Usage:

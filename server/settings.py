@@ -28,8 +28,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_body_bytes: Positive = 1_000_000  # larger request bodies get 413
     max_batch_size: Positive = 8  # requests decoded together per model (continuous batching)
     max_waiting: Positive = 256  # requests queued per model beyond the batch before 429 (`--max-queue`)
-    # A request's whole budget, arrival to last token: still queued when it passes, 503 queue_timeout (nothing was
-    # generated, a retry is safe); while generating, 504 request_timeout (a stream gets an error event).
+    # Seconds a request may wait for a batch slot; then 503 queue_timeout with Retry-After. Admitted requests are not
+    # timed: max_tokens bounds them and a client that leaves cancels its row, so admitted work is never thrown away
+    # (a deadline on the whole request would, under overload, admit requests late and cut them off half done).
     request_timeout: Seconds = 60.0
     # On SIGTERM/Ctrl-C: queued and running requests may finish for this long; later ones get 503 shutting_down.
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0

@@ -3,8 +3,11 @@
 onnxruntime's `run` blocks and `Batch` is not thread-safe, so a dedicated thread owns both. Requests (`Job`s) queue
 up; between decode steps the thread admits waiting jobs into the running Batch (one prefill call for all of them,
 up to max_batch_size rows) and drops finished or cancelled ones. Results go back to the event loop that submitted
-the job through `loop.call_soon_threadsafe`, as events on the job's asyncio.Queue:
-("text", delta) while streaming, then ("done", text, finish_reason, completion_tokens) or ("error", status, message).
+the job through `loop.call_soon_threadsafe`, as events on the job's asyncio.Queue: ("text", delta) while streaming,
+then ("done", text, finish_reason, completion_tokens) or ("error", status, message, code, headers).
+
+Refusals (429 queue full, 503 queue timeout or shutting down) carry Retry-After and count in gptzoo_requests_refused.
+On shutdown the worker drains: no new jobs, queued and running ones go on until the drain deadline.
 """
 
 from __future__ import annotations
@@ -12,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
 from collections import deque
 from datetime import datetime
 
 from gptzoo.server import metrics
+from gptzoo.server.errors import ApiError
 from gptzoo.server.settings import Settings
 from gptzoo.zoo.generate import Batch, Row
 from gptzoo.zoo.runtime import OnnxModel
@@ -28,6 +33,7 @@ from gptzoo.zoo.tokenizers import Tokenizer, from_spec
 log = logging.getLogger("gptzoo.server")
 
 LOADING, READY, FAILED, NOT_EXPORTED = "loading", "ready", "failed", "not_exported"
+RETRY_BUSY, RETRY_SHUTDOWN = "1", "5"  # Retry-After seconds: a slot frees up within a request; a restart takes longer
 
 
 class Job:
@@ -40,6 +46,7 @@ class Job:
         self.arrival = time.perf_counter()
         self.cancelled = False  # set by the HTTP side (client gone); the worker drops the row at its next step
         self.finished = False
+        self.deadline = math.inf  # perf_counter time to be admitted by; set on submit to arrival + request_timeout
         self.seen = 0  # tokens already accounted for in the latency metrics
         self.last_token_at = 0.0
 
@@ -70,6 +77,7 @@ class ModelWorker:
         self._pending: deque[Job] = deque()
         self._cv = threading.Condition()
         self._stopping = False
+        self._drain_by: float | None = None  # perf_counter deadline once draining (shutdown signal)
         self._thread: threading.Thread | None = None
         self.peak_rows = 0  # the most rows decoded together so far (tests and tuning)
         self._gauges()
@@ -86,6 +94,13 @@ class ModelWorker:
         # daemon: a thread stuck in a long session call must not keep the process alive at exit
         self._thread = threading.Thread(target=self._run, name=f"gptzoo-{self.id}", daemon=True)
         self._thread.start()
+
+    def drain(self, grace: float) -> None:
+        """Take no new jobs; queued and running ones may finish within `grace` seconds, then get a 503."""
+        with self._cv:
+            if self._drain_by is None:
+                self._drain_by = time.perf_counter() + grace
+            self._cv.notify()
 
     def close(self, timeout: float = 10.0) -> None:
         with self._cv:
@@ -139,20 +154,28 @@ class ModelWorker:
                                 quantization=card.get("quantization") or "none").set(1)
         metrics.WAITING.labels(**self.labels).set(0)
         metrics.RUNNING.labels(**self.labels).set(0)
+        # counters exist at 0 from the start, so dashboards show a zero rate rather than no data
+        metrics.CANCELLED.labels(**self.labels)
+        for reason in metrics.REFUSAL_REASONS:
+            metrics.REFUSED.labels(**self.labels, reason=reason)
 
     # -- requests ---------------------------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
-        from gptzoo.server.errors import ApiError
-
         with self._cv:
-            if self._stopping:
-                raise ApiError(503, "the server is shutting down", code="shutting_down")
+            if self._stopping or self._drain_by is not None:
+                raise self._refusal(503, "the server is shutting down; retry later", "shutting_down", RETRY_SHUTDOWN)
             if len(self._pending) >= self.settings.max_waiting:
-                raise ApiError(429, f"{self.id} has {len(self._pending)} requests waiting already; retry later",
-                               code="overloaded", headers={"Retry-After": "1"})
+                raise self._refusal(429, f"{self.id} has {len(self._pending)} requests waiting already (the queue "
+                                         f"limit); retry later", "overloaded", RETRY_BUSY)
+            job.deadline = job.arrival + self.settings.request_timeout
             self._pending.append(job)
             metrics.WAITING.labels(**self.labels).set(len(self._pending))
             self._cv.notify()
+
+    def _refusal(self, status: int, message: str, code: str, retry_after: str) -> ApiError:
+        metrics.REFUSED.labels(**self.labels, reason=code).inc()
+        metrics.REQUESTS.labels(**self.labels, outcome=code).inc()
+        return ApiError(status, message, code=code, headers={"Retry-After": retry_after}, counted=True)
 
     def _serve(self) -> None:
         batch = Batch(self.model, self.tokenizer, self.settings.policy)
@@ -162,31 +185,56 @@ class ModelWorker:
                     self._cv.wait()
                 if self._stopping:
                     break
+                now = time.perf_counter()
+                cut = self._drain_by is not None and now >= self._drain_by
+                if cut and (self._pending or batch.rows):
+                    log.warning("%s: shutdown deadline passed; ending %d running and %d queued request(s)", self.id,
+                                len(batch.rows), len(self._pending))
+                self._sweep(now, cut)
                 room = self.settings.max_batch_size - len(batch.rows)
                 new = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
                 metrics.WAITING.labels(**self.labels).set(len(self._pending))
             try:
+                if cut:
+                    self._retire(batch, now, cut=True)
                 self._advance(batch, new)
             except Exception as e:  # a failed session call: fail what is in flight, keep serving
                 log.exception("%s: generation failed", self.id)
                 for job in [r.tag for r in batch.rows] + new:
-                    self._fail(job, 500, f"generation failed: {str(e).splitlines()[0] if str(e) else e!r}")
+                    self._fail(job, 500, f"generation failed: {str(e).splitlines()[0] if str(e) else e!r}",
+                               "generation_failed")
                 batch = Batch(self.model, self.tokenizer, self.settings.policy)
             metrics.RUNNING.labels(**self.labels).set(len(batch.rows))
         with self._cv:
             left = [r.tag for r in batch.rows] + list(self._pending)
             self._pending.clear()
         for job in left:
-            self._fail(job, 503, "the server is shutting down")
+            self._fail(job, 503, "the server stopped before this request finished", "shutting_down")
+
+    def _sweep(self, now: float, cut: bool) -> None:
+        """Under the lock, once per step: queued jobs whose client left, whose time is up, or (past the drain
+        deadline) all of them leave the queue, so they stop holding slots."""
+        keep: deque[Job] = deque()
+        for job in self._pending:
+            if job.cancelled:
+                self._finish(job, "cancelled", now)
+            elif cut:
+                self._refuse(job, 503, "the server shut down before this request got a batch slot", "shutting_down",
+                             RETRY_SHUTDOWN)
+            elif now >= job.deadline:
+                self._refuse(job, 503, f"{self.id} is busy: the request waited {now - job.arrival:.1f} s for a "
+                                       f"batch slot, past this server's request timeout of "
+                                       f"{self.settings.request_timeout:g} s; retry later", "queue_timeout",
+                             RETRY_BUSY)
+            else:
+                keep.append(job)
+        self._pending = keep
 
     def _advance(self, batch: Batch, new: list[Job]) -> None:
         """Admit `new` (one prefill), decode one step for every row, hand back what finished."""
         now = time.perf_counter()
         rows = []
         for job in new:
-            if job.cancelled:
-                self._finish(job, "cancelled", now)
-                continue
             metrics.QUEUE.labels(**self.labels).observe(now - job.arrival)
             metrics.PROMPT_TOKENS.labels(**self.labels).inc(len(job.prompt_ids))
             on_text = (lambda delta, job=job: job.emit("text", delta)) if job.stream else None
@@ -195,13 +243,26 @@ class ModelWorker:
             batch.add(rows)
             self.peak_rows = max(self.peak_rows, len(batch.rows))
             self._account(rows, time.perf_counter())
-        if any(not r.done for r in batch.rows):
+        if active := sum(not r.done for r in batch.rows):
+            metrics.BATCH_SIZE.labels(**self.labels).observe(active)
             batch.step()
             self._account(batch.rows, time.perf_counter())
-        now = time.perf_counter()
-        leaving = [r for r in batch.rows if r.done or r.tag.cancelled]
-        for r in leaving:
-            self._finish(r.tag, "cancelled" if r.tag.cancelled and not r.done else r.finish_reason, now, r)
+        self._retire(batch, time.perf_counter())
+
+    def _retire(self, batch: Batch, now: float, cut: bool = False) -> None:
+        """Rows leave the batch when done, cancelled (client gone) or cut off by the shutdown."""
+        leaving = []
+        for r in batch.rows:
+            job = r.tag
+            if r.done:
+                self._finish(job, r.finish_reason, now, r)
+            elif job.cancelled:
+                self._finish(job, "cancelled", now)
+            elif cut:
+                self._fail(job, 503, "the server shut down before this request finished", "shutting_down")
+            else:
+                continue
+            leaving.append(r)
         batch.remove(leaving)
 
     def _account(self, rows: list[Row], t: float) -> None:
@@ -222,17 +283,25 @@ class ModelWorker:
 
     def _finish(self, job: Job, outcome: str, now: float, row: Row | None = None) -> None:
         job.finished = True
-        metrics.E2E.labels(**self.labels).observe(now - job.arrival)
         metrics.REQUESTS.labels(**self.labels, outcome=outcome).inc()
-        if row is not None and outcome != "cancelled":
+        if outcome == "cancelled":
+            metrics.CANCELLED.labels(**self.labels).inc()
+        elif row is not None:
+            metrics.E2E.labels(**self.labels).observe(now - job.arrival)
             job.emit("done", row.text.text, row.finish_reason, len(row.generated))
 
-    def _fail(self, job: Job, status: int, message: str) -> None:
+    def _fail(self, job: Job, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
         if job.finished:
             return
         job.finished = True
-        metrics.REQUESTS.labels(**self.labels, outcome="error").inc()
-        job.emit("error", status, message)
+        metrics.REQUESTS.labels(**self.labels, outcome=code).inc()
+        job.emit("error", status, message, code, headers)
+
+    def _refuse(self, job: Job, status: int, message: str, code: str, retry_after: str) -> None:
+        """A queued job turned away before generating anything: a refusal, with Retry-After."""
+        if not job.finished:
+            metrics.REFUSED.labels(**self.labels, reason=code).inc()
+        self._fail(job, status, message, code, {"Retry-After": retry_after})
 
 
 def created_at(card: dict) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from litestar import Request, post
+from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
@@ -17,8 +18,9 @@ ERRORS = {
     401: ResponseSpec(ErrorResponse, description="Missing or wrong API key"),
     404: ResponseSpec(ErrorResponse, description="Unknown model (the message lists the available ones)"),
     413: ResponseSpec(ErrorResponse, description="Request body over the size limit"),
-    429: ResponseSpec(ErrorResponse, description="Too many requests waiting for this model"),
-    503: ResponseSpec(ErrorResponse, description="Model not ready (loading or failed to load)"),
+    429: ResponseSpec(ErrorResponse, description="Too many requests waiting for this model (Retry-After)"),
+    503: ResponseSpec(ErrorResponse, description="Model not ready (loading or failed to load), no batch slot within "
+                                                 "the request timeout, or the server is shutting down"),
 }
 
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "X-Accel-Buffering": "no"}
@@ -31,10 +33,14 @@ async def create_completion(
     """OpenAI's completions API. With `stream: true` the answer is `text/event-stream`: one `text_completion`
     chunk per piece of text, the finish reason in the last chunk, then `data: [DONE]`."""
     prepared = await service.prepare(data, request.scope.setdefault("state", {}))
+    first = await service.first_event(prepared, request.receive)
     if data.stream:
-        # explicit Content-Type: Litestar would otherwise apply the handler's JSON media type to the stream
-        return ServerSentEvent(service.stream(prepared), headers=SSE_HEADERS)  # type: ignore[return-value]
-    return await service.complete(prepared)
+        # explicit Content-Type: Litestar would otherwise apply the handler's JSON media type to the stream. The
+        # background task ends the job once the response is over: when the client leaves, Litestar cancels the
+        # stream, which may leave the generator unstarted or parked at a `yield` with its `finally` not run.
+        return ServerSentEvent(service.stream(prepared, first), headers=SSE_HEADERS,  # type: ignore[return-value]
+                               background=BackgroundTask(service.release, prepared))
+    return service.response(prepared, first)
 
 
 ROUTES = [create_completion]

@@ -22,7 +22,7 @@ async def healthz() -> Health:
 async def readyz(router: NamedDependency[ModelRouter]) -> Response[Readiness]:
     states = [ModelState(id=w.id, state=w.state, ready=w.ready, provider=w.provider, reason=w.reason)
               for w in router.workers.values()]
-    ready = router.any_ready
+    ready = router.any_ready and not router.draining  # draining: load balancers should stop sending requests
     return Response(Readiness(status="ready" if ready else "not_ready", models=states),
                     status_code=200 if ready else 503)
 

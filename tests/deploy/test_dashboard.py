@@ -23,7 +23,8 @@ REQUIRED_METRICS = {
     "gptzoo_completion_requests_total", "gptzoo_e2e_request_latency_seconds_bucket",
     "gptzoo_time_to_first_token_seconds_bucket", "gptzoo_inter_token_latency_seconds_bucket",
     "gptzoo_request_queue_time_seconds_bucket", "gptzoo_generation_tokens_total", "gptzoo_requests_waiting",
-    "gptzoo_requests_running", "gptzoo_model_validation_loss",
+    "gptzoo_requests_running", "gptzoo_model_validation_loss", "gptzoo_batch_size_bucket",
+    "gptzoo_requests_refused_total", "gptzoo_requests_cancelled_total",
 }
 
 

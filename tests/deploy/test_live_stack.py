@@ -3,6 +3,7 @@ and every panel's PromQL, evaluated through Prometheus' HTTP API, parses and ret
 
 from __future__ import annotations
 
+import contextlib
 import math
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import dashboard, panel_exprs, substitute
-from tests.server.conftest import MODEL, free_port, live_server
+from tests.server.conftest import MODEL, free_port, live_server, metric
 
 pytestmark = pytest.mark.slow
 
@@ -62,10 +63,33 @@ def cancel_a_stream(base: str) -> None:
         next(r.iter_lines())
 
 
+# The server's limits: drive_load's 4 concurrent requests never fill the queue, crowd_out does.
+BATCH, QUEUE = 2, 4
+
+
+def crowd_out(base: str) -> None:
+    """Fill the batch (BATCH long streams) and the queue (QUEUE more), so the next request is refused with 429; then
+    hang up on all of them (cancellations). A stream's headers come with its first token, so the queued ones are
+    sent from threads."""
+    body = {"model": "2l", "prompt": "ROMEO:", "max_tokens": 100_000, "stream": True}
+    labels = {"model": MODEL, "layers": "2"}
+    with ThreadPoolExecutor(QUEUE) as pool, contextlib.ExitStack() as streams:  # streams close first
+        for _ in range(BATCH):
+            assert streams.enter_context(httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=30))
+        queued = [pool.submit(cancel_a_stream, base) for _ in range(QUEUE)]
+        wait_for(lambda: metric(httpx.get(f"{base}/metrics").text, "gptzoo_requests_waiting", **labels) == QUEUE,
+                 "the queued requests")
+        r = post(base, model="2l", prompt="x")
+        assert r.status_code == 429 and r.headers["retry-after"], r.text
+    for f in queued:  # each got a slot as others left, and hung up too
+        f.result(timeout=30)
+
+
 def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_path, exported_store):
     store = tmp_path / "store"
     shutil.copytree(exported_store, store)
-    with live_server(tmp_path, store, "--max-tokens", 100_000) as (base, _):
+    flags = ("--max-tokens", 100_000, "--max-batch-size", BATCH, "--max-queue", QUEUE)
+    with live_server(tmp_path, store, *flags) as (base, _):
         port = free_port()
         prom = f"http://127.0.0.1:{port}"
         config = tmp_path / "prometheus.yml"
@@ -92,8 +116,9 @@ def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_
             tokens += drive_load(base, 15)
             assert post(base, model="no-such-model", prompt="x").status_code == 404
             assert post(base, model="2l", prompt="x", max_tokens=0).status_code == 400
-            cancel_a_stream(base)
-            wait_for(lambda: 'outcome="cancelled"' in httpx.get(f"{base}/metrics").text, "the cancellation")
+            crowd_out(base)
+            wait_for(lambda: metric(httpx.get(f"{base}/metrics").text, "gptzoo_requests_cancelled_total",
+                                    model=MODEL, layers="2") == BATCH + QUEUE, "the cancellations")
             seen = scrapes()
             wait_for(lambda: scrapes() >= seen + 3, "three scrapes after the load", proc=proc)
 
@@ -107,7 +132,12 @@ def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_
             exprs = dict(panel_exprs(dashboard()))
             outcomes = {s["metric"]["outcome"] for s in query(prom, substitute(
                 exprs["Completion requests/s by outcome [A]"]))}
-            assert {"length", "model_not_found", "invalid_request", "cancelled"} <= outcomes, outcomes
+            assert {"length", "model_not_found", "invalid_request", "cancelled", "overloaded"} <= outcomes, outcomes
+            refused = {s["metric"]["reason"]: float(s["value"][1]) for s in query(prom, substitute(
+                exprs["Refused and cancelled requests/s [A]"]))}
+            assert refused["overloaded"] > 0 and refused["queue_timeout"] == 0, refused
+            [cancelled] = query(prom, substitute(exprs["Refused and cancelled requests/s [B]"]))
+            assert float(cancelled["value"][1]) > 0
             [rate] = query(prom, substitute(exprs["Tokens/s [A]"]))
             assert rate["metric"]["model"] == MODEL and float(rate["value"][1]) > 0
             [loss] = query(prom, substitute(exprs["Validation loss vs p95 latency, per depth [A]"]))

@@ -83,9 +83,9 @@ def gptzoo(*args) -> list[str]:
 
 
 @contextmanager
-def live_server(tmp_path: Path, store: Path, *flags, env: dict | None = None, startup_s: float = 60):
-    """`gptzoo serve` on a free loopback port, ready to answer; stopped with Ctrl-C (SIGINT) afterwards. Yields
-    (base_url, log_path)."""
+def server_process(tmp_path: Path, store: Path, *flags, env: dict | None = None, startup_s: float = 60):
+    """`gptzoo serve` on a free loopback port, ready to answer; yields (process, base_url, log_path) and kills the
+    process afterwards if it still runs (stopping it is the test's business)."""
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
     with open(log, "w") as out:
@@ -103,15 +103,22 @@ def live_server(tmp_path: Path, store: Path, *flags, env: dict | None = None, st
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        yield base, log
+        yield proc, base, log
     finally:
         if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def live_server(tmp_path: Path, store: Path, *flags, env: dict | None = None, startup_s: float = 60):
+    """`gptzoo serve` on a free loopback port, ready to answer; stopped with Ctrl-C (SIGINT) afterwards. Yields
+    (base_url, log_path)."""
+    with server_process(tmp_path, store, *flags, env=env, startup_s=startup_s) as (proc, base, log):
+        try:
+            yield base, log
+        finally:
             proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-                raise
+            proc.wait(timeout=30)  # a TimeoutExpired here: server_process kills it
     assert proc.returncode == 0, log.read_text()
     assert "Traceback" not in log.read_text(), log.read_text()

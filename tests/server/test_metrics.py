@@ -42,11 +42,21 @@ def test_request_metrics_move_after_requests(client):
     assert delta("gptzoo_inter_token_latency_seconds_count", **L) == 18
     assert delta("gptzoo_e2e_request_latency_seconds_count", **L) == 2
     assert delta("gptzoo_request_queue_time_seconds_count", **L) == 2
+    # 9 decode steps per request (the first token comes from the prefill), one row each
+    assert delta("gptzoo_batch_size_count", **L) == 18 and delta("gptzoo_batch_size_sum", **L) == 18
+    assert delta("gptzoo_batch_size_bucket", **L, le="1.0") == 18
     assert delta("gptzoo_inter_token_latency_seconds_sum", **L) > 0
     assert metric(after, "gptzoo_requests_running", **L) == 0 and metric(after, "gptzoo_requests_waiting", **L) == 0
     http = {"method": "POST", "path": "/v1/completions", "app_name": "gptzoo"}
     assert delta("gptzoo_http_requests_total", **http, status_code="200") == 2
     assert delta("gptzoo_http_requests_total", **http, status_code="400") == 1
+
+
+def test_refusal_and_cancellation_counters_exist_from_the_start(client):
+    text = scrape(client)
+    for reason in ("overloaded", "model_not_ready", "queue_timeout", "shutting_down"):
+        assert f'gptzoo_requests_refused_total{{layers="2",model="{MODEL}",reason="{reason}"}}' in text
+    assert f'gptzoo_requests_cancelled_total{{layers="2",model="{MODEL}"}}' in text
 
 
 def test_unknown_model_names_never_become_labels(client):

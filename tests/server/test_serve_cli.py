@@ -22,7 +22,8 @@ runner = CliRunner()
 def test_help_names_the_flags():
     r = runner.invoke(app, ["serve", "--help"])
     assert r.exit_code == 0
-    for flag in ("--store", "--host", "--port", "--device", "--workers", "--api-key", "--max-tokens"):
+    for flag in ("--store", "--host", "--port", "--device", "--workers", "--api-key", "--max-tokens",
+                 "--max-batch-size", "--max-queue", "--request-timeout", "--shutdown-timeout"):
         assert flag in r.stdout
 
 
@@ -67,19 +68,25 @@ def test_live_server_with_openai_client_and_api_key(tmp_path, exported_store):
         assert r.headers["content-type"].startswith("text/event-stream") and sse_events(r.text)[-1] == "[DONE]"
         assert httpx.get(f"{base}/healthz").status_code == 200 and httpx.get(f"{base}/metrics").status_code == 200
         assert httpx.get(f"{base}/v1/models").status_code == 401
-        # a client hanging up mid-stream: the worker stops decoding that request
-        body = {"model": "2l", "prompt": "A", "max_tokens": 100_000, "stream": True}
-        with httpx.stream("POST", f"{base}/v1/completions", headers=h, json=body, timeout=30) as r:
+        # clients hanging up, mid-stream and while waiting for a plain answer: the worker stops decoding them
+        body = {"model": "2l", "prompt": "A", "max_tokens": 100_000}
+        with httpx.stream("POST", f"{base}/v1/completions", headers=h, json={**body, "stream": True}, timeout=30) as r:
             assert next(line for line in r.iter_lines() if line.startswith("data: "))
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{base}/v1/completions", headers=h, json=body, timeout=httpx.Timeout(30, read=0.3))
         labels = {"model": MODEL, "layers": "2"}
         for _ in range(100):  # bounded: 10 s at most
             text = httpx.get(f"{base}/metrics").text
-            if metric(text, "gptzoo_completion_requests_total", **labels, outcome="cancelled") == 1:
+            if metric(text, "gptzoo_requests_cancelled_total", **labels) == 2:
                 break
             time.sleep(0.1)
-        assert metric(text, "gptzoo_completion_requests_total", **labels, outcome="cancelled") == 1
+        assert metric(text, "gptzoo_completion_requests_total", **labels, outcome="cancelled") == 2
+        assert metric(text, "gptzoo_requests_cancelled_total", **labels) == 2
         assert metric(text, "gptzoo_requests_running", **labels) == 0
-        assert metric(text, "gptzoo_generation_tokens_total", **labels) < 50_000
+        tokens = metric(text, "gptzoo_generation_tokens_total", **labels)
+        assert tokens < 50_000
+        time.sleep(0.2)  # nothing is decoded for them any more
+        assert metric(httpx.get(f"{base}/metrics").text, "gptzoo_generation_tokens_total", **labels) == tokens
     assert f"{MODEL}: ready on CPUExecutionProvider" in log.read_text()
 
 

@@ -22,9 +22,12 @@ def test_full_queue_is_429(exported_store):
         for _ in range(3):
             w.submit(Job([1, 2], SamplingParams(max_tokens=1), stream=False))
 
+    refused = metrics.REFUSED.labels(**w.labels, reason="overloaded")
+    before = refused._value.get()
     with pytest.raises(ApiError) as e:
         asyncio.run(submit_three())
     assert e.value.status == 429 and "2 requests waiting" in e.value.message
+    assert e.value.headers == {"Retry-After": "1"} and refused._value.get() == before + 1
 
 
 def test_cancelled_stream_leaves_the_batch(exported_store):
@@ -33,7 +36,8 @@ def test_cancelled_stream_leaves_the_batch(exported_store):
     w.start()
     assert w.loaded.wait(30) and w.ready
     cancelled = metrics.REQUESTS.labels(**w.labels, outcome="cancelled")
-    before = cancelled._value.get()
+    counters = (cancelled, metrics.CANCELLED.labels(**w.labels))
+    before = [c._value.get() for c in counters]
 
     async def go():
         job = Job([1, 2, 3], SamplingParams(max_tokens=100_000), stream=True)
@@ -50,7 +54,7 @@ def test_cancelled_stream_leaves_the_batch(exported_store):
     try:
         job = asyncio.run(go())
         assert job.finished and job.seen < 100_000
-        assert cancelled._value.get() == before + 1
+        assert [c._value.get() for c in counters] == [b + 1 for b in before]
     finally:
         w.close()
     assert not w._thread.is_alive()
@@ -58,10 +62,11 @@ def test_cancelled_stream_leaves_the_batch(exported_store):
 
 def test_settings_round_trip_through_the_environment():
     s = Settings.build(store="/x/store", device="cpu", api_key="k", max_tokens=7, max_batch_size=3, threads=2,
-                       load_in_background=True)
+                       max_waiting=5, request_timeout=2.5, shutdown_timeout=0, load_in_background=True)
     env = s.to_env()
     assert env["GPTZOO_STORE"] == "/x/store" and env["GPTZOO_API_KEY"] == "k" and env["GPTZOO_THREADS"] == "2"
-    assert env["GPTZOO_SERVE_MAX_TOKENS"] == "7"
+    assert env["GPTZOO_SERVE_MAX_TOKENS"] == "7" and env["GPTZOO_SERVE_MAX_WAITING"] == "5"
+    assert env["GPTZOO_SERVE_REQUEST_TIMEOUT"] == "2.5" and env["GPTZOO_SERVE_SHUTDOWN_TIMEOUT"] == "0.0"
     assert Settings.from_env(env) == s
     assert Settings.from_env({}) == Settings()
 
@@ -71,6 +76,8 @@ def test_bad_settings_are_a_clear_error():
         Settings.from_env({"GPTZOO_SERVE_MAX_BATCH_SIZE": "0"})
     with pytest.raises(ValueError, match="device"):
         Settings.build(device="tpu")
+    with pytest.raises(ValueError, match="request_timeout"):
+        Settings.build(request_timeout=0)
 
 
 def test_loading_model_is_503_with_retry_after(exported_store):

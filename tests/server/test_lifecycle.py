@@ -1,0 +1,127 @@
+"""Requests under load and shutdown: the bounded queue (429), the queue timeout (503), draining (in-process and on a
+real SIGTERM), with the refusal counters."""
+
+import asyncio
+import json
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+
+from gptzoo.server.worker import Job, ModelWorker
+from gptzoo.zoo.sampling import SamplingParams
+from tests.server.conftest import MODEL, server_process, sse_events
+
+L = {"model": MODEL, "layers": "2"}
+BODY = {"model": "2l", "prompt": "ROMEO:"}
+
+
+def value(name: str, **labels) -> float:
+    return REGISTRY.get_sample_value(name, {**L, **labels}) or 0.0
+
+
+def wait_until(check, what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def hold_a_slot(worker: ModelWorker) -> Job:
+    """A job handed straight to the worker that decodes until cancelled (its events go to a closed loop)."""
+    async def make() -> Job:
+        return Job([1, 2], SamplingParams(max_tokens=10**7, temperature=0), stream=False)
+
+    job = asyncio.run(make())
+    worker.submit(job)
+    wait_until(lambda: value("gptzoo_requests_running") >= 1, "the held slot")
+    return job
+
+
+def test_full_queue_is_429_and_a_long_wait_is_503(make_client, exported_store):
+    client = make_client(exported_store, max_batch_size=1, max_waiting=1, request_timeout=1.0, threads=1)
+    refused = {r: value("gptzoo_requests_refused_total", reason=r) for r in ("overloaded", "queue_timeout")}
+    held = hold_a_slot(client.app.state.router.workers[MODEL])
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            # streamed, yet a real 503 when it times out in the queue: the answer starts only with the first token
+            queued = pool.submit(client.post, "/v1/completions", json={**BODY, "stream": True})
+            wait_until(lambda: value("gptzoo_requests_waiting") == 1, "the queued request")
+            r = client.post("/v1/completions", json=BODY)
+            assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text
+            assert r.json()["error"]["code"] == "overloaded" and "requests waiting" in r.json()["error"]["message"]
+            r = queued.result(timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        e = r.json()["error"]
+        assert e["code"] == "queue_timeout" and "request timeout of 1 s" in e["message"], e
+    finally:
+        held.cancel()
+    for reason, before in refused.items():
+        assert value("gptzoo_requests_refused_total", reason=reason) == before + 1, reason
+    assert value("gptzoo_requests_waiting") == 0
+
+
+def test_draining_finishes_queued_and_running_requests_and_refuses_new_ones(make_client, exported_store):
+    client = make_client(exported_store, max_batch_size=1, max_tokens=10_000, threads=1)
+    router = client.app.state.router
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(client.post, "/v1/completions", json={**BODY, "max_tokens": 5000})  # about a second
+        wait_until(lambda: value("gptzoo_requests_running") == 1, "the running request")
+        queued = pool.submit(client.post, "/v1/completions", json={**BODY, "max_tokens": 10})
+        wait_until(lambda: value("gptzoo_requests_waiting") == 1, "the queued request")
+        router.drain()  # what SIGTERM triggers
+        r = client.post("/v1/completions", json=BODY)
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+        assert r.json()["error"]["code"] == "shutting_down"
+        assert client.get("/readyz").status_code == 503  # load balancers stop sending
+        finished = [f.result(timeout=60) for f in (running, queued)]
+    assert [r.status_code for r in finished] == [200, 200], [r.text for r in finished]
+    assert [r.json()["usage"]["completion_tokens"] for r in finished] == [5000, 10]
+
+
+def test_requests_still_running_at_the_drain_deadline_get_a_clear_error(make_client, exported_store):
+    client = make_client(exported_store, max_tokens=10**6, shutdown_timeout=0.5, threads=1)
+    with ThreadPoolExecutor(1) as pool:
+        endless = pool.submit(client.post, "/v1/completions", json={**BODY, "max_tokens": 10**6})
+        wait_until(lambda: value("gptzoo_requests_running") == 1, "the running request")
+        client.app.state.router.drain()
+        r = endless.result(timeout=30)
+    assert r.status_code == 503, r.text
+    e = r.json()["error"]
+    assert e["code"] == "shutting_down" and "shut down before this request finished" in e["message"]
+
+
+@pytest.mark.slow
+def test_sigterm_lets_the_stream_in_flight_finish_then_exits_0(tmp_path, exported_store):
+    n = 5000
+    with server_process(tmp_path, exported_store, "--max-tokens", n, "--shutdown-timeout", 30) as (proc, base, log):
+        started, lines = threading.Event(), []
+
+        def stream() -> None:
+            body = {**BODY, "max_tokens": n, "stream": True}
+            with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=60) as r:
+                for line in r.iter_lines():
+                    lines.append(line)
+                    started.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert started.wait(30)
+        proc.send_signal(signal.SIGTERM)
+        assert len(lines) < n // 2  # the stream is well under way, not done
+        try:  # during the drain: the listening socket closes soon, until then the app refuses
+            r = httpx.post(f"{base}/v1/completions", json=BODY, timeout=10)
+            assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down", r.text
+        except httpx.TransportError:
+            pass
+        reader.join(60)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    events = sse_events("\n".join(lines))
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert events[-1] == "[DONE]" and chunks[-1]["choices"][0]["finish_reason"] == "length"
+    assert len("".join(c["choices"][0]["text"] for c in chunks)) == n  # one character per token
+    assert "Traceback" not in log.read_text()
