@@ -33,7 +33,7 @@ def serve_cmd(
     ] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,
     max_prompt_tokens: Annotated[int, typer.Option(min=1, help="Longest prompt accepted, in tokens.")] = 4096,
-    max_batch_size: Annotated[int, typer.Option(min=1, help="Requests decoded together per model.")] = 8,
+    max_batch_size: Annotated[int, typer.Option(min=1, help="Requests decoded together per model.")] = 32,
     max_queue: Annotated[
         int, typer.Option(min=1, help="Requests waiting per model beyond the batch; more get 429 with Retry-After.")
     ] = 256,

@@ -25,9 +25,9 @@ from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
 from gptzoo.server.settings import Settings
 from gptzoo.zoo.generate import Batch, Row
-from gptzoo.zoo.runtime import OnnxModel
+from gptzoo.zoo.runtime import OnnxModel, open_variant
 from gptzoo.zoo.sampling import SamplingParams
-from gptzoo.zoo.store import ONNX, Variant
+from gptzoo.zoo.store import Variant
 from gptzoo.zoo.tokenizers import Tokenizer, from_spec
 
 log = logging.getLogger("gptzoo.server")
@@ -130,10 +130,8 @@ class ModelWorker:
         if "tokenizer" not in card:
             raise LoadFailure("card.json has no tokenizer")
         tokenizer = from_spec(card["tokenizer"])
-        if not self.variant.path(card.get("onnx", {}).get("file", ONNX)).is_file():
-            raise LoadFailure(f"no ONNX file in {self.variant.dir}")
-        model = OnnxModel(self.variant.path(card.get("onnx", {}).get("file", ONNX)), self.settings.device,
-                          self.settings.threads)
+        # refuses a file that is missing, corrupt, replaced, or exported from another variant
+        model = open_variant(self.variant, self.settings.device, self.settings.threads)
         if tokenizer.vocab_size > model.shape.vocab_size:
             raise LoadFailure(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
                               f"{model.shape.vocab_size}")

@@ -71,7 +71,8 @@ def test_model_that_failed_to_load_is_503_with_its_reason(make_client, exported_
     (add_variant(store, "shakespeare-char-3l", 3) / "model.onnx").write_bytes(b"not an onnx file")
     client = make_client(store)
     e = error_of(client.post("/v1/completions", json={**OK, "model": "3l"}), 503)
-    assert e["code"] == "model_not_ready" and "shakespeare-char-3l is not ready: cannot load" in e["message"]
+    assert e["code"] == "model_not_ready" and "shakespeare-char-3l is not ready:" in e["message"]
+    assert "does not match its card" in e["message"]
     assert client.post("/v1/completions", json=OK).status_code == 200  # the healthy variant still serves
 
 

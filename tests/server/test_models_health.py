@@ -33,17 +33,19 @@ def test_broken_variants_are_reported_and_the_rest_serve(make_client, exported_s
     (add_variant(store, "shakespeare-char-3l", 3) / "model.onnx").write_bytes(b"\x00garbage")
     add_variant(store, "shakespeare-char-4l", 4, edit=lambda c: c.pop("tokenizer"))
     (add_variant(store, "shakespeare-char-5l", 5) / "model.onnx").unlink()
+    add_variant(store, "shakespeare-char-6l", 6)  # a valid ONNX file that is not the 6-layer model its card says
     client = make_client(store)
     states = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
     assert {i: (m["state"], m["ready"]) for i, m in states.items()} == {
         MODEL: ("ready", True), "shakespeare-char-3l": ("failed", False), "shakespeare-char-4l": ("failed", False),
-        "shakespeare-char-5l": ("not_exported", False)}
-    assert states["shakespeare-char-3l"]["reason"].startswith("cannot load")
+        "shakespeare-char-5l": ("not_exported", False), "shakespeare-char-6l": ("failed", False)}
+    assert "does not fit variant shakespeare-char-6l: n_layer 2 vs card 6" in states["shakespeare-char-6l"]["reason"]
+    assert "does not match its card (sha256 differs)" in states["shakespeare-char-3l"]["reason"]
     assert states["shakespeare-char-4l"]["reason"] == "card.json has no tokenizer"
     assert "gptzoo export" in states["shakespeare-char-5l"]["reason"]
     assert states["shakespeare-char-3l"]["provider"] is None
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and len(ready.json()["models"]) == 4
+    assert ready.status_code == 200 and len(ready.json()["models"]) == 5
 
 
 def test_readyz_is_503_when_no_model_is_ready(make_client, exported_store, tmp_path):

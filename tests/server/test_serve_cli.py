@@ -100,14 +100,19 @@ def test_two_workers_aggregate_metrics_and_start_from_a_wiped_folder(tmp_path, e
     env = {"PROMETHEUS_MULTIPROC_DIR": str(prom)}
     subprocess.run([sys.executable, "-c", stale], env={**os.environ, **env}, check=True, timeout=60)
     assert list(prom.glob("counter_*.db"))
+    labels = {"model": MODEL, "layers": "2"}
     with live_server(tmp_path, exported_store, "--workers", "2", env=env) as (base, _):
+        # /readyz answers from whichever worker takes the connection: wait until the *min* over workers is ready
+        deadline = time.monotonic() + 60
+        while metric(httpx.get(f"{base}/metrics").text, "gptzoo_model_ready", **labels) != 1:
+            assert time.monotonic() < deadline, "the second worker never became ready"
+            time.sleep(0.2)
         with httpx.Client(base_url=base, timeout=30) as http:
             for _ in range(12):
                 r = http.post("/v1/completions", json={"model": "2l", "prompt": "A", "max_tokens": 4})
                 assert r.status_code == 200
         scrapes = [httpx.get(f"{base}/metrics").text for _ in range(4)]  # new connections: any worker answers
         pids = {f.name.rsplit("_", 1)[-1] for f in prom.glob("*.db")}
-    labels = {"model": MODEL, "layers": "2"}
     for text in scrapes:
         assert metric(text, "gptzoo_completion_requests_total", **labels, outcome="length") == 12
         assert metric(text, "gptzoo_generation_tokens_total", **labels) == 48
