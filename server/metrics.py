@@ -47,3 +47,14 @@ INFO = Gauge("gptzoo_model_info", "Always 1; the labels describe the variant and
 
 def model_labels(variant) -> dict[str, str]:
     return {"model": variant.id, "layers": str(variant.n_layer)}
+
+
+class ModelMetrics:
+    """One model's labelled children, looked up once: `labels()` costs a dict build and a lock per call, and the
+    worker touches these on every decode step."""
+
+    def __init__(self, labels: dict[str, str]):
+        self.waiting, self.running = WAITING.labels(**labels), RUNNING.labels(**labels)
+        self.batch_size, self.queue = BATCH_SIZE.labels(**labels), QUEUE.labels(**labels)
+        self.ttft, self.itl = TTFT.labels(**labels), ITL.labels(**labels)
+        self.prompt_tokens, self.generation_tokens = PROMPT_TOKENS.labels(**labels), GENERATION_TOKENS.labels(**labels)

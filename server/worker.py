@@ -68,6 +68,7 @@ class ModelWorker:
         self.variant, self.settings = variant, settings
         self.id = variant.id
         self.labels = metrics.model_labels(variant)
+        self.m = metrics.ModelMetrics(self.labels)
         self.state = LOADING if variant.exported else NOT_EXPORTED
         self.reason = None if variant.exported else f"not exported (run `gptzoo export --model {self.id}`)"
         self.provider: str | None = None
@@ -167,7 +168,7 @@ class ModelWorker:
                                          f"limit); retry later", "overloaded", RETRY_BUSY)
             job.deadline = job.arrival + self.settings.request_timeout
             self._pending.append(job)
-            metrics.WAITING.labels(**self.labels).set(len(self._pending))
+            self.m.waiting.set(len(self._pending))
             self._cv.notify()
 
     def _refusal(self, status: int, message: str, code: str, retry_after: str) -> ApiError:
@@ -191,7 +192,7 @@ class ModelWorker:
                 self._sweep(now, cut)
                 room = self.settings.max_batch_size - len(batch.rows)
                 new = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
-                metrics.WAITING.labels(**self.labels).set(len(self._pending))
+                self.m.waiting.set(len(self._pending))
             try:
                 if cut:
                     self._retire(batch, now, cut=True)
@@ -202,7 +203,7 @@ class ModelWorker:
                     self._fail(job, 500, f"generation failed: {str(e).splitlines()[0] if str(e) else e!r}",
                                "generation_failed")
                 batch = Batch(self.model, self.tokenizer, self.settings.policy)
-            metrics.RUNNING.labels(**self.labels).set(len(batch.rows))
+            self.m.running.set(len(batch.rows))
         with self._cv:
             left = [r.tag for r in batch.rows] + list(self._pending)
             self._pending.clear()
@@ -233,8 +234,8 @@ class ModelWorker:
         now = time.perf_counter()
         rows = []
         for job in new:
-            metrics.QUEUE.labels(**self.labels).observe(now - job.arrival)
-            metrics.PROMPT_TOKENS.labels(**self.labels).inc(len(job.prompt_ids))
+            self.m.queue.observe(now - job.arrival)
+            self.m.prompt_tokens.inc(len(job.prompt_ids))
             on_text = (lambda delta, job=job: job.emit("text", delta)) if job.stream else None
             rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job))
         if rows:
@@ -242,7 +243,7 @@ class ModelWorker:
             self.peak_rows = max(self.peak_rows, len(batch.rows))
             self._account(rows, time.perf_counter())
         if active := sum(not r.done for r in batch.rows):
-            metrics.BATCH_SIZE.labels(**self.labels).observe(active)
+            self.m.batch_size.observe(active)
             batch.step()
             self._account(batch.rows, time.perf_counter())
         self._retire(batch, time.perf_counter())
@@ -271,13 +272,13 @@ class ModelWorker:
             if n == job.seen:
                 continue
             if job.seen == 0:
-                metrics.TTFT.labels(**self.labels).observe(t - job.arrival)
+                self.m.ttft.observe(t - job.arrival)
             else:
-                metrics.ITL.labels(**self.labels).observe(t - job.last_token_at)
+                self.m.itl.observe(t - job.last_token_at)
             fresh += n - job.seen
             job.seen, job.last_token_at = n, t
         if fresh:
-            metrics.GENERATION_TOKENS.labels(**self.labels).inc(fresh)
+            self.m.generation_tokens.inc(fresh)
 
     def _finish(self, job: Job, outcome: str, now: float, row: Row | None = None) -> None:
         job.finished = True

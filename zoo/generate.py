@@ -130,6 +130,8 @@ class Batch:
             self._accept(r, logits[i, -1])
 
     def remove(self, rows: list[Row]) -> None:
+        if not rows:
+            return  # the common case, every step: indexing would copy the whole cache for nothing
         keep = [i for i, r in enumerate(self.rows) if r not in rows]
         self.rows = [self.rows[i] for i in keep]
         self.past = [p[keep] for p in self.past]
