@@ -29,8 +29,9 @@ def list_cmd(
         out.print(f"the store {the_store.root} is empty: train a variant with `gptzoo train --layers 4`")
         return
     table = Table(title=f"gptzoo store: {the_store.root}")
-    for col, just in [("id", "left"), ("layers", "right"), ("width", "right"), ("params", "right"),
-                      ("val loss", "right"), ("iters", "right"), ("exported", "center")]:
+    table.add_column("id", no_wrap=True, min_width=max(len(v.id) for v in variants))  # ids are for copy-paste
+    for col, just in [("layers", "right"), ("width", "right"), ("params", "right"), ("val loss", "right"),
+                      ("iters", "right"), ("exported", "center")]:
         table.add_column(col, justify=just)
     for v in variants:
         c = v.card
