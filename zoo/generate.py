@@ -14,6 +14,7 @@ Context policies, when a row's window (block_size tokens) is full:
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -28,31 +29,30 @@ POLICIES = ("exact", "half")
 
 class StopText:
     """Incremental text of a row's generated tokens: what is safe to emit now, and whether a stop sequence hit.
-    Text that could still become a stop sequence (or a half-decoded UTF-8 character) is held back."""
+    Text that could still become a stop sequence is held back; an incremental UTF-8 decoder holds back the bytes of
+    a character a BPE token split, so each token costs the same however long the text already is."""
 
     def __init__(self, tokenizer: Tokenizer, stop: list[str]):
         self.tok, self.stop = tokenizer, stop
         self.hold = max((len(s) for s in stop), default=1) - 1
-        self.buf = bytearray()  # bytes of every token so far: BPE tokens may split a UTF-8 character
-        self.text = ""  # the final text, once stopped or finished
+        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self.text = ""  # the text so far (final once stopped or finished)
         self.emitted = 0
         self.stopped = False
 
     def push(self, token: int) -> str:
-        self.buf += self.tok.decode_bytes([token])
-        text = self.buf.decode("utf-8", errors="replace")
+        text = self.text + self._utf8.decode(self.tok.decode_bytes([token]))
         for s in self.stop:
             at = text.find(s, max(0, self.emitted - len(s)))
             if at != -1:
                 text, self.stopped = text[:at], True
         if self.stopped:
             return self._emit(text, len(text))
-        safe = len(text) - self.hold
-        while safe > 0 and text[safe - 1] == "\ufffd":  # an incomplete multi-byte character
-            safe -= 1
-        return self._emit(text, max(safe, self.emitted))
+        return self._emit(text, max(len(text) - self.hold, self.emitted))
 
     def finish(self) -> str:
+        if not self.stopped:
+            self.text += self._utf8.decode(b"", final=True)  # a dangling partial character becomes U+FFFD
         return self._emit(self.text, len(self.text))
 
     def _emit(self, text: str, upto: int) -> str:

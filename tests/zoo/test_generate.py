@@ -153,3 +153,18 @@ def test_policy_nll_equals_plain_loss_inside_the_window_and_differs_past_it(engi
     assert abs(policy_nll(onnx, inside, "exact") - ref.item()) < 1e-4
     assert abs(policy_nll(onnx, inside, "half") - ref.item()) < 1e-4
     assert policy_nll(onnx, val, "exact") != policy_nll(onnx, val, "half")
+
+
+def test_stop_text_holds_back_split_utf8_and_partial_stops():
+    from gptzoo.zoo.generate import StopText
+    from gptzoo.zoo.tokenizers import GPT2Tokenizer
+
+    tok = GPT2Tokenizer()
+    ids = tok.encode("héllo ✓ wörld END more")
+    st = StopText(tok, ["END"])
+    out = "".join(st.push(i) for i in ids if not st.stopped)
+    assert st.stopped and out == st.text == "héllo ✓ wörld " and "\ufffd" not in out
+    # a character split across tokens never surfaces half-decoded
+    st = StopText(tok, [])
+    pieces = [st.push(i) for i in tok.encode("✓✓✓")] + [st.finish()]
+    assert "".join(pieces) == "✓✓✓" and all("\ufffd" not in p for p in pieces)
