@@ -102,9 +102,11 @@ def test_two_workers_aggregate_metrics_and_start_from_a_wiped_folder(tmp_path, e
     assert list(prom.glob("counter_*.db"))
     labels = {"model": MODEL, "layers": "2"}
     with live_server(tmp_path, exported_store, "--workers", "2", env=env) as (base, _):
-        # /readyz answers from whichever worker takes the connection: wait until the *min* over workers is ready
+        # /readyz answers from whichever worker takes the connection, and a worker that has not started yet has no
+        # metrics file to pull the min down: wait for both workers' files and a min of 1
         deadline = time.monotonic() + 60
-        while metric(httpx.get(f"{base}/metrics").text, "gptzoo_model_ready", **labels) != 1:
+        while (len(list(prom.glob("gauge_min_*.db"))) < 2
+               or metric(httpx.get(f"{base}/metrics").text, "gptzoo_model_ready", **labels) != 1):
             assert time.monotonic() < deadline, "the second worker never became ready"
             time.sleep(0.2)
         with httpx.Client(base_url=base, timeout=30) as http:
