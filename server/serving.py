@@ -129,7 +129,17 @@ class CompletionService:
         try:
             while True:
                 if event[0] == "text":
-                    yield chunk([CompletionChoice(text=event[1])])
+                    # a client slower than the decode gets what piled up in one chunk, not one write per token
+                    text, event = event[1], None
+                    while event is None and not p.job.events.empty():
+                        nxt = p.job.events.get_nowait()
+                        if nxt[0] == "text":
+                            text += nxt[1]
+                        else:
+                            event = nxt
+                    yield chunk([CompletionChoice(text=text)])
+                    if event is not None:
+                        continue
                 elif event[0] == "done":
                     yield chunk([CompletionChoice(text="", finish_reason=event[2])])
                     if p.include_usage:  # OpenAI's stream_options: one more chunk, no choices, the usage
