@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from gptzoo.exports.bench import decode_run, export_random, random_models
+from gptzoo.exports.bench import any_vocabulary, decode_run, export_random, random_models
 from gptzoo.zoo.runtime import OnnxModel
-from gptzoo.zoo.tokenizers import CharTokenizer
 
 
 def read_bandwidth_gbs(mb: int = 400, repeats: int = 5) -> float:
@@ -43,7 +42,7 @@ def main() -> None:
           "int8 speed-up |")
     print("|---|---|---|---|---|---|---|---|")
     tmp = Path(tempfile.mkdtemp())
-    tok = CharTokenizer("".join(chr(0x100 + i) for i in range(65)))
+    tok = any_vocabulary(65)
     for name, model in random_models(tuple(args.layers)):
         fp32 = export_random(model, tmp)
         int8 = tmp / f"{fp32.stem}-int8.onnx"

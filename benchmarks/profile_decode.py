@@ -19,11 +19,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gptzoo.exports.bench import export_random, random_models
+from gptzoo.exports.bench import any_vocabulary, export_random, random_models
 from gptzoo.zoo.generate import Batch, attention_bias
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams
-from gptzoo.zoo.tokenizers import CharTokenizer
 
 
 def feeds_for(model: OnnxModel, batch: int, context: int) -> dict:
@@ -58,7 +57,7 @@ def main() -> None:
                 model.session.run(None, feeds)
                 t.append(time.perf_counter() - t0)
             run_ms = statistics.median(t) * 1000
-            tok = CharTokenizer("".join(chr(0x100 + i) for i in range(65)))
+            tok = any_vocabulary(65)
             batch = Batch(model, tok, policy="half")
             rows = [batch.new_row([1] * args.context, SamplingParams(max_tokens=args.runs + 2, temperature=0.0))
                     for _ in range(b)]

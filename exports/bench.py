@@ -50,6 +50,11 @@ class Row:
     provider: str
 
 
+def any_vocabulary(n: int) -> CharTokenizer:
+    """A tokenizer of exactly n symbols, for timing models whose text does not matter (random weights)."""
+    return CharTokenizer("".join(chr(0x100 + i) for i in range(n)))
+
+
 def _median(fn, repeats: int) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
@@ -92,7 +97,7 @@ def bench_model(name: str, model: GPT, onnx_path: Path, threads: int, repeats: i
     torch.set_num_threads(threads)
     model = model.eval()
     c = model.config
-    tok = CharTokenizer("".join(chr(0x100 + i) for i in range(c.vocab_size)))  # any vocabulary of the right size
+    tok = any_vocabulary(c.vocab_size)
     onnx = OnnxModel(onnx_path, device="auto", threads=threads)
     tmodel = TorchModel(model)
     prompt = c.block_size // 2
@@ -181,7 +186,7 @@ def run_policies(store, threads: int = 1, n_tokens: int = 1000, depths=(4, 12), 
         for name, model in random_models(depths):
             say(f"{n_tokens}-token generations on {name}")
             onnx = OnnxModel(export_random(model, Path(tmp)), threads=threads)
-            tok = CharTokenizer("".join(chr(0x100 + i) for i in range(model.config.vocab_size)))
+            tok = any_vocabulary(model.config.vocab_size)
             for policy in POLICIES:
                 single = long_generation(onnx, tok, n_tokens, policy)
                 b8 = long_generation(onnx, tok, n_tokens // 4, policy, batch=8) if policy == "half" else None
@@ -194,7 +199,7 @@ def run_policies(store, threads: int = 1, n_tokens: int = 1000, depths=(4, 12), 
         val = np.asarray(datasets.load(v.card["dataset"]["name"], data_dir).val).astype(np.int64)
         S, N = 8, min(1024, len(val) // 8)
         streams = np.stack([val[i * (len(val) // S) : i * (len(val) // S) + N] for i in range(S)])
-        tok = CharTokenizer("".join(chr(0x100 + i) for i in range(v.card["vocab_size"])))
+        tok = any_vocabulary(v.card["vocab_size"])
         for policy in POLICIES:
             speed = long_generation(onnx, tok, n_tokens, policy)
             out.append(PolicyRow(v.id, policy, n_tokens, speed, None, policy_nll(onnx, streams, policy)))

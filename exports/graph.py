@@ -16,12 +16,14 @@ written out (matmul, add, softmax) because it exports to a smaller graph than sc
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from gptzoo.zoo.kv_step import CachedStep, causal_bias
+from gptzoo.zoo.generate import attention_bias
+from gptzoo.zoo.kv_step import CachedStep
 from gptzoo.zoo.model import GPT
 
-__all__ = ["CachedStep", "causal_bias", "example_inputs", "input_names", "output_names"]
+__all__ = ["CachedStep", "example_inputs", "input_names", "output_names"]
 
 
 def input_names(n_layer: int) -> list[str]:
@@ -43,6 +45,6 @@ def example_inputs(model: GPT, batch: int = 2, new: int = 3, past: int = 2) -> t
     c = model.config
     ids = torch.randint(0, c.vocab_size, (batch, new))
     pos = (torch.arange(new) + past).expand(batch, new).contiguous()
-    bias = causal_bias(batch, new, past)
+    bias = torch.from_numpy(attention_bias(np.zeros(batch, int), past, new))
     kv = [torch.zeros(batch, c.n_head, past, c.head_dim) for _ in range(2 * c.n_layer)]
     return (ids, pos, bias, *kv)

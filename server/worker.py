@@ -151,8 +151,8 @@ class ModelWorker:
             metrics.INFO.labels(**self.labels, provider=self.provider or "none", params=str(card.get("params", "")),
                                 exporter=card.get("onnx", {}).get("exporter", ""),
                                 quantization=card.get("quantization") or "none").set(1)
-        metrics.WAITING.labels(**self.labels).set(0)
-        metrics.RUNNING.labels(**self.labels).set(0)
+        self.m.waiting.set(0)
+        self.m.running.set(0)
         # counters exist at 0 from the start, so dashboards show a zero rate rather than no data
         metrics.CANCELLED.labels(**self.labels)
         for reason in metrics.REFUSAL_REASONS:

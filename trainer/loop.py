@@ -170,7 +170,6 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
     device = dist.device
     device_type = "cuda" if device.startswith("cuda") else "cpu"
     vdir = store.variant_dir(vid)
-    torch.manual_seed(cfg.seed + dist.rank)
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -253,8 +252,9 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
             best_val = losses["val"]
             checkpoint.save(state(it, with_optimizer=False), vdir / storemod.CKPT_BEST)
             _write_card(store, vid, cfg, gconf, raw_model, dataset, it, losses, elapsed(), tokens_seen(it), step_times)
+        else:  # a new best wrote the whole card, progress facts included
+            _update_progress_facts(store, vid, it, elapsed(), tokens_seen(it), step_times)
         checkpoint.save(state(it, with_optimizer=True), vdir / storemod.CKPT_LAST)
-        _update_progress_facts(store, vid, it, elapsed(), tokens_seen(it), step_times)
 
     stop = {"requested": False}
 

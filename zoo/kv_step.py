@@ -39,13 +39,6 @@ class CachedStep(nn.Module):
         return (self.gpt.lm_head(t.ln_f(x)), *presents)
 
 
-def causal_bias(batch: int, new: int, past: int) -> torch.Tensor:
-    q = torch.arange(new)[:, None] + past
-    k = torch.arange(past + new)[None, :]
-    bias = torch.where(k <= q, 0.0, torch.finfo(torch.float32).min)
-    return bias.expand(batch, 1, new, past + new).contiguous()
-
-
 class TorchModel:
     """The same `step` interface as gptzoo.zoo.runtime.OnnxModel, run by torch on a checkpoint's model: lets the
     generation loop compare backends (`gptzoo generate --backend torch`, `gptzoo bench`)."""
