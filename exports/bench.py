@@ -196,7 +196,7 @@ def run_policies(store, threads: int = 1, n_tokens: int = 1000, depths=(4, 12), 
             continue
         say(f"scoring validation text under each policy with {v.id}")
         onnx = OnnxModel(v.path("model.onnx"), threads=threads)
-        val = np.asarray(datasets.load(v.card["dataset"]["name"], data_dir).val).astype(np.int64)
+        val = np.asarray(datasets.for_variant(v, data_dir).val).astype(np.int64)
         S, N = 8, min(1024, len(val) // 8)
         streams = np.stack([val[i * (len(val) // S) : i * (len(val) // S) + N] for i in range(S)])
         tok = any_vocabulary(v.card["vocab_size"])

@@ -28,8 +28,8 @@ def quantize_variant(store: Store, variant: Variant, data_dir: Path | None = Non
         raise StoreError(f"{variant.id} has no ONNX file to quantize; export it first")
     qid = f"{variant.id}-int8"
     qdir = store.variant_dir(qid)
-    qdir.mkdir(parents=True, exist_ok=True)
-    dataset = dsmod.load(variant.card["dataset"]["name"], data_dir)
+    store.ensure_writable(qdir)
+    dataset = dsmod.for_variant(variant, data_dir)
     say(f"quantizing {variant.id} to int8 (dynamic, weights only)")
     with atomic.atomic_path(qdir / ONNX) as tmp:
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)

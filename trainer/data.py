@@ -8,6 +8,7 @@ import numpy as np
 
 from gptzoo.zoo import atomic, sources
 from gptzoo.zoo.datasets import DataError, default_data_dir
+from gptzoo.zoo.names import check_name, to_name
 from gptzoo.zoo.tokenizers import CharTokenizer, GPT2Tokenizer, Tokenizer
 
 DEFAULT_DATASET = "shakespeare_char"
@@ -41,11 +42,13 @@ def prepare(
 ) -> Path:
     """Prepare dataset `kind` (shakespeare_char, shakespeare or text) and return its folder."""
     if kind not in KINDS:
-        raise DataError(f"unknown dataset {kind!r}; choose one of: {', '.join(KINDS)}")
+        raise DataError(f"unknown dataset {kind[:80]!r}; choose one of: {', '.join(KINDS)}")
+    if name is not None:
+        check_name(name, "dataset name")  # before any download or write
     if kind == "text":
         if not source:
             raise DataError("the `text` dataset needs --source PATH_OR_URL")
-        name = name or Path(source.rstrip("/")).stem.replace(" ", "_") or "text"
+        name = name or to_name(Path(source.rstrip("/")).stem, "text")
         tok_kind, expected = tokenizer or "char", sha256
         data = sources.read_source(source, expected)
     else:

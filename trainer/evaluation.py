@@ -10,22 +10,10 @@ from gptzoo.zoo.evaluate import estimate
 from gptzoo.zoo.store import Variant
 
 
-def dataset_for(variant: Variant, data_dir: Path | None = None) -> dsmod.Dataset:
-    """The prepared dataset a variant was trained on, refusing one whose source differs."""
-    facts = variant.card.get("dataset") or {}
-    dataset = dsmod.load(facts.get("name", ""), data_dir)
-    if facts.get("sha256") and dataset.meta["sha256"] != facts["sha256"]:
-        raise dsmod.DataError(
-            f"dataset {dataset.name!r} was prepared from a different source than {variant.id} was trained on "
-            f"(sha256 {dataset.meta['sha256'][:12]}… vs {facts['sha256'][:12]}…)"
-        )
-    return dataset
-
-
 def evaluate_variant(variant: Variant, data_dir: Path | None = None, full: bool = False) -> dict:
     """{'train': loss, 'val': loss} of the best checkpoint, on the card's eval windows (or every window with `full`)."""
     _, model = checkpoint.load_variant(variant)
-    dataset = dataset_for(variant, data_dir)
+    dataset = dsmod.for_variant(variant, data_dir)
     ev = variant.card.get("eval") or {}
     batch = int(ev.get("batch_size", 12))
     windows = None if full else ev.get("windows_per_split")

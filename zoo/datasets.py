@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from gptzoo.zoo import sources
+from gptzoo.zoo.names import check_name
 from gptzoo.zoo.store import gptzoo_home
 
 DATA_ENV = "GPTZOO_DATA"
@@ -43,7 +44,7 @@ class Dataset:
 
 def load(name: str, data_dir: Path | None = None, verify: bool = True) -> Dataset:
     """Open a prepared dataset; with `verify` the token files are checked against the sha256 in meta.json."""
-    folder = (data_dir or default_data_dir()) / name
+    folder = (data_dir or default_data_dir()) / check_name(name, "dataset name")
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         raise DataError(f"dataset {name!r} is not prepared in {folder.parent} (run `gptzoo data prepare {name}`)")
@@ -61,3 +62,17 @@ def load(name: str, data_dir: Path | None = None, verify: bool = True) -> Datase
             raise DataError(f"{path} is corrupt (sha256 differs from meta.json); prepare the dataset again")
         splits[split] = np.memmap(path, dtype=np.uint16, mode="r")
     return Dataset(meta, splits["train"], splits["val"])
+
+
+def for_variant(variant, data_dir: Path | None = None) -> Dataset:
+    """The prepared dataset a store variant was trained on, refusing one prepared from another source."""
+    facts = variant.card.get("dataset") or {}
+    if not facts.get("name"):
+        raise DataError(f"{variant.id}'s card names no dataset to evaluate on")
+    dataset = load(facts["name"], data_dir)
+    if facts.get("sha256") and dataset.meta["sha256"] != facts["sha256"]:
+        raise DataError(
+            f"dataset {dataset.name!r} was prepared from a different source than {variant.id} was trained on "
+            f"(sha256 {dataset.meta['sha256'][:12]}… vs {facts['sha256'][:12]}…)"
+        )
+    return dataset

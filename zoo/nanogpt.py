@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from gptzoo.zoo import atomic, checkpoint
+from gptzoo.zoo.names import check_name, to_name
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.store import CARD, CKPT_BEST, Store, Variant, variant_id
 
@@ -36,15 +37,33 @@ def read_meta(path: Path) -> dict:
     return meta
 
 
+def char_vocabulary(meta: dict, path: Path) -> str:
+    """meta.pkl's itos as one string, id order; refused unless every id 0..n-1 maps to its own single character
+    (a repeated character could never be encoded back to both its ids)."""
+    itos = meta["itos"]
+    try:
+        chars = [itos[i] for i in range(len(itos))]
+    except (KeyError, TypeError, IndexError) as e:
+        raise checkpoint.CheckpointError(f"{path}: itos does not map ids 0..{len(itos) - 1} to characters") from e
+    if not all(isinstance(c, str) and len(c) == 1 for c in chars):
+        raise checkpoint.CheckpointError(f"{path}: itos must map every id to one character")
+    repeated = sorted({c for c in chars if chars.count(c) > 1})
+    if repeated:
+        shown = ", ".join(repr(c) for c in repeated[:10])
+        raise checkpoint.CheckpointError(f"{path}: itos repeats character(s) {shown}; a char vocabulary needs each "
+                                         f"character once")
+    return "".join(chars)
+
+
 def import_checkpoint(store: Store, ckpt_path: Path, meta_path: Path | None = None, name: str | None = None,
                       overwrite: bool = False) -> Variant:
+    if name is not None:
+        check_name(name, "variant id")  # before reading anything
     ckpt = checkpoint.load(ckpt_path)
     model = checkpoint.build_model(ckpt)  # also checks the weights fit model_args
     cfg = model.config
     if meta_path:
-        meta = read_meta(meta_path)
-        itos = meta["itos"]
-        chars = "".join(itos[i] for i in range(len(itos)))
+        chars = char_vocabulary(read_meta(meta_path), meta_path)
         if len(chars) != cfg.vocab_size:
             raise checkpoint.CheckpointError(
                 f"meta.pkl has {len(chars)} characters but the model's vocabulary is {cfg.vocab_size}")
@@ -55,12 +74,20 @@ def import_checkpoint(store: Store, ckpt_path: Path, meta_path: Path | None = No
                 f"vocabulary of {cfg.vocab_size} is too small for GPT-2 BPE: give the dataset's meta.pkl with --meta")
         tokenizer = {"kind": "gpt2", "encoding": "r50k_base"}
     config = ckpt.get("config") or {}
-    dataset = str(config.get("dataset", "nanogpt"))
+    dataset = to_name(str(config.get("dataset", "nanogpt")), "nanogpt")
     vid = name or "nanogpt-" + variant_id(dataset, cfg.n_layer)
     vdir = store.variant_dir(vid)
     store.ensure_writable()
-    if (vdir / CARD).exists() and not overwrite:
-        raise checkpoint.CheckpointError(f"variant {vid} already exists; pass --name or --overwrite")
+    with store.lock(vid, "importing"):
+        if (vdir / CARD).exists() and not overwrite:
+            raise checkpoint.CheckpointError(f"variant {vid} already exists; pass --name or --overwrite")
+        if vdir.exists() and any(vdir.iterdir()) and not (vdir / CARD).exists():
+            raise checkpoint.CheckpointError(f"{vdir} is not a gptzoo variant (no {CARD}); refusing to write into it")
+        return _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, config)
+
+
+def _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, config) -> Variant:
+    cfg, vdir = model.config, store.variant_dir(vid)
     best = float(ckpt.get("best_val_loss", float("nan")))
     saved = {
         "model": model.state_dict(),

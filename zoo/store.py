@@ -10,12 +10,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import msgspec
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the lock below is then a no-op
+    fcntl = None
+
 from gptzoo.zoo import atomic
+from gptzoo.zoo.names import InvalidName, check_name
 
 STORE_ENV = "GPTZOO_STORE"
 HOME_ENV = "GPTZOO_HOME"
@@ -26,8 +38,66 @@ TRAIN_LOG = "train-log.jsonl"
 ONNX = "model.onnx"
 
 
+LOCKS = ".locks"  # <store>/.locks/<id>.lock: who is training a variant (outside its folder, so --overwrite keeps it)
+GPT2_VOCAB = 50257
+
+
 class StoreError(Exception):
     """The store or a variant in it is missing, unreadable, inconsistent or not writable."""
+
+
+class _Dataset(msgspec.Struct):
+    name: str
+
+
+class _CardCheck(msgspec.Struct):
+    """The card fields the commands rely on, with their types; other fields pass through unchecked. Optional fields
+    may be missing or null (an imported or hand-made card lacks some)."""
+
+    id: str
+    n_layer: int
+    n_head: int | None = None
+    n_embd: int | None = None
+    block_size: int | None = None
+    vocab_size: int | None = None
+    params: int | None = None
+    val_loss: float | None = None
+    tokenizer: dict | None = None
+    dataset: _Dataset | None = None
+    quantization: str | None = None
+    onnx: dict | None = None
+    eval: dict | None = None
+
+
+def check_card(card: object, vid: str) -> None:
+    """Raise StoreError naming what is wrong with a card that cannot describe variant `vid`."""
+    if not isinstance(card, dict):
+        raise StoreError("card.json does not hold a JSON object")
+    try:
+        c = msgspec.convert(card, _CardCheck)
+    except msgspec.ValidationError as e:
+        raise StoreError(f"card.json is invalid: {e}") from None
+    if c.id != vid:
+        raise StoreError(f"card.json describes {c.id[:80]!r}, not {vid!r}")
+    for field in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
+        if (value := getattr(c, field)) is not None and value < 1:
+            raise StoreError(f"card.json is invalid: {field} must be at least 1, got {value}")
+    tok = c.tokenizer
+    if tok is not None:
+        if tok.get("kind") == "char":
+            chars = tok.get("chars")
+            if not isinstance(chars, str) or len(set(chars)) != len(chars):
+                raise StoreError("card.json is invalid: the char tokenizer's `chars` must be a string of distinct "
+                                 "characters")
+            if c.vocab_size is not None and len(chars) != c.vocab_size:
+                raise StoreError(f"card.json is invalid: the tokenizer has {len(chars)} characters but the model's "
+                                 f"vocabulary is {c.vocab_size}")
+        elif tok.get("kind") == "gpt2":
+            if c.vocab_size is not None and c.vocab_size < GPT2_VOCAB:
+                raise StoreError(f"card.json is invalid: GPT-2 BPE needs a vocabulary of at least {GPT2_VOCAB}, the "
+                                 f"model has {c.vocab_size}")
+        else:
+            raise StoreError(f"card.json is invalid: unknown tokenizer kind {str(tok.get('kind'))[:40]!r}")
 
 
 def gptzoo_home() -> Path:
@@ -55,7 +125,11 @@ class Variant:
 
     @property
     def n_layer(self) -> int:
-        return int(self.card["n_layer"])
+        return self.card["n_layer"]
+
+    @property
+    def dataset_name(self) -> str | None:
+        return (self.card.get("dataset") or {}).get("name")
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -68,45 +142,95 @@ class Variant:
         atomic.write_json(self.dir / CARD, self.card)
 
 
+@dataclass
+class Broken:
+    """A folder in the store whose card cannot be used, and why."""
+
+    id: str
+    dir: Path
+    reason: str
+
+
 class Store:
     def __init__(self, root: Path | str | None = None):
         self.root = Path(root).expanduser() if root else default_store()
 
-    def ensure_writable(self) -> None:
+    def ensure_writable(self, folder: Path | None = None) -> None:
+        """Fail now, before long work, when the store (or one of its variant folders) cannot be written."""
+        folder = folder or self.root
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / ".write-probe"
+            folder.mkdir(parents=True, exist_ok=True)
+            probe = folder / ".write-probe"
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
-            raise StoreError(f"store {self.root} is not writable: {e.strerror or e}") from e
+            what = "store" if folder == self.root else "variant folder"
+            raise StoreError(f"{what} {folder} is not writable: {e.strerror or e}") from e
 
     def variant_dir(self, vid: str) -> Path:
-        return self.root / vid
+        """The folder of variant `vid`; InvalidName for an id that is not a plain identifier."""
+        return self.root / check_name(vid, "variant id")
 
     def load(self, vid: str) -> Variant:
-        card_path = self.root / vid / CARD
+        card_path = self.variant_dir(vid) / CARD
         if not card_path.is_file():
             raise StoreError(f"no variant {vid!r} in {self.root}" + _available(self))
         try:
-            card = json.loads(card_path.read_text())
+            card = json.loads(card_path.read_bytes())
         except (OSError, ValueError) as e:
-            raise StoreError(f"{card_path} is not a readable card: {e}") from e
-        if not isinstance(card, dict) or card.get("id") != vid:
-            raise StoreError(f"{card_path} does not describe variant {vid!r}")
+            raise StoreError(f"variant {vid}: card.json is not readable JSON: {e}") from e
+        try:
+            check_card(card, vid)
+        except StoreError as e:
+            raise StoreError(f"variant {vid}: {e}") from None
         return Variant(self.root / vid, card)
 
-    def variants(self) -> list[Variant]:
+    @contextlib.contextmanager
+    def lock(self, vid: str, doing: str = "training") -> Iterator[None]:
+        """Hold variant `vid` for one writer (a trainer, an import). An OS file lock: it dies with its process, so a
+        killed run leaves nothing stale. A second holder gets StoreError naming the first."""
+        path = self.root / LOCKS / f"{check_name(vid, 'variant id')}.lock"
+        if fcntl is None:
+            yield
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:
+            raise StoreError(f"cannot lock {vid} in {self.root}: {e.strerror or e}") from e
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 300).decode(errors="replace").strip() or "another process"
+                raise StoreError(f"variant {vid} is busy: {holder}; wait for it to end or stop it first") from None
+            since = datetime.now(UTC).isoformat(timespec="seconds")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} is {doing} it (since {since})".encode(), 0)
+            yield
+        finally:
+            os.close(fd)  # releases the lock
+
+    def scan(self) -> tuple[list[Variant], list[Broken]]:
+        """Every folder with a card: the variants that load, and the broken ones with the reason, so one bad card
+        never hides (or takes down) the rest of the zoo."""
         if not self.root.is_dir():
-            return []
-        out = []
+            return [], []
+        good, broken = [], []
         for d in sorted(self.root.iterdir()):
-            if (d / CARD).is_file():
-                try:
-                    out.append(self.load(d.name))
-                except StoreError:
-                    continue  # a broken folder must not hide the rest of the zoo
-        return sorted(out, key=lambda v: (v.card.get("dataset", {}).get("name", ""), v.n_layer, v.id))
+            if d.name.startswith(".") or not (d / CARD).is_file():
+                continue  # unfinished folders, the lock folder, temp files
+            try:
+                good.append(self.load(d.name))
+            except InvalidName as e:
+                broken.append(Broken(d.name, d, str(e)))
+            except StoreError as e:
+                broken.append(Broken(d.name, d, str(e).removeprefix(f"variant {d.name}: ")))
+        good.sort(key=lambda v: (v.dataset_name or "", v.n_layer, v.id))
+        return good, broken
+
+    def variants(self) -> list[Variant]:
+        return self.scan()[0]
 
     def resolve(self, model: str | None = None, layers: int | None = None, dataset: str | None = None) -> Variant:
         """The one variant named by id, or by depth (preferring `dataset`'s, then a unique match)."""
@@ -118,7 +242,7 @@ class Store:
             return self.load(variant_id(dataset, layers))
         matches = [v for v in self.variants() if v.n_layer == layers and not v.card.get("quantization")]
         if dataset:
-            matches = [v for v in matches if v.card.get("dataset", {}).get("name") == dataset] or matches
+            matches = [v for v in matches if v.dataset_name == dataset] or matches
         if len(matches) == 1:
             return matches[0]
         if not matches:
