@@ -49,15 +49,21 @@ def handle_errors(fn):
         from gptzoo.trainer.loop import TrainError
         from gptzoo.zoo.checkpoint import CheckpointError
         from gptzoo.zoo.datasets import DataError
+        from gptzoo.zoo.names import InvalidName
+        from gptzoo.zoo.runtime import OnnxLoadError
         from gptzoo.zoo.sources import SourceError
         from gptzoo.zoo.store import StoreError
 
         try:
             return fn(*args, **kwargs)
-        except (StoreError, DataError, SourceError, TrainError, CheckpointError, ValueError) as e:
+        except InvalidName as e:  # a usage error, caught before anything was touched
+            fail(str(e), code=2)
+        except (StoreError, DataError, SourceError, TrainError, CheckpointError, OnnxLoadError, ValueError) as e:
             fail(str(e))
         except PermissionError as e:
             fail(f"permission denied: {e.filename or e}")
+        except OSError as e:  # the disk, not the code: full, read-only, gone
+            fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
         except KeyboardInterrupt:
             fail("interrupted", code=130)
 

@@ -66,6 +66,8 @@ def train(
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads for torch. [default: all cores]",
                                                 show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Train even past 100M parameters (refused otherwise).")]
+    = False,
     store: StoreOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -94,7 +96,8 @@ def train(
     )
     the_store = open_store(store)
     for depth in CANONICAL_DEPTHS if all_depths else [layers]:
-        result = run_training(depth, preset, overrides, the_store, data_dir, name, resume, overwrite, not quiet)
+        result = run_training(depth, preset, overrides, the_store, data_dir, name, resume, overwrite, not quiet,
+                              allow_large=yes)
         if result.variant is None:  # a non-zero DDP rank: rank 0 reports
             continue
         v = result.variant

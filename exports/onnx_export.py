@@ -96,6 +96,7 @@ def _finish_graph(path: Path, meta: dict) -> None:
 def export_variant(variant: Variant, say=lambda msg: None) -> dict:
     """Export `variant` to <variant>/model.onnx after a parity check; returns the export facts put in its card.
     Raises ParityError (nothing written) when the ONNX model does not match the torch model."""
+    Store(variant.dir.parent).ensure_writable(variant.dir)  # before the minutes of export and parity
     _, model = checkpoint.load_variant(variant)
     card = variant.card
     meta = {

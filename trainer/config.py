@@ -62,6 +62,10 @@ class TrainConfig:
         if self.warmup_iters < 0 or not 0 <= self.dropout < 1:
             raise ValueError("warmup_iters must be >= 0 and dropout in [0, 1)")
 
+    def approx_params(self) -> int:
+        """Parameters in the transformer blocks (attention 4·d², MLP 8·d² per layer): what makes a run large."""
+        return 12 * self.n_layer * self.n_embd**2
+
     def model_args(self, vocab_size: int) -> dict:
         from gptzoo.zoo.model import GPTConfig
 

@@ -26,8 +26,11 @@ from gptzoo.zoo import datasets as dsmod
 from gptzoo.zoo import store as storemod
 from gptzoo.zoo.evaluate import estimate
 from gptzoo.zoo.model import GPT, GPTConfig
+from gptzoo.zoo.names import check_name
 from gptzoo.zoo.sources import sha256_file
 
+# A fresh run past this many parameters asks for `--yes`: an extra zero on --layers should not start a day-long job.
+LARGE_PARAMS = 100_000_000
 # Fields a resumed run may change; everything else must match the checkpoint it continues.
 RESUMABLE_OVERRIDES = {"max_iters", "device", "compile", "eval_interval"}
 
@@ -121,13 +124,15 @@ def train(
     overwrite: bool = False,
     show_progress: bool = True,
     stop_at: int | None = None,
+    allow_large: bool = False,
 ) -> TrainResult:
     """Train (or resume) the variant at depth `layers`; the CLI's `gptzoo train` is a thin wrapper over this.
-    `stop_at` ends the run early at that iteration exactly as Ctrl-C would (saved, resumable)."""
+    `stop_at` ends the run early at that iteration exactly as Ctrl-C would (saved, resumable); a fresh run past
+    LARGE_PARAMS parameters needs `allow_large`."""
     store = store or storemod.Store()
     overrides = dict(overrides or {})
-    dataset_name = overrides.get("dataset") or datamod.DEFAULT_DATASET
-    vid = name or storemod.variant_id(dataset_name, layers)
+    dataset_name = check_name(overrides.get("dataset") or datamod.DEFAULT_DATASET, "dataset name")
+    vid = check_name(name or storemod.variant_id(dataset_name, layers), "variant id")
     vdir = store.variant_dir(vid)
 
     resume_ckpt = None
@@ -139,31 +144,36 @@ def train(
         if "optimizer" not in resume_ckpt or "rng" not in resume_ckpt:
             raise TrainError(f"{vdir / storemod.CKPT_LAST} holds no optimizer/RNG state to resume from")
     cfg = resolve_config(layers, preset, overrides, resume_ckpt)
+    if resume_ckpt is None and cfg.approx_params() > LARGE_PARAMS and not allow_large:
+        raise TrainError(f"{layers} layers at width {cfg.n_embd} is about {cfg.approx_params() / 1e6:,.0f}M "
+                         f"parameters (days on a CPU); pass --yes to train it anyway")
     try:
         dist = distributed.setup(cfg.device)
     except ValueError as e:
         raise TrainError(str(e)) from e
 
     progress = TrainProgress(cfg.max_iters, 0, vid, enabled=show_progress and dist.master)
-    if dist.master:
-        store.ensure_writable()
-        if not resume and vdir.exists() and any(vdir.iterdir()):
-            if not overwrite:
-                raise TrainError(
-                    f"variant {vid} already exists in {store.root}; use --resume to continue it or --overwrite to "
-                    f"start over"
-                )
-            shutil.rmtree(vdir)
-        vdir.mkdir(parents=True, exist_ok=True)
-        dataset = ensure_dataset(cfg.dataset, data_dir, progress.log)
-    distributed.barrier(dist)
-    if not dist.master:
-        dataset = dsmod.load(cfg.dataset, data_dir)
-
-    try:
+    with contextlib.ExitStack() as held:
+        held.callback(distributed.teardown, dist)
+        if dist.master:
+            store.ensure_writable()
+            held.enter_context(store.lock(vid, "training"))  # before anything in the folder is touched
+            if not resume and vdir.exists() and any(vdir.iterdir()):
+                if not overwrite:
+                    raise TrainError(
+                        f"variant {vid} already exists in {store.root}; use --resume to continue it or --overwrite "
+                        f"to start over"
+                    )
+                if not (vdir / storemod.CARD).is_file():  # --overwrite removes only what the store made
+                    raise TrainError(f"{vdir} is not a gptzoo variant (no {storemod.CARD}); refusing to delete it: "
+                                     f"move it away or pick another --name")
+                shutil.rmtree(vdir)
+            vdir.mkdir(parents=True, exist_ok=True)
+            dataset = ensure_dataset(cfg.dataset, data_dir, progress.log)
+        distributed.barrier(dist)
+        if not dist.master:
+            dataset = dsmod.load(cfg.dataset, data_dir)
         return _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at)
-    finally:
-        distributed.teardown(dist)
 
 
 def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> TrainResult:
@@ -242,11 +252,13 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
     def evaluate_and_save(it: int) -> None:
         nonlocal best_val
         losses = estimate(raw_model, splits, cfg.batch_size, eval_windows, device=device, autocast=autocast)
+        if not all(math.isfinite(v) for v in losses.values()):
+            diverged(it, losses["val"])
         record = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr_at(it, cfg),
                   "tokens_seen": tokens_seen(it), "elapsed_s": round(elapsed(), 3),
                   "ms_per_iter": round(statistics.median(step_times) * 1000, 3) if step_times else None}
         with open(log_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(record, allow_nan=False) + "\n")
         progress.log(f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}")
         if losses["val"] < best_val:
             best_val = losses["val"]
@@ -255,7 +267,15 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
         else:  # a new best wrote the whole card, progress facts included
             _update_progress_facts(store, vid, it, elapsed(), tokens_seen(it), step_times)
         checkpoint.save(state(it, with_optimizer=True), vdir / storemod.CKPT_LAST)
+        last_saved[:] = [it]
 
+    def diverged(it: int, loss: float) -> None:
+        """A non-finite loss: nothing more is saved (the weights are spoiled); the last good checkpoints stay."""
+        kept = f"the checkpoints from iter {last_saved[0]} are kept" if last_saved else "nothing was saved"
+        raise TrainError(f"training diverged: the loss is {loss} at iter {it} (lr {lr_at(it, cfg):.3g}); {kept}. "
+                         f"Start over with a lower --lr (and --overwrite)")
+
+    last_saved: list[int] = [start_iter] if resume_ckpt is not None else []
     stop = {"requested": False}
 
     def on_sigint(signum, frame):
@@ -294,6 +314,8 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
                 it += 1
                 if device_type == "cpu" or it % 10 == 0:
                     step_loss = loss.item()
+                    if not math.isfinite(step_loss):
+                        diverged(it, step_loss)
                     dt = time.perf_counter() - t0
                     if it > start_iter + 3:  # the first steps pay one-off allocation (and compile) costs
                         step_times.append(dt)

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from gptzoo.zoo import atomic
+from gptzoo.zoo.errors import first_line
 from gptzoo.zoo.model import GPT, GPTConfig
 
 
@@ -28,7 +29,7 @@ def load(path: Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated or foreign files
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(e).splitlines()[0]}") from e
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(e)}") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_args" not in ckpt:
         raise CheckpointError(f"{path} is not a gptzoo/nanoGPT checkpoint (no model or model_args)")
     return ckpt
@@ -47,7 +48,7 @@ def build_model(ckpt: dict) -> GPT:
         model = GPT(config)
         model.load_state_dict(strip_compile_prefix(ckpt["model"]))
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"checkpoint weights do not fit its model_args: {str(e).splitlines()[0]}") from e
+        raise CheckpointError(f"checkpoint weights do not fit its model_args: {first_line(e)}") from e
     return model.eval()
 
 

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gptzoo.zoo.errors import first_line
+
 MASKED = np.float32(np.finfo(np.float32).min)  # additive bias for keys a query must not see
 
 
@@ -64,7 +66,7 @@ class OnnxModel:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=choose_providers(device))
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
-            raise OnnxLoadError(f"cannot load {path}: {str(e).splitlines()[0]}") from e
+            raise OnnxLoadError(f"cannot load {path}: {first_line(e)}") from e
         self.provider = self.session.get_providers()[0]
         self.meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.shape = _graph_shape(self.session, self.meta, path)

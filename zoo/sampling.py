@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
+
+# Below this temperature sampling is greedy: logits / 1e-308 overflow to inf and the probabilities to NaN, while
+# any temperature this small already puts all the mass on the top token.
+GREEDY_BELOW = 1e-4
 
 
 @dataclass
 class SamplingParams:
     max_tokens: int = 256  # tokens to generate at most
-    temperature: float = 1.0  # 0 means greedy (argmax)
+    temperature: float = 1.0  # 0 (or anything below GREEDY_BELOW) means greedy (argmax)
     top_k: int | None = None  # keep only the k most likely tokens
     top_p: float | None = None  # keep the smallest set of tokens whose probability reaches p (nucleus)
     seed: int | None = None  # same seed, same prompt, same model -> same text
@@ -19,8 +24,10 @@ class SamplingParams:
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if self.temperature < GREEDY_BELOW:
+            self.temperature = 0.0
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be at least 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:

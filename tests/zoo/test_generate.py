@@ -127,8 +127,18 @@ def test_sampling_filters():
     assert sample(logits, SamplingParams(temperature=0), rng) == 1
 
 
-@pytest.mark.parametrize("kw", [dict(max_tokens=0), dict(temperature=-1), dict(top_k=0), dict(top_p=1.5),
-                                dict(stop=[""])])
+@pytest.mark.parametrize("t", [1e-308, 5e-324, 1e-6])
+def test_near_zero_temperature_is_greedy_never_nan(t):
+    logits = np.array([1.0, 3.0, 2.0, 0.5])
+    assert SamplingParams(temperature=t).temperature == 0.0
+    rng = np.random.default_rng(0)
+    assert {sample(logits, SamplingParams(temperature=t), rng) for _ in range(20)} == {1}  # was always token 0
+    p = logits_to_probs(logits, 1e-4, None, None)  # the smallest temperature that still samples stays finite
+    assert np.isfinite(p).all() and p.argmax() == 1
+
+
+@pytest.mark.parametrize("kw", [dict(max_tokens=0), dict(temperature=-1), dict(temperature=float("nan")),
+                                dict(temperature=float("inf")), dict(top_k=0), dict(top_p=1.5), dict(stop=[""])])
 def test_bad_sampling_params(kw):
     with pytest.raises(ValueError):
         SamplingParams(**kw)
