@@ -64,7 +64,9 @@ def serve_cmd(
     from gptzoo.zoo.runtime import choose_providers
 
     the_store = open_store(store)
-    variants = the_store.variants()
+    variants, broken = the_store.scan()
+    for b in broken:
+        err.print(f"[yellow]warning:[/] {b.id}: not served: {b.reason}", highlight=False)
     if not any(v.exported for v in variants):
         what = "no variants" if not variants else "no exported variants"
         fail(f"{what} in {the_store.root} (train with `gptzoo train --layers 4`, then `gptzoo export --layers 4`)")

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gptzoo.cli.common import StoreOpt, handle_errors, open_store, out
+from gptzoo.cli.common import StoreOpt, err, handle_errors, open_store, out
 
 app = typer.Typer(help="Inspect the store of variants.", no_args_is_help=True)
 
@@ -21,22 +21,29 @@ def list_cmd(
 ) -> None:
     """List the variants in the store: depth, width, parameters, validation loss, and whether it is exported."""
     the_store = open_store(store)
-    variants = the_store.variants()
+    variants, broken = the_store.scan()
     if as_json:
-        print(json.dumps([v.card | {"exported": v.exported} for v in variants], indent=2))
+        rows = [v.card | {"exported": v.exported, "broken": None} for v in variants]
+        rows += [{"id": b.id, "broken": b.reason} for b in broken]
+        print(json.dumps(rows, indent=2))
         return
-    if not variants:
+    if not variants and not broken:
         out.print(f"the store {the_store.root} is empty: train a variant with `gptzoo train --layers 4`")
         return
     table = Table(title=f"gptzoo store: {the_store.root}")
-    table.add_column("id", no_wrap=True, min_width=max(len(v.id) for v in variants))  # ids are for copy-paste
+    ids = [v.id for v in variants] + [b.id for b in broken]
+    table.add_column("id", no_wrap=True, min_width=max(map(len, ids)))  # ids are for copy-paste
     for col, just in [("layers", "right"), ("width", "right"), ("params", "right"), ("val loss", "right"),
                       ("iters", "right"), ("exported", "center")]:
         table.add_column(col, justify=just)
     for v in variants:
         c = v.card
-        val = c.get("val_loss")
-        table.add_row(c["id"], str(c["n_layer"]), str(c.get("n_embd", "?")), f"{c.get('params', 0):,}",
+        val, params = c.get("val_loss"), c.get("params")
+        table.add_row(c["id"], str(c["n_layer"]), str(c.get("n_embd") or "?"), f"{params:,}" if params else "?",
                       f"{val:.4f}" if isinstance(val, float) else "-", str(c.get("iterations", "-")),
                       "yes" if v.exported else "no")
+    for b in broken:
+        table.add_row(b.id, "?", "?", "?", "-", "-", "[red]broken[/]")
     out.print(table)
+    for b in broken:
+        err.print(f"[yellow]warning:[/] {b.id}: broken: {b.reason}", highlight=False)

@@ -46,7 +46,7 @@ INFO = Gauge("gptzoo_model_info", "Always 1; the labels describe the variant and
 
 
 def model_labels(variant) -> dict[str, str]:
-    return {"model": variant.id, "layers": str(variant.n_layer)}
+    return {"model": variant.id, "layers": str(variant.card.get("n_layer", ""))}  # "": a broken card's depth
 
 
 class ModelMetrics:

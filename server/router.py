@@ -1,7 +1,9 @@
 """ModelRouter: one ModelWorker per variant in the store, and the names a request may use for them.
 
 A variant is named by its full id (shakespeare-char-4l) or by its depth alias (4l; 4l-int8 for the quantized
-copy), the alias only when exactly one variant has it."""
+copy). An alias names the one ready variant that has it; while none (or several) of its variants are ready, the one
+variant that claims it, else it is ambiguous. A folder whose card is broken gets a worker that is failed from the
+start, so it is listed with its reason and the rest of the zoo serves."""
 
 from __future__ import annotations
 
@@ -28,12 +30,15 @@ class ModelRouter:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = Store(settings.store)
-        self.workers: dict[str, ModelWorker] = {v.id: ModelWorker(v, settings) for v in self.store.variants()}
-        claims: dict[str, list[str]] = defaultdict(list)
-        for w in self.workers.values():
-            claims[depth_alias(w.variant)].append(w.id)
-        self.aliases = {a: ids[0] for a, ids in claims.items() if len(ids) == 1 and a not in self.workers}
-        self.ambiguous = {a: ids for a, ids in claims.items() if len(ids) > 1}
+        good, broken = self.store.scan()
+        self.workers: dict[str, ModelWorker] = {v.id: ModelWorker(v, settings) for v in good}
+        for b in broken:
+            log.warning("%s: not served: %s", b.id, b.reason)
+            self.workers[b.id] = ModelWorker(Variant(b.dir, {"id": b.id}), settings, broken=b.reason)
+        self.claims: dict[str, list[str]] = defaultdict(list)  # depth alias -> the ids that have it
+        for v in good:
+            if (alias := depth_alias(v)) not in self.workers:
+                self.claims[alias].append(v.id)
         self.draining = False
 
     def start(self) -> None:
@@ -62,20 +67,29 @@ class ModelRouter:
     def any_ready(self) -> bool:
         return any(w.ready for w in self.workers.values())
 
+    def alias_target(self, alias: str) -> str | None:
+        """The id an alias names now (ready variants first), or None when it names none or several."""
+        ids = self.claims.get(alias, [])
+        ready = [i for i in ids if self.workers[i].ready]
+        if len(ready) == 1:
+            return ready[0]
+        return ids[0] if len(ids) == 1 else None
+
     def aliases_of(self, model_id: str) -> list[str]:
-        return [a for a, i in self.aliases.items() if i == model_id]
+        return [a for a in self.claims if self.alias_target(a) == model_id]
 
     def get(self, name: str) -> ModelWorker:
         """The worker a request names; 404 listing what exists, 400 for an ambiguous alias."""
         if name in self.workers:
             return self.workers[name]
-        if name in self.aliases:
-            return self.workers[self.aliases[name]]
-        if name in self.ambiguous:
-            raise ApiError(400, f"{name!r} matches several models ({', '.join(self.ambiguous[name])}); name one "
+        if target := self.alias_target(name):
+            return self.workers[target]
+        if name in self.claims:
+            raise ApiError(400, f"{name!r} matches several models ({', '.join(self.claims[name])}); name one "
                                 "by its full id", param="model", code="ambiguous_model")
         listed = ", ".join(f"{i} ({', '.join(self.aliases_of(i))})" if self.aliases_of(i) else i for i in self.workers)
-        raise ApiError(404, f"model {name!r} does not exist; available: {listed or 'none (the store is empty)'}",
+        shown = name if len(name) <= 80 else f"{name[:80]}…"
+        raise ApiError(404, f"model {shown!r} does not exist; available: {listed or 'none (the store is empty)'}",
                        param="model", code="model_not_found")
 
     def ready(self, name: str) -> ModelWorker:

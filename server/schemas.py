@@ -71,7 +71,7 @@ class ModelCard(msgspec.Struct, kw_only=True):
     created: int
     owned_by: str = "gptzoo"
     aliases: list[str]
-    n_layer: int
+    n_layer: int | None  # None: the card is broken (see `reason`)
     n_head: int | None
     n_embd: int | None
     block_size: int | None

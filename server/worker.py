@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import threading
 import time
 from collections import deque
@@ -24,6 +25,7 @@ from datetime import datetime
 from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
 from gptzoo.server.settings import Settings
+from gptzoo.zoo.errors import first_line
 from gptzoo.zoo.generate import Batch, Row
 from gptzoo.zoo.runtime import OnnxModel, open_variant
 from gptzoo.zoo.sampling import SamplingParams
@@ -64,13 +66,18 @@ class LoadFailure(Exception):
 
 
 class ModelWorker:
-    def __init__(self, variant: Variant, settings: Settings):
+    def __init__(self, variant: Variant, settings: Settings, broken: str | None = None):
+        """`broken`: why the variant's card cannot be used; the worker is then failed from the start."""
         self.variant, self.settings = variant, settings
         self.id = variant.id
         self.labels = metrics.model_labels(variant)
         self.m = metrics.ModelMetrics(self.labels)
-        self.state = LOADING if variant.exported else NOT_EXPORTED
-        self.reason = None if variant.exported else f"not exported (run `gptzoo export --model {self.id}`)"
+        if broken:
+            self.state, self.reason = FAILED, broken
+        elif variant.exported:
+            self.state, self.reason = LOADING, None
+        else:
+            self.state, self.reason = NOT_EXPORTED, f"not exported (run `gptzoo export --model {self.id}`)"
         self.provider: str | None = None
         self.model: OnnxModel | None = None
         self.tokenizer: Tokenizer | None = None
@@ -89,7 +96,7 @@ class ModelWorker:
 
     # -- life cycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
-        if self.state == NOT_EXPORTED:
+        if self.state != LOADING:
             self.loaded.set()
             return
         # daemon: a thread stuck in a long session call must not keep the process alive at exit
@@ -118,7 +125,9 @@ class ModelWorker:
             log.info("%s: ready on %s (loaded and warmed up in %.0f ms)", self.id, self.provider,
                      (time.perf_counter() - t0) * 1e3)
         except Exception as e:  # anything: a broken variant must not take the others down
-            self.state, self.reason = FAILED, str(e).splitlines()[0] if str(e) else type(e).__name__
+            # /readyz is public: name files by variant id, not by their place on the server's disk
+            reason = first_line(e).replace(str(self.variant.dir), self.id)
+            self.state, self.reason = FAILED, reason.replace(str(self.variant.dir.parent) + os.sep, "")
             log.warning("%s: not ready: %s", self.id, self.reason)
         finally:
             self._gauges()
@@ -149,7 +158,7 @@ class ModelWorker:
         metrics.READY.labels(**self.labels).set(1 if self.ready else 0)
         if self.state != LOADING:
             metrics.INFO.labels(**self.labels, provider=self.provider or "none", params=str(card.get("params", "")),
-                                exporter=card.get("onnx", {}).get("exporter", ""),
+                                exporter=(card.get("onnx") or {}).get("exporter", ""),
                                 quantization=card.get("quantization") or "none").set(1)
         self.m.waiting.set(0)
         self.m.running.set(0)
@@ -200,7 +209,7 @@ class ModelWorker:
             except Exception as e:  # a failed session call: fail what is in flight, keep serving
                 log.exception("%s: generation failed", self.id)
                 for job in [r.tag for r in batch.rows] + new:
-                    self._fail(job, 500, f"generation failed: {str(e).splitlines()[0] if str(e) else e!r}",
+                    self._fail(job, 500, f"generation failed: {first_line(e)}",
                                "generation_failed")
                 batch = Batch(self.model, self.tokenizer, self.settings.policy)
             self.m.running.set(len(batch.rows))
@@ -305,7 +314,7 @@ class ModelWorker:
 
 def created_at(card: dict) -> int:
     """Unix time of the export (or the last training update): OpenAI's `created`."""
-    for stamp in (card.get("onnx", {}).get("exported_at"), card.get("updated")):
+    for stamp in ((card.get("onnx") or {}).get("exported_at"), card.get("updated")):
         try:
             return int(datetime.fromisoformat(stamp).timestamp())
         except (TypeError, ValueError):

@@ -16,9 +16,9 @@ from gptzoo.server.worker import ModelWorker, created_at
 def model_card(router: ModelRouter, w: ModelWorker) -> ModelCard:
     c = w.variant.card
     return ModelCard(
-        id=w.id, created=created_at(c), aliases=router.aliases_of(w.id), n_layer=w.variant.n_layer,
+        id=w.id, created=created_at(c), aliases=router.aliases_of(w.id), n_layer=c.get("n_layer"),
         n_head=c.get("n_head"), n_embd=c.get("n_embd"), block_size=c.get("block_size"), vocab_size=c.get("vocab_size"),
-        params=c.get("params"), val_loss=c.get("val_loss"), dataset=c.get("dataset", {}).get("name"),
+        params=c.get("params"), val_loss=c.get("val_loss"), dataset=w.variant.dataset_name,
         quantization=c.get("quantization"), provider=w.provider, ready=w.ready, state=w.state, reason=w.reason,
     )
 
