@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Extra index for torch, e.g. https://download.pytorch.org/whl/cpu to get the CPU build on a machine without one.
 TORCH_INDEX ?=
-EXTRAS ?= export,serve,cpu,report,dev
+EXTRAS ?= train,export,serve,cpu,report,dev
 DEMO_HOME ?= $(CURDIR)/demo
 
 ifeq ($(origin GPTZOO_DATA_SOURCE), undefined)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from gptzoo.server.loadtest import LoadConfig, LoadTestError, check_url, run
+from gptzoo.measure.loadtest import LoadConfig, LoadTestError, check_url, run
 
 DEFAULT_PLOT = Path(__file__).resolve().parents[1] / "docs" / "loadtest.png"
 

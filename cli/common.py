@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from gptzoo.zoo.store import Store
 
@@ -37,29 +38,47 @@ ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Variant id,
 
 
 def fail(message: str, code: int = 1):
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)  # escaped: `gptzoo[train]` is not markup
     raise typer.Exit(code)
 
 
+# Which extra brings a module a command may need (see pyproject.toml).
+EXTRA_OF = {"torch": "train", "onnx": "export", "onnxscript": "export", "onnxruntime": "cpu", "litestar": "serve",
+            "uvicorn": "serve", "prometheus_client": "serve", "httpx": "serve", "matplotlib": "report"}
+# Commands that need more than one extra name them all.
+COMMAND_EXTRAS = {"export": "export,cpu", "bench": "export,cpu", "report": "export,cpu,report", "serve": "serve,cpu",
+                  "generate": "cpu", "loadtest": "serve"}
+
+
+def missing_extra(command: str, e: ModuleNotFoundError) -> str:
+    command = {"nanogpt": "import nanogpt", "prepare": "data prepare", "list": "zoo list"}.get(command, command)
+    module = (e.name or "").split(".")[0]
+    extra = COMMAND_EXTRAS.get(command, EXTRA_OF.get(module, ""))
+    if module == "torch" and command == "generate":
+        extra = "train"  # --backend torch
+    if not extra or module not in EXTRA_OF:
+        raise e  # not an optional dependency: a real bug, keep the traceback
+    hint = " (gpu instead of cpu on a CUDA machine)" if "cpu" in extra.split(",") else ""
+    return f"`gptzoo {command}` needs {module}, which is not installed: pip install 'gptzoo[{extra}]'{hint}"
+
+
 def handle_errors(fn):
-    """Domain errors become `error: <reason>` on stderr and exit code 1; Ctrl-C exits 130; never a traceback."""
+    """gptzoo's own errors become `error: <reason>` on stderr and exit code 1 (2 for a bad name); a missing optional
+    dependency names the extra to install; Ctrl-C exits 130. Anything else is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        from gptzoo.trainer.loop import TrainError
-        from gptzoo.zoo.checkpoint import CheckpointError
-        from gptzoo.zoo.datasets import DataError
+        from gptzoo.zoo.errors import GptzooError
         from gptzoo.zoo.names import InvalidName
-        from gptzoo.zoo.runtime import OnnxLoadError
-        from gptzoo.zoo.sources import SourceError
-        from gptzoo.zoo.store import StoreError
 
         try:
             return fn(*args, **kwargs)
         except InvalidName as e:  # a usage error, caught before anything was touched
             fail(str(e), code=2)
-        except (StoreError, DataError, SourceError, TrainError, CheckpointError, OnnxLoadError, ValueError) as e:
+        except GptzooError as e:
             fail(str(e))
+        except ModuleNotFoundError as e:
+            fail(missing_extra(fn.__name__.removesuffix("_cmd"), e))
         except PermissionError as e:
             fail(f"permission denied: {e.filename or e}")
         except OSError as e:  # the disk, not the code: full, read-only, gone

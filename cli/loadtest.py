@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gptzoo.cli.common import err, fail, handle_errors, out
-from gptzoo.server.loadtest import MAX_CONCURRENCY, MAX_DURATION_S, MAX_REQUESTS
+from gptzoo.measure.loadtest import MAX_CONCURRENCY, MAX_DURATION_S, MAX_REQUESTS
 
 
 @handle_errors
@@ -56,7 +56,7 @@ def loadtest_cmd(
     A client answered 429 waits Retry-After (at most 1 s). Failed requests are reported, not fatal: the exit code
     is 1 only when the server cannot be reached at the start, 2 for a non-loopback URL without --allow-remote.
     """
-    from gptzoo.server.loadtest import LoadConfig, RemoteNotAllowed, run
+    from gptzoo.measure.loadtest import LoadConfig, RemoteNotAllowed, run
 
     cfg = LoadConfig(url=url, model=model, concurrency=concurrency, requests=requests, duration=duration,
                      max_tokens=max_tokens, prompt=prompt, temperature=temperature, seed=seed, stream=stream,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import asdict, dataclass, fields
 
+from gptzoo.zoo.errors import BadValue
 from gptzoo.zoo.presets import preset, resolve_profile
 
 
@@ -54,13 +55,13 @@ class TrainConfig:
                     "max_iters", "eval_interval", "eval_iters")
         for name in positive:
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+                raise BadValue(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+            raise BadValue(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if not (0 < self.min_lr <= self.learning_rate):
-            raise ValueError(f"need 0 < min_lr <= learning_rate, got {self.min_lr} and {self.learning_rate}")
+            raise BadValue(f"need 0 < min_lr <= learning_rate, got {self.min_lr} and {self.learning_rate}")
         if self.warmup_iters < 0 or not 0 <= self.dropout < 1:
-            raise ValueError("warmup_iters must be >= 0 and dropout in [0, 1)")
+            raise BadValue("warmup_iters must be >= 0 and dropout in [0, 1)")
 
     def approx_params(self) -> int:
         """Parameters in the transformer blocks (attention 4·d², MLP 8·d² per layer): what makes a run large."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from gptzoo.zoo.errors import BadValue
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -29,9 +31,9 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+        raise BadValue(f"device {device!r} asked for, but CUDA is not available here")
     if device != "cpu" and not device.startswith("cuda"):
-        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+        raise BadValue(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     return device
 
 

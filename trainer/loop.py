@@ -24,6 +24,7 @@ from gptzoo.trainer.progress import TrainProgress
 from gptzoo.zoo import checkpoint
 from gptzoo.zoo import datasets as dsmod
 from gptzoo.zoo import store as storemod
+from gptzoo.zoo.errors import GptzooError
 from gptzoo.zoo.evaluate import estimate
 from gptzoo.zoo.model import GPT, GPTConfig
 from gptzoo.zoo.names import check_name
@@ -35,7 +36,7 @@ LARGE_PARAMS = 100_000_000
 RESUMABLE_OVERRIDES = {"max_iters", "device", "compile", "eval_interval"}
 
 
-class TrainError(Exception):
+class TrainError(GptzooError):
     """Training cannot start or continue (the reason is in the message)."""
 
 

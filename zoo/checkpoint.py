@@ -11,11 +11,11 @@ from pathlib import Path
 import torch
 
 from gptzoo.zoo import atomic
-from gptzoo.zoo.errors import first_line
+from gptzoo.zoo.errors import GptzooError, first_line
 from gptzoo.zoo.model import GPT, GPTConfig
 
 
-class CheckpointError(Exception):
+class CheckpointError(GptzooError):
     """A checkpoint is missing, unreadable or does not match what it should hold."""
 
 

@@ -16,13 +16,14 @@ from pathlib import Path
 import numpy as np
 
 from gptzoo.zoo import sources
+from gptzoo.zoo.errors import GptzooError
 from gptzoo.zoo.names import check_name
 from gptzoo.zoo.store import gptzoo_home
 
 DATA_ENV = "GPTZOO_DATA"
 
 
-class DataError(Exception):
+class DataError(GptzooError):
     """A dataset is unknown, missing, corrupt or cannot be prepared."""
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import re
 
+from gptzoo.zoo.errors import BadValue
+
 MAX_LENGTH = 64
 RULE = f"lowercase letters, digits, '.', '_' and '-', starting with a letter or digit, at most {MAX_LENGTH} characters"
 _VALID = re.compile(rf"[a-z0-9][a-z0-9._-]{{0,{MAX_LENGTH - 1}}}")
 _INVALID_RUN = re.compile(r"[^a-z0-9._-]+")
 
 
-class InvalidName(ValueError):
+class InvalidName(BadValue):
     """A variant or dataset name that is not a plain identifier (a usage error: nothing was touched)."""
 
 

@@ -7,6 +7,8 @@ shakespeare_char (4 layers reach val ~1.88 in 2000 iterations); `gpu` is nanoGPT
 
 from __future__ import annotations
 
+from gptzoo.zoo.errors import BadValue
+
 CANONICAL_DEPTHS: tuple[int, ...] = (1, 4, 6, 12)
 
 _COMMON = dict(
@@ -37,14 +39,14 @@ def resolve_profile(name: str, cuda_available: bool) -> str:
     if name == "auto":
         return "gpu" if cuda_available else "cpu"
     if name not in PROFILES:
-        raise ValueError(f"unknown preset {name!r}; choose one of: auto, {', '.join(PROFILES)}")
+        raise BadValue(f"unknown preset {name!r}; choose one of: auto, {', '.join(PROFILES)}")
     return name
 
 
 def preset(profile: str, n_layer: int) -> dict:
     """The full set of hyper-parameters for `profile` at depth `n_layer`."""
     if n_layer < 1:
-        raise ValueError(f"depth must be at least 1 layer, got {n_layer}")
+        raise BadValue(f"depth must be at least 1 layer, got {n_layer}")
     if profile not in PROFILES:
-        raise ValueError(f"unknown preset {profile!r}; choose one of: {', '.join(PROFILES)}")
+        raise BadValue(f"unknown preset {profile!r}; choose one of: {', '.join(PROFILES)}")
     return dict(PROFILES[profile], n_layer=n_layer)

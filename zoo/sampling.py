@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gptzoo.zoo.errors import BadValue
+
 # Below this temperature sampling is greedy: logits / 1e-308 overflow to inf and the probabilities to NaN, while
 # any temperature this small already puts all the mass on the top token.
 GREEDY_BELOW = 1e-4
@@ -23,17 +25,17 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}")
+            raise BadValue(f"max_tokens must be at least 1, got {self.max_tokens}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+            raise BadValue(f"temperature must be a finite number >= 0, got {self.temperature}")
         if self.temperature < GREEDY_BELOW:
             self.temperature = 0.0
         if self.top_k is not None and self.top_k < 1:
-            raise ValueError(f"top_k must be at least 1, got {self.top_k}")
+            raise BadValue(f"top_k must be at least 1, got {self.top_k}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise BadValue(f"top_p must be in (0, 1], got {self.top_p}")
         if any(not s for s in self.stop):
-            raise ValueError("stop sequences must not be empty")
+            raise BadValue("stop sequences must not be empty")
 
 
 def logits_to_probs(logits: np.ndarray, temperature: float, top_k: int | None, top_p: float | None) -> np.ndarray:

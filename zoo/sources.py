@@ -12,6 +12,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from gptzoo.zoo.errors import GptzooError
+
 SOURCE_ENV = "GPTZOO_DATA_SOURCE"
 
 
@@ -34,7 +36,7 @@ GPT2_RANKS = RemoteFile(
 )
 
 
-class SourceError(Exception):
+class SourceError(GptzooError):
     """A data source is missing, unreachable or not what it claims to be."""
 
 

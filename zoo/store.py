@@ -27,6 +27,7 @@ except ImportError:  # Windows: no flock; the lock below is then a no-op
     fcntl = None
 
 from gptzoo.zoo import atomic
+from gptzoo.zoo.errors import GptzooError
 from gptzoo.zoo.names import InvalidName, check_name
 
 STORE_ENV = "GPTZOO_STORE"
@@ -42,7 +43,7 @@ LOCKS = ".locks"  # <store>/.locks/<id>.lock: who is training a variant (outside
 GPT2_VOCAB = 50257
 
 
-class StoreError(Exception):
+class StoreError(GptzooError):
     """The store or a variant in it is missing, unreadable, inconsistent or not writable."""
 
 

@@ -10,9 +10,10 @@ from functools import lru_cache
 from typing import Protocol
 
 from gptzoo.zoo import sources
+from gptzoo.zoo.errors import BadValue
 
 
-class UnknownCharacters(ValueError):
+class UnknownCharacters(BadValue):
     """The text holds characters a char-level vocabulary does not have."""
 
     def __init__(self, chars: list[str]):
@@ -38,7 +39,7 @@ class CharTokenizer:
 
     def __init__(self, chars: str):
         if len(set(chars)) != len(chars):
-            raise ValueError("char vocabulary has repeated characters")
+            raise BadValue("char vocabulary has repeated characters")
         self.chars = chars
         self.stoi = {c: i for i, c in enumerate(chars)}
         self.vocab_size = len(chars)
@@ -115,4 +116,4 @@ def from_spec(spec: dict) -> Tokenizer:
         return CharTokenizer(spec["chars"])
     if kind == "gpt2":
         return GPT2Tokenizer()
-    raise ValueError(f"unknown tokenizer kind {kind!r} (known: char, gpt2)")
+    raise BadValue(f"unknown tokenizer kind {kind!r} (known: char, gpt2)")

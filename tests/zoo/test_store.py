@@ -104,9 +104,9 @@ def test_to_name_folds_free_text_into_a_valid_name():
 def test_lock_admits_one_holder_and_names_it(tmp_path):
     store = Store(tmp_path)
     with store.lock("x-1l", "training"):
-        with pytest.raises(StoreError, match=rf"variant x-1l is busy: pid {os.getpid()} on .* is training it"):
-            with store.lock("x-1l", "importing"):
-                pass
+        busy = rf"variant x-1l is busy: pid {os.getpid()} on .* is training it"
+        with pytest.raises(StoreError, match=busy), store.lock("x-1l", "importing"):
+            pass
         with store.lock("y-1l"):  # another variant is free
             pass
     with store.lock("x-1l"):  # released with its holder

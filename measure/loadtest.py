@@ -22,8 +22,10 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import httpx
+if TYPE_CHECKING:
+    import httpx  # imported where used: the CLI reads this module's limits without the `serve` extra
 
 MAX_REQUESTS = 100_000
 MAX_DURATION_S = 3600.0
@@ -81,6 +83,8 @@ class LoadConfig:
 def check_url(url: str, allow_remote: bool = False) -> str:
     """The server's base URL (no trailing slash, no /v1); a non-loopback host raises RemoteNotAllowed unless
     allow_remote."""
+    import httpx
+
     try:
         u = httpx.URL(url.strip())
     except (httpx.InvalidURL, TypeError) as e:
@@ -173,6 +177,8 @@ def _payload(cfg: LoadConfig, index: int) -> dict:
 async def one_request(client: httpx.AsyncClient, cfg: LoadConfig, index: int) -> tuple[RequestResult, float]:
     """Sends request `index`; returns its result and how long the client should wait before its next request
     (Retry-After on a 429, capped)."""
+    import httpx
+
     t0 = time.perf_counter()
     result = RequestResult(ok=False)
     backoff = 0.0
@@ -272,6 +278,8 @@ def _config_dict(cfg: LoadConfig) -> dict:
 
 
 def _client(cfg: LoadConfig) -> httpx.AsyncClient:
+    import httpx
+
     headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
     n = cfg.concurrency + 1  # +1 for the probe
     return httpx.AsyncClient(base_url=cfg.url, headers=headers, timeout=cfg.timeout, trust_env=False,
@@ -281,6 +289,8 @@ def _client(cfg: LoadConfig) -> httpx.AsyncClient:
 async def probe(client: httpx.AsyncClient, cfg: LoadConfig) -> list[str] | None:
     """GET /v1/models: raises LoadTestError when the server cannot be reached; returns the ids and aliases it
     lists (None when it answered something else, e.g. 401)."""
+    import httpx
+
     try:
         r = await client.get("/v1/models", timeout=min(cfg.timeout, 10.0))
     except httpx.HTTPError as e:
