@@ -1,37 +1,40 @@
-# syntax=docker/dockerfile:1
-# gptzoo's OpenAI-compatible server over the exported variants in /store (a volume).
+# gptzoo's OpenAI-compatible server over the exported variants in /store (a volume). The image serves on
+# onnxruntime and carries no torch (training and export stay on the host: `pip install 'gptzoo[train,export]'`).
 #
 #   docker build -t gptzoo:cpu .                               # onnxruntime (CPU), the default
 #   docker build -t gptzoo:gpu --build-arg RUNTIME=gpu .       # onnxruntime-gpu + CUDA/cuDNN wheels instead
 #   docker run -p 8000:8000 -v gptzoo-store:/store gptzoo:cpu [--workers 2 ...]   # extra args go to `gptzoo serve`
 #
-# torch is a base dependency of gptzoo but serving runs on onnxruntime, so both images take the small CPU build.
+# PYTHON_IMAGE is any Debian-like image with Python >= 3.11 and its venv module as `python` (python:3.11-slim by
+# default). Without Docker Hub, scripts/docker-base-image.sh makes one from debootstrap; build with
+# `--network host --build-arg PYTHON_IMAGE=gptzoo-base:bookworm` (this is what tests/deploy/test_docker_image.py does).
 
 ARG PYTHON_IMAGE=python:3.11-slim
 
 FROM ${PYTHON_IMAGE} AS build
 ARG RUNTIME=cpu
-ARG TORCH_VERSION=2.13.0
 # onnxruntime-gpu 1.31 on PyPI is built for CUDA 13 + cuDNN 9 (host driver >= 580); its extras pull those as wheels.
 ARG ONNXRUNTIME_GPU_VERSION=1.31.1
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
-RUN pip install --no-cache-dir "torch==${TORCH_VERSION}" --index-url https://download.pytorch.org/whl/cpu
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY zoo zoo
 COPY trainer trainer
 COPY exports exports
 COPY server server
+COPY measure measure
 COPY cli cli
 # Exactly one onnxruntime: `cpu` and `gpu` are mutually exclusive extras (both installed hide the CUDA provider).
+# The serving extras bring no torch; the last line fails the build if something pulled it in anyway.
 RUN case "$RUNTIME" in \
       cpu) pip install --no-cache-dir "./[serve,cpu]" ;; \
       gpu) pip install --no-cache-dir "./[serve,gpu]" "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}" ;; \
       *) echo "RUNTIME must be cpu or gpu, not '$RUNTIME'" >&2; exit 1 ;; \
     esac \
- && python -c "import onnxruntime as ort; print('onnxruntime', ort.__version__, ort.get_available_providers())"
+ && python -c "import onnxruntime as ort; print('onnxruntime', ort.__version__, ort.get_available_providers())" \
+ && python -c "import importlib.util, sys; sys.exit('torch is in the serving image' if importlib.util.find_spec('torch') else 0)"
 
 FROM ${PYTHON_IMAGE}
 ARG RUNTIME=cpu
@@ -49,10 +52,10 @@ RUN groupadd --system --gid 10001 gptzoo \
  && chown gptzoo:gptzoo /store
 COPY --from=build /opt/venv /opt/venv
 # The gpu image's CUDA and cuDNN come as pip wheels (nvidia/*/lib); make them findable by the dynamic loader.
-RUN if [ -d /opt/venv/lib/python3.11/site-packages/nvidia ]; then \
-      find /opt/venv/lib/python3.11/site-packages/nvidia -type d -name lib > /etc/ld.so.conf.d/gptzoo-nvidia.conf \
-      && ldconfig; \
-    fi
+RUN for nvidia in /opt/venv/lib/python3*/site-packages/nvidia; do \
+      if [ -d "$nvidia" ]; then find "$nvidia" -type d -name lib >> /etc/ld.so.conf.d/gptzoo-nvidia.conf; fi; \
+    done \
+ && if [ -f /etc/ld.so.conf.d/gptzoo-nvidia.conf ]; then ldconfig; fi
 USER 10001:10001
 WORKDIR /home/gptzoo
 VOLUME ["/store"]
