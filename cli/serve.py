@@ -43,6 +43,10 @@ def serve_cmd(
     shutdown_timeout: Annotated[
         float, typer.Option(min=0, help="On SIGTERM or Ctrl-C, seconds in-flight requests get to finish.")
     ] = 30.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a request body may take to arrive; slower ones get 408 and are "
+                                            "disconnected.")
+    ] = 30.0,
     threads: Annotated[
         int | None, typer.Option(min=1, show_default=False, help="onnxruntime threads per model [default: all cores].")
     ] = None,
@@ -74,7 +78,7 @@ def serve_cmd(
     settings = Settings.build(store=str(the_store.root), device=device, api_key=api_key, max_tokens=max_tokens,
                               max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size,
                               max_waiting=max_queue, request_timeout=request_timeout,
-                              shutdown_timeout=shutdown_timeout, threads=threads)
+                              shutdown_timeout=shutdown_timeout, body_timeout=body_timeout, threads=threads)
     # uvicorn's workers (and the single in-process app) build the app from these variables.
     os.environ.update(settings.to_env())
     metrics_dir = _fresh_metrics_dir(workers)

@@ -26,6 +26,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from gptzoo.server import buckets, errors
+from gptzoo.server.body import BodyGuard
 from gptzoo.server.router import ModelRouter
 from gptzoo.server.routes import ROUTES
 from gptzoo.server.serving import CompletionService
@@ -113,8 +114,10 @@ def create_app(settings: Settings | None = None) -> Litestar:
         guards=[api_key_guard],
         exception_handlers=errors.HANDLERS,
         request_max_body_size=settings.max_body_bytes,
+        # BodyGuard inside the Prometheus middleware: its 408s and disconnects (499) are recorded with their status
         middleware=[PrometheusConfig(app_name="gptzoo", prefix="gptzoo_http", group_path=True,
-                                     buckets=buckets.REQUEST_SECONDS, exclude=["^/metrics"]).middleware],
+                                     buckets=buckets.REQUEST_SECONDS, exclude=["^/metrics"]).middleware,
+                    BodyGuard(settings.body_timeout)],
         openapi_config=OpenAPIConfig(
             title="gptzoo",
             version=version(),

@@ -18,10 +18,12 @@ log = logging.getLogger("gptzoo.server")
 
 # OpenAI's error types by status.
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
-         405: "invalid_request_error", 413: "invalid_request_error", 429: "rate_limit_error", 500: "server_error",
-         503: "service_unavailable_error"}
-CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 413: "request_too_large",
-         429: "rate_limited", 503: "unavailable"}
+         405: "invalid_request_error", 408: "invalid_request_error", 413: "invalid_request_error",
+         429: "rate_limit_error", 499: "invalid_request_error", 500: "server_error", 503: "service_unavailable_error"}
+CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
+         413: "request_too_large", 429: "rate_limited", 499: "client_closed", 503: "unavailable"}
+ECHO_CHARS = 100  # request content quoted back in a message is cut to this many characters
+CLIENT_GONE = "gptzoo_client_gone"  # scope state key, set by server.body's middleware when the client hangs up
 
 
 class ErrorBody(msgspec.Struct):
@@ -44,6 +46,11 @@ class ApiError(Exception):
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers or {}
         self.counted = counted  # the worker already counted the request's outcome
+
+
+def clip(text: str, limit: int = ECHO_CHARS) -> str:
+    """Request content to quote in a message: a client must not get its 100 kB back (nor fill the logs with it)."""
+    return text if len(text) <= limit else f"{text[:limit]}…"
 
 
 def bad_request(message: str, param: str | None = None, code: str = "invalid_value") -> ApiError:
@@ -73,35 +80,46 @@ _BACKTICKED = re.compile(r"`([^`]+)`")
 
 
 def on_validation_error(request: Request, exc: ValidationException) -> Response:
-    """msgspec's message names the field: `key` is its path, or "data" with the name in backticks (unknown or
-    missing fields)."""
+    """msgspec's message names the field: `key` is the path of the object or value at fault ("data" for the body
+    itself), and an unknown or missing field's own name is in backticks in the message."""
     first = (exc.extra or [{}])[0] if isinstance(exc.extra, list) else {}
-    key, detail = first.get("key"), first.get("message") or exc.detail
-    if key in (None, "data"):
-        named = _BACKTICKED.search(detail or "")
-        key = named.group(1) if named and "field" in detail else None
-    if "unknown field" in (detail or ""):
+    key, detail = first.get("key"), first.get("message") or exc.detail or ""
+    if key == "data":
+        key = None
+    named = _BACKTICKED.search(detail)
+    if named and ("unknown field" in detail or "missing required field" in detail):
+        field = clip(named.group(1))  # a field inside an object is named by its whole path: stream_options.foo
+        key = f"{key}.{field}" if key else field
+    if "unknown field" in detail:
         message, code = f"unknown field `{key}`: this server does not support it", "unknown_field"
-    elif "missing required field" in (detail or ""):
+    elif "missing required field" in detail:
         message, code = f"missing required field `{key}`", "missing_field"
     elif key:
-        message, code = f"invalid `{key}`: {detail}", "invalid_value"
+        message, code = f"invalid `{key}`: {clip(detail, 2 * ECHO_CHARS)}", "invalid_value"
     else:
-        message, code = f"invalid request body: {detail}", "invalid_body"
+        message, code = f"invalid request body: {clip(detail, 2 * ECHO_CHARS)}", "invalid_body"
     _count(request, "invalid_request")
     return error_response(400, message, key, code)
+
+
+def client_gone(request: Request) -> bool:
+    return bool(request.scope.get("state", {}).get(CLIENT_GONE))
 
 
 def on_http_error(request: Request, exc: HTTPException) -> Response:
     status = exc.status_code
     message = exc.detail
-    if status == 413:
+    if status >= 500 and client_gone(request):
+        # Litestar reports a client that hung up before its body was in as a 500 ("client disconnected
+        # prematurely"): no server fault, and nobody is left to read the answer. Counted as 499, never as a 5xx.
+        status, message = 499, "the client closed the connection before sending its whole request"
+    elif status == 413:
         limit = request.app.state.settings.max_body_bytes
         message = f"the request body is larger than this server's limit of {limit:,} bytes"
     elif status == 404:
-        message = f"no route {request.method} {request.url.path}"
+        message = f"no route {request.method} {clip(request.url.path)}"
     elif status == 405:
-        message = f"method {request.method} is not allowed on {request.url.path}"
+        message = f"method {request.method} is not allowed on {clip(request.url.path)}"
     headers = dict(exc.headers or {})
     if status == 401:
         headers.setdefault("WWW-Authenticate", "Bearer")

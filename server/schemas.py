@@ -10,6 +10,20 @@ import msgspec
 from msgspec import Meta
 
 StopSeq = Annotated[str, Meta(min_length=1, max_length=64)]
+Prompt = Annotated[str, Meta(min_length=1)]
+
+# OpenAI fields gptzoo does not implement, with the values that ask for nothing: clients that always send them (at
+# those values) still work, any other value is refused by name.
+NEUTRAL: dict[str, tuple] = {"logprobs": (None,), "echo": (None, False), "best_of": (None, 1), "suffix": (None, ""),
+                             "presence_penalty": (None, 0), "frequency_penalty": (None, 0), "logit_bias": (None, {})}
+
+
+def neutral_values(field: str) -> str:
+    return " or ".join(msgspec.json.encode(v).decode() for v in NEUTRAL[field])
+
+
+def _unsupported(field: str) -> Meta:
+    return Meta(description=f"Not supported by gptzoo: accepted only as {neutral_values(field)}.")
 
 
 class StreamOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -19,7 +33,9 @@ class StreamOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     model: Annotated[str, Meta(min_length=1, max_length=256, examples=["4l", "shakespeare-char-4l"],
                                description="Variant id or depth alias.")]
-    prompt: Annotated[str, Meta(min_length=1, examples=["ROMEO:"], description="Text to continue.")]
+    prompt: Annotated[Prompt | Annotated[list[Prompt | int], Meta(min_length=1)],
+                      Meta(examples=["ROMEO:"], description="Text to continue: a string, or a list holding one string "
+                           "(as some OpenAI clients send it). Several prompts and token ids are refused.")]
     max_tokens: Annotated[int, Meta(ge=1, description="Tokens to generate at most (default 16).")] | None = None
     temperature: Annotated[float, Meta(ge=0, le=2, description="0 is greedy (default 1).")] | None = None
     top_p: Annotated[float, Meta(gt=0, le=1, description="Nucleus sampling mass (default 1).")] | None = None
@@ -30,6 +46,14 @@ class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     stream_options: StreamOptions | None = None
     n: Annotated[int, Meta(description="Choices per prompt; only 1 is supported.")] | None = None
     user: Annotated[str, Meta(max_length=256)] | None = None
+    # not supported (NEUTRAL): accepted at their neutral values only, checked in serving.py
+    logprobs: Annotated[int, _unsupported("logprobs")] | None = None
+    echo: Annotated[bool, _unsupported("echo")] | None = None
+    best_of: Annotated[int, _unsupported("best_of")] | None = None
+    suffix: Annotated[str, _unsupported("suffix")] | None = None
+    presence_penalty: Annotated[float, _unsupported("presence_penalty")] | None = None
+    frequency_penalty: Annotated[float, _unsupported("frequency_penalty")] | None = None
+    logit_bias: Annotated[dict[str, float], _unsupported("logit_bias")] | None = None
 
 
 class CompletionChoice(msgspec.Struct, kw_only=True):

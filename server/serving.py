@@ -14,9 +14,17 @@ from dataclasses import dataclass
 import msgspec
 from litestar.types import Receive
 
-from gptzoo.server.errors import TYPES, ApiError, ErrorBody, ErrorResponse, bad_request
+from gptzoo.server.errors import TYPES, ApiError, ErrorBody, ErrorResponse, bad_request, clip
 from gptzoo.server.router import ModelRouter
-from gptzoo.server.schemas import CompletionChoice, CompletionChunk, CompletionRequest, CompletionResponse, Usage
+from gptzoo.server.schemas import (
+    NEUTRAL,
+    CompletionChoice,
+    CompletionChunk,
+    CompletionRequest,
+    CompletionResponse,
+    Usage,
+    neutral_values,
+)
 from gptzoo.server.settings import Settings
 from gptzoo.server.worker import Job, ModelWorker
 from gptzoo.zoo.sampling import SamplingParams
@@ -49,12 +57,17 @@ class CompletionService:
             state["gptzoo_model_labels"] = worker.labels
         worker = self.router.ready(req.model)
         if req.n not in (None, 1):
-            raise bad_request(f"n={req.n} is not supported: this server returns one choice per request (n=1)", "n",
-                              "unsupported_value")
+            raise bad_request(f"n={clip(str(req.n))} is not supported: this server returns one choice per request "
+                              "(n=1)", "n", "unsupported_value")
+        for field, neutral in NEUTRAL.items():
+            if getattr(req, field) not in neutral:
+                raise bad_request(f"`{field}` is not supported by this server: leave it out or send "
+                                  f"{neutral_values(field)}", field, "unsupported_value")
+        prompt = one_prompt(req.prompt)
         max_tokens = DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens
         if max_tokens > self.settings.max_tokens:
-            raise bad_request(f"max_tokens={max_tokens} is above this server's limit of {self.settings.max_tokens}",
-                              "max_tokens", "max_tokens_too_large")
+            raise bad_request(f"max_tokens={clip(str(max_tokens))} is above this server's limit of "
+                              f"{self.settings.max_tokens}", "max_tokens", "max_tokens_too_large")
         try:
             params = SamplingParams(
                 max_tokens=max_tokens,
@@ -66,7 +79,7 @@ class CompletionService:
             )
         except ValueError as e:
             raise bad_request(str(e)) from None
-        ids = await self._encode(worker, req.prompt)
+        ids = await self._encode(worker, prompt)
         if len(ids) > self.settings.max_prompt_tokens:
             raise bad_request(f"the prompt is {len(ids)} tokens long; this server accepts at most "
                               f"{self.settings.max_prompt_tokens} (and {worker.id} reads only the last "
@@ -154,6 +167,20 @@ class CompletionService:
             yield "[DONE]"
         finally:  # also when Litestar cancels the stream because the client left
             p.job.cancel()
+
+
+def one_prompt(prompt: str | list[str | int]) -> str:
+    """The text of OpenAI's `prompt`, which may be a list: gptzoo serves one text per request, and some clients
+    (LangChain's OpenAI wrapper, for one) send that as a list of one."""
+    if isinstance(prompt, str):
+        return prompt
+    if any(isinstance(p, int) for p in prompt):
+        raise bad_request("a prompt of token ids is not supported: send the text (each model tokenizes it itself)",
+                          "prompt", "unsupported_value")
+    if len(prompt) > 1:
+        raise bad_request(f"this server takes one prompt per request, not a list of {len(prompt)}: send one request "
+                          "per prompt", "prompt", "unsupported_value")
+    return prompt[0]
 
 
 async def client_gone(receive: Receive) -> None:

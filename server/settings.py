@@ -32,6 +32,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # timed: max_tokens bounds them and a client that leaves cancels its row, so admitted work is never thrown away
     # (a deadline on the whole request would, under overload, admit requests late and cut them off half done).
     request_timeout: Seconds = 60.0
+    # Seconds a request's whole body may take to arrive once its headers are in; then 408 and the connection closes.
+    # uvicorn has no such timeout, so without it a client trickling its body holds a connection forever.
+    body_timeout: Seconds = 30.0
     # On SIGTERM/Ctrl-C: queued and running requests may finish for this long; later ones get 503 shutting_down.
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     threads: Positive | None = None  # onnxruntime intra-op threads per model (None: onnxruntime's default)

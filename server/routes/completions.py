@@ -9,6 +9,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import ServerSentEvent
 
+from gptzoo.server.body import read_json_body
 from gptzoo.server.errors import ErrorResponse
 from gptzoo.server.schemas import CompletionRequest, CompletionResponse
 from gptzoo.server.serving import CompletionService
@@ -17,6 +18,7 @@ ERRORS = {
     400: ResponseSpec(ErrorResponse, description="Invalid request: the message names the field"),
     401: ResponseSpec(ErrorResponse, description="Missing or wrong API key"),
     404: ResponseSpec(ErrorResponse, description="Unknown model (the message lists the available ones)"),
+    408: ResponseSpec(ErrorResponse, description="The request body did not arrive within the server's body timeout"),
     413: ResponseSpec(ErrorResponse, description="Request body over the size limit"),
     429: ResponseSpec(ErrorResponse, description="Too many requests waiting for this model (Retry-After)"),
     503: ResponseSpec(ErrorResponse, description="Model not ready (loading or failed to load), no batch slot within "
@@ -26,7 +28,8 @@ ERRORS = {
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "X-Accel-Buffering": "no"}
 
 
-@post("/v1/completions", status_code=200, summary="Create a completion", tags=["completions"], responses=ERRORS)
+@post("/v1/completions", status_code=200, summary="Create a completion", tags=["completions"], responses=ERRORS,
+      before_request=read_json_body)
 async def create_completion(
     data: JSONBody[CompletionRequest], request: Request, service: NamedDependency[CompletionService]
 ) -> CompletionResponse:

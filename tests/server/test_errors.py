@@ -29,7 +29,7 @@ def error_of(r, status):
     ({**OK, "seed": -1}, "seed", "invalid_value", ">= 0"),
     ({**OK, "stop": ["a", ""]}, "stop[1]", "invalid_value", "length >= 1"),
     ({**OK, "stop": ["a", "b", "c", "d", "e"]}, "stop", "invalid_value", "length <= 4"),
-    ({**OK, "logprobs": 2}, "logprobs", "unknown_field", "unknown field `logprobs`"),
+    ({**OK, "logprob": 2}, "logprob", "unknown_field", "unknown field `logprob`"),
     ({**OK, "n": 3}, "n", "unsupported_value", "n=3 is not supported"),
     ({**OK, "max_tokens": 65}, "max_tokens", "max_tokens_too_large", "limit of 64"),
     ({**OK, "prompt": "x" * 101}, "prompt", "prompt_too_long", "at most 100"),

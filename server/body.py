@@ -1,0 +1,126 @@
+"""The request body on its way in: how long it may take, what a hang-up means, and a 400 that says what is wrong for
+every body that is not a readable JSON document.
+
+Left to Litestar, a client that hangs up mid-body is a 500, a body that is not UTF-8 or nests too deeply escapes as
+UnicodeDecodeError or RecursionError (500), an empty body is reported as `'data'` and a lone surrogate as "Input
+data was truncated"."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from litestar import Request
+from litestar.enums import ScopeType
+from litestar.exceptions import SerializationException
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from gptzoo.server.errors import CLIENT_GONE, ApiError, bad_request, clip
+
+EMPTY = "the request body is empty: send a JSON object with `model` and `prompt`"
+
+
+class BodyGuard(ASGIMiddleware):
+    """Bounds the time a request body may take to arrive, and marks a client that hung up.
+
+    uvicorn has no timeout while a request arrives: `timeout_keep_alive` covers only the idle time between requests
+    and every byte received resets it, so a client trickling its body would hold a connection and a handler for as
+    long as it likes. From the moment the headers are in, the whole body must arrive within `timeout` seconds, or
+    reading it fails with 408 and the connection is closed. A disconnect is noted in the scope's state so that the
+    error it causes is counted as client_closed (499), not as a server error."""
+
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, timeout: float):
+        self.timeout = timeout
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        reading = True  # until the last body chunk (or a disconnect) has come
+
+        async def guarded_receive() -> Message:
+            nonlocal reading
+            if reading:
+                try:
+                    async with asyncio.timeout_at(deadline):  # what already arrived is still delivered when late
+                        message = await receive()
+                except TimeoutError:
+                    raise ApiError(408, f"the request body did not arrive within {self.timeout:g} s: this server "
+                                        "closes connections that send their body this slowly", code="body_timeout",
+                                   headers={"Connection": "close"}) from None
+                reading = message["type"] == "http.request" and message.get("more_body", False)
+            else:
+                message = await receive()
+            if message["type"] == "http.disconnect":
+                scope.setdefault("state", {})[CLIENT_GONE] = True
+            return message
+
+        await next_app(scope, guarded_receive, send)
+
+
+async def read_json_body(request: Request) -> None:
+    """A before-request hook: decodes the JSON body ahead of Litestar (which then takes it from the connection's
+    cache for the handler's `data`), so that each way a body can be unreadable gets its own 400."""
+    body = await request.body()
+    if not body.strip(b" \t\r\n"):
+        raise bad_request(EMPTY, code="invalid_body")
+    try:
+        await request.json()
+    except UnicodeDecodeError:
+        raise bad_request(f"the request body is not valid UTF-8 ({_bad_byte(body)}): send JSON encoded as UTF-8",
+                          code="invalid_body") from None
+    except RecursionError:
+        raise bad_request("the request body is nested too deeply: arrays or objects inside one another, more levels "
+                          "than any valid request has", code="invalid_body") from None
+    except SerializationException as e:
+        raise _not_json(body, str(e.__cause__ or e.detail)) from None
+
+
+def _bad_byte(body: bytes) -> str:
+    try:
+        body.decode()
+    except UnicodeDecodeError as e:
+        return f"byte 0x{body[e.start]:02x} at offset {e.start}"
+    return "a bad byte sequence"
+
+
+def _not_json(body: bytes, reason: str) -> ApiError:
+    """msgspec refuses a lone UTF-16 surrogate (a `\\ud800` escape without its pair; no character, and no UTF-8 for
+    it) with a message about the JSON's syntax. The standard library reads it, so it can tell where it is."""
+    try:
+        found = _lone_surrogate(json.loads(body))
+    except (ValueError, RecursionError):  # not JSON for the standard library either
+        found = None
+    if found is None:
+        return bad_request(f"the request body is not valid JSON: {reason}", code="invalid_body")
+    path, in_name, char = found
+    what = (f"a field name in `{path}`" if path else "a field name") if in_name else f"invalid `{path}`: it"
+    return bad_request(f"{what} contains a lone surrogate (\\u{char:04x}, half of a UTF-16 pair without the other "
+                       "half), which is not a character: send valid Unicode text", path or None)
+
+
+def _lone_surrogate(doc: object) -> tuple[str, bool, int] | None:
+    """(path of the first string holding a lone surrogate, whether that string is a field name, the surrogate)."""
+    stack: list[tuple[str, object]] = [("", doc)]
+    while stack:  # a loop, not recursion: the document may be nested as deep as the standard library reads
+        path, value = stack.pop()
+        if isinstance(value, str):
+            if (char := _surrogate_in(value)) is not None:
+                return path, False, char
+        elif isinstance(value, dict):
+            for key in value:
+                if (char := _surrogate_in(key)) is not None:
+                    return path, True, char
+            stack.extend(reversed([(f"{path}.{clip(k)}" if path else clip(k), v) for k, v in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(value)]))
+    return None
+
+
+def _surrogate_in(text: str) -> int | None:
+    try:
+        text.encode()
+    except UnicodeEncodeError as e:
+        return ord(text[e.start])
+    return None
