@@ -43,8 +43,8 @@ def depths(args) -> None:
         if status:
             sys.exit(f"training {d} layers failed ({status})")
         card = Store(store).resolve(layers=d).card
-        rows.append((d, card["params"], card["val_loss"], card["train_loss"], card["ms_per_iter"],
-                     card["tokens_seen"] / card["training_seconds"], wall, usage.ru_maxrss / 1024))
+        rows.append((d, card.params, card.val_loss, card.train_loss, card.ms_per_iter,
+                     card.tokens_seen / card.training_seconds, wall, usage.ru_maxrss / 1024))
     print(f"\nstore: {store}\n")
     print("| layers | params | val loss | train loss | ms/iter (median) | tokens/s (incl. evals) | wall s "
           "| peak RSS MiB |")

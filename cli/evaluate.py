@@ -26,7 +26,7 @@ def eval_cmd(
 
     variant = open_store(store).resolve(model=model, layers=layers)
     losses = evaluate_variant(variant, data_dir, full=full)
-    card_val = variant.card.get("val_loss")
+    card_val = variant.card.val_loss
     agrees = None if full or card_val is None else abs(losses["val"] - card_val) <= TOLERANCE
     if as_json:
         print(json.dumps({"id": variant.id, **losses, "card_val_loss": card_val, "agrees": agrees}))

@@ -36,7 +36,7 @@ def export_cmd(
         fail(f"unknown quantization {quantize!r}; only int8 is supported", code=2)
     the_store = open_store(store)
     if all_variants:
-        variants = [v for v in the_store.variants() if not v.card.get("quantization")]
+        variants = [v for v in the_store.variants() if not v.card.quantization]
         if not variants:
             fail(f"no variants to export in {the_store.root} (train one with `gptzoo train --layers 4`)")
     else:
@@ -51,13 +51,13 @@ def export_cmd(
             err.print(f"[bold red]error:[/] {v.id}: {e}", highlight=False)
             failed += 1
             continue
-        p = facts["parity"]
-        out.print(f"{v.id}: {v.path('model.onnx')} ({facts['bytes'] / 1e6:.1f} MB), max |Δlogits| "
+        p = facts.parity
+        out.print(f"{v.id}: {v.path('model.onnx')} ({facts.bytes / 1e6:.1f} MB), max |Δlogits| "
                   f"{p['max_abs_logit_diff']:.2g}, greedy {p['greedy_tokens_identical']}/{p['greedy_tokens']} "
                   f"tokens identical", highlight=False)
         if quantize:
             q = quantize_variant(the_store, v, data_dir, say=lambda m: err.print(m, highlight=False))
-            out.print(f"{q.id}: int8 ({q.card['onnx']['bytes'] / 1e6:.1f} MB), val loss {q.card['val_loss']:.4f} "
-                      f"(fp32 {v.card['val_loss']:.4f})", highlight=False)
+            out.print(f"{q.id}: int8 ({q.card.onnx.bytes / 1e6:.1f} MB), val loss {q.card.val_loss:.4f} "
+                      f"(fp32 {v.card.val_loss:.4f})", highlight=False)
     if failed:
         raise typer.Exit(1)

@@ -60,7 +60,7 @@ def generate_cmd(
         runner = TorchModel(load_variant(variant)[1])
     else:
         fail(f"unknown backend {backend!r}; use onnx or torch", code=2)
-    tokenizer = from_spec(variant.card["tokenizer"])
+    tokenizer = from_spec(variant.card.tokenizer)
     if not prompt:
         fail("the prompt is empty")
     params = SamplingParams(max_tokens=max_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,

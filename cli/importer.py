@@ -27,5 +27,5 @@ def nanogpt(
     from gptzoo.zoo.nanogpt import import_checkpoint
 
     v = import_checkpoint(open_store(store), ckpt, meta, name, overwrite)
-    out.print(f"imported {v.id}: {v.n_layer} layers, {v.card['params']:,} params, val loss {v.card['val_loss']:.4f} "
-              f"({v.card['tokenizer']['kind']} tokenizer) -> {v.dir}", highlight=False)
+    out.print(f"imported {v.id}: {v.n_layer} layers, {v.card.params:,} params, val loss {v.card.val_loss:.4f} "
+              f"({v.card.tokenizer['kind']} tokenizer) -> {v.dir}", highlight=False)

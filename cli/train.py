@@ -105,8 +105,8 @@ def train(
             err.print(f"interrupted at iter {result.iterations}: saved {v.dir}; continue with --resume")
             raise typer.Exit(130)
         out.print(
-            f"{v.id}: val loss {v.card['val_loss']:.4f} (best at iter {v.card['best_iter']} of {result.iterations}), "
-            f"{v.card['params']:,} params, {result.ms_per_iter:.1f} ms/iter, {result.tokens_per_s:,.0f} tok/s -> "
+            f"{v.id}: val loss {v.card.val_loss:.4f} (best at iter {v.card.best_iter} of {result.iterations}), "
+            f"{v.card.params:,} params, {result.ms_per_iter:.1f} ms/iter, {result.tokens_per_s:,.0f} tok/s -> "
             f"{v.dir}",
             highlight=False,
         )

@@ -23,7 +23,7 @@ def list_cmd(
     the_store = open_store(store)
     variants, broken = the_store.scan()
     if as_json:
-        rows = [v.card | {"exported": v.exported, "broken": None} for v in variants]
+        rows = [v.card.to_dict() | {"exported": v.exported, "broken": None} for v in variants]
         rows += [{"id": b.id, "broken": b.reason} for b in broken]
         print(json.dumps(rows, indent=2))
         return
@@ -38,9 +38,8 @@ def list_cmd(
         table.add_column(col, justify=just)
     for v in variants:
         c = v.card
-        val, params = c.get("val_loss"), c.get("params")
-        table.add_row(c["id"], str(c["n_layer"]), str(c.get("n_embd") or "?"), f"{params:,}" if params else "?",
-                      f"{val:.4f}" if isinstance(val, float) else "-", str(c.get("iterations", "-")),
+        table.add_row(c.id, str(c.n_layer), str(c.n_embd), f"{c.params:,}" if c.params else "?",
+                      f"{c.val_loss:.4f}" if c.val_loss is not None else "-", str(c.iterations or "-"),
                       "yes" if v.exported else "no")
     for b in broken:
         table.add_row(b.id, "?", "?", "?", "-", "-", "[red]broken[/]")

@@ -6,17 +6,19 @@ fp32 card), never copied from fp32. Parity with torch is recorded but not gated:
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
+
+import msgspec
 
 from gptzoo.exports.parity import greedy_agreement, logit_diff
 from gptzoo.zoo import atomic, checkpoint
 from gptzoo.zoo import datasets as dsmod
+from gptzoo.zoo.card import EvalFacts, OnnxFacts
 from gptzoo.zoo.evaluate import mean_loss, onnx_loss_fn
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sources import sha256_file
-from gptzoo.zoo.store import CARD, ONNX, Store, StoreError, Variant
+from gptzoo.zoo.store import ONNX, Store, StoreError, Variant
 
 
 def quantize_variant(store: Store, variant: Variant, data_dir: Path | None = None, say=lambda m: None) -> Variant:
@@ -40,10 +42,10 @@ def quantize_variant(store: Store, variant: Variant, data_dir: Path | None = Non
             m.metadata_props.add(key=k, value=v)
         onnx.save(m, str(tmp))
         session = OnnxModel(tmp, device="cpu")
-        ev = variant.card.get("eval") or {}
+        ev = variant.card.eval or EvalFacts()
         say("measuring the int8 model's validation loss with onnxruntime")
-        val = mean_loss(onnx_loss_fn(session), dataset.val, variant.card["block_size"], int(ev.get("batch_size", 12)),
-                        ev.get("windows_per_split"))
+        val = mean_loss(onnx_loss_fn(session), dataset.val, variant.card.block_size, ev.batch_size,
+                        ev.windows_per_split)
         _, model = checkpoint.load_variant(variant)
         parity = {
             "max_abs_logit_diff": logit_diff(model, session, 1),
@@ -51,22 +53,12 @@ def quantize_variant(store: Store, variant: Variant, data_dir: Path | None = Non
             "greedy_tokens_identical": greedy_agreement(model, session),
             "gated": False,
         }
-    card = {k: v for k, v in variant.card.items() if k not in ("onnx", "checkpoint_sha256")}
-    card |= {
-        "id": qid,
-        "quantization": "int8-dynamic",
-        "source_variant": variant.id,
-        "val_loss": val,
-        "val_loss_fp32": variant.card["val_loss"],
-        "onnx": {
-            "file": ONNX,
-            "sha256": sha256_file(qdir / ONNX),
-            "bytes": (qdir / ONNX).stat().st_size,
-            "opset": variant.card["onnx"]["opset"],
-            "exporter": variant.card["onnx"]["exporter"] + " + onnxruntime.quantization.quantize_dynamic(QInt8)",
-            "parity": parity,
-            "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        },
-    }
-    atomic.write_json(qdir / CARD, card)
-    return Variant(qdir, json.loads((qdir / CARD).read_text()))
+    fp32 = variant.card.onnx or OnnxFacts()
+    onnx_facts = OnnxFacts(file=ONNX, sha256=sha256_file(qdir / ONNX), bytes=(qdir / ONNX).stat().st_size,
+                           opset=fp32.opset,
+                           exporter=f"{fp32.exporter} + onnxruntime.quantization.quantize_dynamic(QInt8)",
+                           parity=parity, exported_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    card = msgspec.structs.replace(variant.card, id=qid, quantization="int8-dynamic", source_variant=variant.id,
+                                   val_loss=val, val_loss_fp32=variant.card.val_loss, onnx=onnx_facts,
+                                   checkpoint_sha256=None)
+    return store.save_card(card)

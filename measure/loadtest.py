@@ -24,6 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gptzoo.zoo.errors import BadValue
+
 if TYPE_CHECKING:
     import httpx  # imported where used: the CLI reads this module's limits without the `serve` extra
 
@@ -38,7 +40,7 @@ ERROR_KINDS = ("http_429", "http_503", "http_4xx", "http_5xx", "timeout", "conne
 PERCENTILES = (50, 95, 99)
 
 
-class LoadTestError(ValueError):
+class LoadTestError(BadValue):
     """A run that cannot start: bad options, or the server is unreachable."""
 
 

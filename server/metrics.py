@@ -45,8 +45,8 @@ INFO = Gauge("gptzoo_model_info", "Always 1; the labels describe the variant and
              (*LABELS, "provider", "params", "exporter", "quantization"), multiprocess_mode="mostrecent")
 
 
-def model_labels(variant) -> dict[str, str]:
-    return {"model": variant.id, "layers": str(variant.card.get("n_layer", ""))}  # "": a broken card's depth
+def model_labels(model_id: str, n_layer: int | None) -> dict[str, str]:
+    return {"model": model_id, "layers": "" if n_layer is None else str(n_layer)}  # None: a broken card's depth
 
 
 class ModelMetrics:

@@ -34,7 +34,7 @@ class ModelRouter:
         self.workers: dict[str, ModelWorker] = {v.id: ModelWorker(v, settings) for v in good}
         for b in broken:
             log.warning("%s: not served: %s", b.id, b.reason)
-            self.workers[b.id] = ModelWorker(Variant(b.dir, {"id": b.id}), settings, broken=b.reason)
+            self.workers[b.id] = ModelWorker(b, settings)
         self.claims: dict[str, list[str]] = defaultdict(list)  # depth alias -> the ids that have it
         for v in good:
             if (alias := depth_alias(v)) not in self.workers:

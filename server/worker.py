@@ -25,11 +25,12 @@ from datetime import datetime
 from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
 from gptzoo.server.settings import Settings
+from gptzoo.zoo.card import Card
 from gptzoo.zoo.errors import first_line
 from gptzoo.zoo.generate import Batch, Row
 from gptzoo.zoo.runtime import OnnxModel, open_variant
 from gptzoo.zoo.sampling import SamplingParams
-from gptzoo.zoo.store import Variant
+from gptzoo.zoo.store import Broken, Variant
 from gptzoo.zoo.tokenizers import Tokenizer, from_spec
 
 log = logging.getLogger("gptzoo.server")
@@ -66,14 +67,16 @@ class LoadFailure(Exception):
 
 
 class ModelWorker:
-    def __init__(self, variant: Variant, settings: Settings, broken: str | None = None):
-        """`broken`: why the variant's card cannot be used; the worker is then failed from the start."""
-        self.variant, self.settings = variant, settings
-        self.id = variant.id
-        self.labels = metrics.model_labels(variant)
+    def __init__(self, variant: Variant | Broken, settings: Settings):
+        """A Broken variant (its card cannot be used) gets a worker that is failed from the start, so it is listed
+        with its reason."""
+        self.settings = settings
+        self.variant, self.card = (variant, variant.card) if isinstance(variant, Variant) else (None, None)
+        self.id, self.dir = variant.id, variant.dir
+        self.labels = metrics.model_labels(self.id, self.card.n_layer if self.card else None)
         self.m = metrics.ModelMetrics(self.labels)
-        if broken:
-            self.state, self.reason = FAILED, broken
+        if isinstance(variant, Broken):
+            self.state, self.reason = FAILED, variant.reason
         elif variant.exported:
             self.state, self.reason = LOADING, None
         else:
@@ -126,8 +129,8 @@ class ModelWorker:
                      (time.perf_counter() - t0) * 1e3)
         except Exception as e:  # anything: a broken variant must not take the others down
             # /readyz is public: name files by variant id, not by their place on the server's disk
-            reason = first_line(e).replace(str(self.variant.dir), self.id)
-            self.state, self.reason = FAILED, reason.replace(str(self.variant.dir.parent) + os.sep, "")
+            reason = first_line(e).replace(str(self.dir), self.id)
+            self.state, self.reason = FAILED, reason.replace(str(self.dir.parent) + os.sep, "")
             log.warning("%s: not ready: %s", self.id, self.reason)
         finally:
             self._gauges()
@@ -136,10 +139,7 @@ class ModelWorker:
             self._serve()
 
     def _load(self) -> None:
-        card = self.variant.card
-        if "tokenizer" not in card:
-            raise LoadFailure("card.json has no tokenizer")
-        tokenizer = from_spec(card["tokenizer"])
+        tokenizer = from_spec(self.card.tokenizer)
         # refuses a file that is missing, corrupt, replaced, or exported from another variant
         model = open_variant(self.variant, self.settings.device, self.settings.threads)
         if tokenizer.vocab_size > model.shape.vocab_size:
@@ -152,14 +152,15 @@ class ModelWorker:
         batch.step()
 
     def _gauges(self) -> None:
-        card = self.variant.card
-        if isinstance(card.get("val_loss"), int | float):
-            metrics.VALIDATION_LOSS.labels(**self.labels).set(card["val_loss"])
+        card = self.card
+        if card and card.val_loss is not None:
+            metrics.VALIDATION_LOSS.labels(**self.labels).set(card.val_loss)
         metrics.READY.labels(**self.labels).set(1 if self.ready else 0)
         if self.state != LOADING:
-            metrics.INFO.labels(**self.labels, provider=self.provider or "none", params=str(card.get("params", "")),
-                                exporter=(card.get("onnx") or {}).get("exporter", ""),
-                                quantization=card.get("quantization") or "none").set(1)
+            metrics.INFO.labels(**self.labels, provider=self.provider or "none",
+                                params=str(card.params or "") if card else "",
+                                exporter=(card.onnx.exporter or "") if card and card.onnx else "",
+                                quantization=(card.quantization or "none") if card else "none").set(1)
         self.m.waiting.set(0)
         self.m.running.set(0)
         # counters exist at 0 from the start, so dashboards show a zero rate rather than no data
@@ -312,9 +313,11 @@ class ModelWorker:
         self._fail(job, status, message, code, {"Retry-After": retry_after})
 
 
-def created_at(card: dict) -> int:
-    """Unix time of the export (or the last training update): OpenAI's `created`."""
-    for stamp in ((card.get("onnx") or {}).get("exported_at"), card.get("updated")):
+def created_at(card: Card | None) -> int:
+    """Unix time of the export (or the last training update): OpenAI's `created`; 0 when unknown."""
+    if card is None:
+        return 0
+    for stamp in (card.onnx.exported_at if card.onnx else None, card.updated):
         try:
             return int(datetime.fromisoformat(stamp).timestamp())
         except (TypeError, ValueError):

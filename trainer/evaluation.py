@@ -6,6 +6,7 @@ from pathlib import Path
 
 from gptzoo.zoo import checkpoint
 from gptzoo.zoo import datasets as dsmod
+from gptzoo.zoo.card import EvalFacts
 from gptzoo.zoo.evaluate import estimate
 from gptzoo.zoo.store import Variant
 
@@ -14,7 +15,6 @@ def evaluate_variant(variant: Variant, data_dir: Path | None = None, full: bool 
     """{'train': loss, 'val': loss} of the best checkpoint, on the card's eval windows (or every window with `full`)."""
     _, model = checkpoint.load_variant(variant)
     dataset = dsmod.for_variant(variant, data_dir)
-    ev = variant.card.get("eval") or {}
-    batch = int(ev.get("batch_size", 12))
-    windows = None if full else ev.get("windows_per_split")
-    return estimate(model, {"train": dataset.train, "val": dataset.val}, batch, windows)
+    ev = variant.card.eval or EvalFacts()
+    windows = None if full else ev.windows_per_split
+    return estimate(model, {"train": dataset.train, "val": dataset.val}, ev.batch_size, windows)

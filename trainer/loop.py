@@ -24,6 +24,7 @@ from gptzoo.trainer.progress import TrainProgress
 from gptzoo.zoo import checkpoint
 from gptzoo.zoo import datasets as dsmod
 from gptzoo.zoo import store as storemod
+from gptzoo.zoo.card import Card, DatasetFacts, EvalFacts
 from gptzoo.zoo.errors import GptzooError
 from gptzoo.zoo.evaluate import estimate
 from gptzoo.zoo.model import GPT, GPTConfig
@@ -361,41 +362,28 @@ def _dataset_facts(dataset: dsmod.Dataset) -> dict:
 
 
 def _write_card(store, vid, cfg, gconf, model, dataset, it, losses, seconds, tokens, step_times) -> None:
-    card = {
-        "id": vid,
-        "n_layer": gconf.n_layer,
-        "n_head": gconf.n_head,
-        "n_embd": gconf.n_embd,
-        "block_size": gconf.block_size,
-        "vocab_size": gconf.vocab_size,
-        "bias": gconf.bias,
-        "dropout": gconf.dropout,
-        "params": model.num_params(),
-        "tokenizer": dataset.meta["tokenizer"],
-        "dataset": _dataset_facts(dataset),
-        "preset": cfg.preset,
-        "best_iter": it,
-        "val_loss": losses["val"],
-        "train_loss": losses["train"],
-        "eval": {"windows_per_split": cfg.eval_iters * cfg.batch_size, "batch_size": cfg.batch_size},
-        "checkpoint_sha256": sha256_file(store.variant_dir(vid) / storemod.CKPT_BEST),
-        "torch_version": torch.__version__,
-        "train_config": cfg.to_dict(),
-    }
-    variant = storemod.Variant(store.variant_dir(vid), card)
-    _set_progress_facts(variant.card, it, seconds, tokens, step_times)
-    variant.save_card()
+    card = Card(
+        id=vid, n_layer=gconf.n_layer, n_head=gconf.n_head, n_embd=gconf.n_embd, block_size=gconf.block_size,
+        vocab_size=gconf.vocab_size, bias=gconf.bias, dropout=gconf.dropout, params=model.num_params(),
+        tokenizer=dataset.meta["tokenizer"], dataset=DatasetFacts(**_dataset_facts(dataset)), preset=cfg.preset,
+        best_iter=it, val_loss=losses["val"], train_loss=losses["train"],
+        eval=EvalFacts(windows_per_split=cfg.eval_iters * cfg.batch_size, batch_size=cfg.batch_size),
+        checkpoint_sha256=sha256_file(store.variant_dir(vid) / storemod.CKPT_BEST),
+        torch_version=str(torch.__version__), train_config=cfg.to_dict(),
+    )
+    _set_progress_facts(card, it, seconds, tokens, step_times)
+    store.save_card(card)
 
 
-def _set_progress_facts(card: dict, it: int, seconds: float, tokens: int, step_times: list[float]) -> None:
-    card["iterations"] = it
-    card["tokens_seen"] = tokens
-    card["training_seconds"] = round(seconds, 3)
-    card["ms_per_iter"] = round(statistics.median(step_times) * 1000, 3) if step_times else None
-    card["updated"] = datetime.now(UTC).isoformat(timespec="seconds")
+def _set_progress_facts(card: Card, it: int, seconds: float, tokens: int, step_times: list[float]) -> None:
+    card.iterations = it
+    card.tokens_seen = tokens
+    card.training_seconds = round(seconds, 3)
+    card.ms_per_iter = round(statistics.median(step_times) * 1000, 3) if step_times else None
+    card.updated = datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _update_progress_facts(store, vid, it, seconds, tokens, step_times) -> None:
-    variant = store.load(vid)
-    _set_progress_facts(variant.card, it, seconds, tokens, step_times)
-    variant.save_card()
+    card = store.load(vid).card
+    _set_progress_facts(card, it, seconds, tokens, step_times)
+    store.save_card(card)

@@ -63,12 +63,12 @@ def load_variant(variant) -> tuple[dict, GPT]:
     path = variant.path(CKPT_BEST)
     if not path.is_file():
         raise CheckpointError(f"variant {variant.id} has no checkpoint ({path} is missing)")
-    expected = variant.card.get("checkpoint_sha256")
+    expected = variant.card.checkpoint_sha256
     if expected and sha256_file(path) != expected:
         raise CheckpointError(f"{path} does not match its card (sha256 differs): was it replaced or corrupted?")
     ckpt = load(path)
-    diff = [k for k in CARD_FIELDS if ckpt["model_args"].get(k) != variant.card.get(k)]
+    diff = [k for k in CARD_FIELDS if ckpt["model_args"].get(k) != getattr(variant.card, k)]
     if diff:
-        shown = ", ".join(f"{k} {ckpt['model_args'].get(k)} vs card {variant.card.get(k)}" for k in diff)
+        shown = ", ".join(f"{k} {ckpt['model_args'].get(k)} vs card {getattr(variant.card, k)}" for k in diff)
         raise CheckpointError(f"{path} does not match its card: {shown}")
     return ckpt, build_model(ckpt)

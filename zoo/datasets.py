@@ -67,13 +67,13 @@ def load(name: str, data_dir: Path | None = None, verify: bool = True) -> Datase
 
 def for_variant(variant, data_dir: Path | None = None) -> Dataset:
     """The prepared dataset a store variant was trained on, refusing one prepared from another source."""
-    facts = variant.card.get("dataset") or {}
-    if not facts.get("name"):
+    facts = variant.card.dataset
+    if facts is None:
         raise DataError(f"{variant.id}'s card names no dataset to evaluate on")
-    dataset = load(facts["name"], data_dir)
-    if facts.get("sha256") and dataset.meta["sha256"] != facts["sha256"]:
+    dataset = load(facts.name, data_dir)
+    if facts.sha256 and dataset.meta["sha256"] != facts.sha256:
         raise DataError(
             f"dataset {dataset.name!r} was prepared from a different source than {variant.id} was trained on "
-            f"(sha256 {dataset.meta['sha256'][:12]}… vs {facts['sha256'][:12]}…)"
+            f"(sha256 {dataset.meta['sha256'][:12]}… vs {facts.sha256[:12]}…)"
         )
     return dataset

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import torch
 
-from gptzoo.zoo import atomic, checkpoint
+from gptzoo.zoo import checkpoint
+from gptzoo.zoo.card import Card, DatasetFacts, EvalFacts, SourceFacts
 from gptzoo.zoo.names import check_name, to_name
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.store import CARD, CKPT_BEST, Store, Variant, variant_id
@@ -100,27 +101,15 @@ def _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, confi
     vdir.mkdir(parents=True, exist_ok=True)
     checkpoint.save(saved, vdir / CKPT_BEST)
     eval_iters, batch = int(config.get("eval_iters", 200)), int(config.get("batch_size", 12))
-    card = {
-        "id": vid,
-        "n_layer": cfg.n_layer,
-        "n_head": cfg.n_head,
-        "n_embd": cfg.n_embd,
-        "block_size": cfg.block_size,
-        "vocab_size": cfg.vocab_size,
-        "bias": cfg.bias,
-        "dropout": cfg.dropout,
-        "params": model.num_params(),
-        "tokenizer": tokenizer,
-        "dataset": {"name": dataset, "sha256": None},
-        "source": {"kind": "nanogpt", "path": str(Path(ckpt_path).resolve()), "sha256": sha256_file(ckpt_path)},
-        "iterations": saved["iter_num"],
-        "best_iter": saved["iter_num"],
-        "val_loss": best,  # nanoGPT's own estimate (random batches), as it reported it
-        "train_loss": None,
-        "eval": {"windows_per_split": eval_iters * batch, "batch_size": batch},
-        "checkpoint_sha256": sha256_file(vdir / CKPT_BEST),
-        "torch_version": torch.__version__,
-        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    atomic.write_json(vdir / CARD, card)
-    return store.load(vid)
+    card = Card(
+        id=vid, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
+        vocab_size=cfg.vocab_size, bias=cfg.bias, dropout=cfg.dropout, params=model.num_params(), tokenizer=tokenizer,
+        dataset=DatasetFacts(name=dataset),
+        source=SourceFacts(kind="nanogpt", path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path)),
+        iterations=saved["iter_num"], best_iter=saved["iter_num"],
+        val_loss=best,  # nanoGPT's own estimate (random batches), as it reported it
+        eval=EvalFacts(windows_per_split=eval_iters * batch, batch_size=batch),
+        checkpoint_sha256=sha256_file(vdir / CKPT_BEST), torch_version=str(torch.__version__),
+        updated=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    return store.save_card(card)

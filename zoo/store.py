@@ -27,6 +27,8 @@ except ImportError:  # Windows: no flock; the lock below is then a no-op
     fcntl = None
 
 from gptzoo.zoo import atomic
+from gptzoo.zoo import card as cardmod
+from gptzoo.zoo.card import Card
 from gptzoo.zoo.errors import GptzooError
 from gptzoo.zoo.names import InvalidName, check_name
 
@@ -40,65 +42,10 @@ ONNX = "model.onnx"
 
 
 LOCKS = ".locks"  # <store>/.locks/<id>.lock: who is training a variant (outside its folder, so --overwrite keeps it)
-GPT2_VOCAB = 50257
 
 
 class StoreError(GptzooError):
     """The store or a variant in it is missing, unreadable, inconsistent or not writable."""
-
-
-class _Dataset(msgspec.Struct):
-    name: str
-
-
-class _CardCheck(msgspec.Struct):
-    """The card fields the commands rely on, with their types; other fields pass through unchecked. Optional fields
-    may be missing or null (an imported or hand-made card lacks some)."""
-
-    id: str
-    n_layer: int
-    n_head: int | None = None
-    n_embd: int | None = None
-    block_size: int | None = None
-    vocab_size: int | None = None
-    params: int | None = None
-    val_loss: float | None = None
-    tokenizer: dict | None = None
-    dataset: _Dataset | None = None
-    quantization: str | None = None
-    onnx: dict | None = None
-    eval: dict | None = None
-
-
-def check_card(card: object, vid: str) -> None:
-    """Raise StoreError naming what is wrong with a card that cannot describe variant `vid`."""
-    if not isinstance(card, dict):
-        raise StoreError("card.json does not hold a JSON object")
-    try:
-        c = msgspec.convert(card, _CardCheck)
-    except msgspec.ValidationError as e:
-        raise StoreError(f"card.json is invalid: {e}") from None
-    if c.id != vid:
-        raise StoreError(f"card.json describes {c.id[:80]!r}, not {vid!r}")
-    for field in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size"):
-        if (value := getattr(c, field)) is not None and value < 1:
-            raise StoreError(f"card.json is invalid: {field} must be at least 1, got {value}")
-    tok = c.tokenizer
-    if tok is not None:
-        if tok.get("kind") == "char":
-            chars = tok.get("chars")
-            if not isinstance(chars, str) or len(set(chars)) != len(chars):
-                raise StoreError("card.json is invalid: the char tokenizer's `chars` must be a string of distinct "
-                                 "characters")
-            if c.vocab_size is not None and len(chars) != c.vocab_size:
-                raise StoreError(f"card.json is invalid: the tokenizer has {len(chars)} characters but the model's "
-                                 f"vocabulary is {c.vocab_size}")
-        elif tok.get("kind") == "gpt2":
-            if c.vocab_size is not None and c.vocab_size < GPT2_VOCAB:
-                raise StoreError(f"card.json is invalid: GPT-2 BPE needs a vocabulary of at least {GPT2_VOCAB}, the "
-                                 f"model has {c.vocab_size}")
-        else:
-            raise StoreError(f"card.json is invalid: unknown tokenizer kind {str(tok.get('kind'))[:40]!r}")
 
 
 def gptzoo_home() -> Path:
@@ -118,19 +65,19 @@ def variant_id(dataset: str, n_layer: int) -> str:
 @dataclass
 class Variant:
     dir: Path
-    card: dict
+    card: Card
 
     @property
     def id(self) -> str:
-        return self.card["id"]
+        return self.card.id
 
     @property
     def n_layer(self) -> int:
-        return self.card["n_layer"]
+        return self.card.n_layer
 
     @property
     def dataset_name(self) -> str | None:
-        return (self.card.get("dataset") or {}).get("name")
+        return self.card.dataset_name
 
     def path(self, name: str) -> Path:
         return self.dir / name
@@ -138,9 +85,6 @@ class Variant:
     @property
     def exported(self) -> bool:
         return (self.dir / ONNX).is_file()
-
-    def save_card(self) -> None:
-        atomic.write_json(self.dir / CARD, self.card)
 
 
 @dataclass
@@ -177,14 +121,22 @@ class Store:
         if not card_path.is_file():
             raise StoreError(f"no variant {vid!r} in {self.root}" + _available(self))
         try:
-            card = json.loads(card_path.read_bytes())
+            raw = json.loads(card_path.read_bytes())  # json, not msgspec: older cards may hold a bare NaN
         except (OSError, ValueError) as e:
             raise StoreError(f"variant {vid}: card.json is not readable JSON: {e}") from e
         try:
-            check_card(card, vid)
-        except StoreError as e:
-            raise StoreError(f"variant {vid}: {e}") from None
+            card = cardmod.from_dict(raw)
+        except msgspec.ValidationError as e:
+            raise StoreError(f"variant {vid}: card.json is invalid: {e}") from None
+        if card.id != vid:
+            raise StoreError(f"variant {vid}: card.json describes {card.id[:80]!r}, not {vid!r}")
         return Variant(self.root / vid, card)
+
+    def save_card(self, card: Card) -> Variant:
+        """The one writer of card.json (atomic); returns the variant it describes."""
+        vdir = self.variant_dir(card.id)
+        atomic.write_bytes(vdir / CARD, cardmod.encode(card))
+        return Variant(vdir, card)
 
     @contextlib.contextmanager
     def lock(self, vid: str, doing: str = "training") -> Iterator[None]:
@@ -241,7 +193,7 @@ class Store:
             raise StoreError("name a variant with --layers N or --model ID")
         if dataset and (self.root / variant_id(dataset, layers) / CARD).is_file():
             return self.load(variant_id(dataset, layers))
-        matches = [v for v in self.variants() if v.n_layer == layers and not v.card.get("quantization")]
+        matches = [v for v in self.variants() if v.n_layer == layers and not v.card.quantization]
         if dataset:
             matches = [v for v in matches if v.dataset_name == dataset] or matches
         if len(matches) == 1:

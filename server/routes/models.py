@@ -14,12 +14,12 @@ from gptzoo.server.worker import ModelWorker, created_at
 
 
 def model_card(router: ModelRouter, w: ModelWorker) -> ModelCard:
-    c = w.variant.card
+    c = w.card  # None for a broken card: only its id, state and reason are known
     return ModelCard(
-        id=w.id, created=created_at(c), aliases=router.aliases_of(w.id), n_layer=c.get("n_layer"),
-        n_head=c.get("n_head"), n_embd=c.get("n_embd"), block_size=c.get("block_size"), vocab_size=c.get("vocab_size"),
-        params=c.get("params"), val_loss=c.get("val_loss"), dataset=w.variant.dataset_name,
-        quantization=c.get("quantization"), provider=w.provider, ready=w.ready, state=w.state, reason=w.reason,
+        id=w.id, created=created_at(c), aliases=router.aliases_of(w.id), n_layer=c and c.n_layer,
+        n_head=c and c.n_head, n_embd=c and c.n_embd, block_size=c and c.block_size, vocab_size=c and c.vocab_size,
+        params=c and c.params, val_loss=c and c.val_loss, dataset=c and c.dataset_name,
+        quantization=c and c.quantization, provider=w.provider, ready=w.ready, state=w.state, reason=w.reason,
     )
 
 

@@ -72,7 +72,7 @@ def test_a_second_trainer_of_the_same_variant_exits_saying_who_holds_it(store_co
         r = run("train", "--layers", 2, "--preset", "cpu", *TINY_FLAGS, "--overwrite", "--store", store_copy,
                 "--data-dir", data_dir, "--quiet")
     assert_one_line_error(r, f"variant {MODEL} is busy: pid {os.getpid()}")
-    assert Store(store_copy).load(MODEL).card["iterations"] == 30  # the running one's folder is intact
+    assert Store(store_copy).load(MODEL).card.iterations == 30  # the running one's folder is intact
 
 
 LOCK_AND_WAIT = """
@@ -107,7 +107,7 @@ def test_diverging_training_stops_with_exit_1_and_keeps_a_valid_log(tmp_path, da
     log = [json.loads(line) for line in (vdir / TRAIN_LOG).read_text().splitlines()]  # strict JSON: no bare NaN
     assert [rec["iter"] for rec in log] == [0]
     card = Store(tmp_path).load(MODEL).card  # the last good checkpoint (iter 0) and its card stay
-    assert card["best_iter"] == 0 and card["val_loss"] == log[0]["val_loss"]
+    assert card.best_iter == 0 and card.val_loss == log[0]["val_loss"]
 
 
 def test_a_huge_run_needs_yes(tmp_path, data_dir):

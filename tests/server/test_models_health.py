@@ -41,7 +41,7 @@ def test_broken_variants_are_reported_and_the_rest_serve(make_client, exported_s
         "shakespeare-char-5l": ("not_exported", False), "shakespeare-char-6l": ("failed", False)}
     assert "does not fit variant shakespeare-char-6l: n_layer 2 vs card 6" in states["shakespeare-char-6l"]["reason"]
     assert "does not match its card (sha256 differs)" in states["shakespeare-char-3l"]["reason"]
-    assert states["shakespeare-char-4l"]["reason"] == "card.json has no tokenizer"
+    assert states["shakespeare-char-4l"]["reason"] == "card.json is invalid: Object missing required field `tokenizer`"
     assert "gptzoo export" in states["shakespeare-char-5l"]["reason"]
     assert states["shakespeare-char-3l"]["provider"] is None
     ready = client.get("/readyz")

@@ -21,10 +21,10 @@ def test_loss_falls_and_card_is_complete(trained_store):
     card = Store(trained_store).load("shakespeare-char-2l").card
     for key in ("id", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "params", "tokenizer", "dataset",
                 "iterations", "tokens_seen", "val_loss", "train_loss", "training_seconds", "torch_version"):
-        assert key in card, key
-    assert card["val_loss"] == min(r["val_loss"] for r in log)
-    assert card["iterations"] == 30 and card["tokens_seen"] == 30 * 8 * 32
-    assert card["dataset"]["sha256"].startswith("86c4e6aa")
+        assert getattr(card, key) is not None, key
+    assert card.val_loss == min(r["val_loss"] for r in log)
+    assert card.iterations == 30 and card.tokens_seen == 30 * 8 * 32
+    assert card.dataset.sha256.startswith("86c4e6aa")
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():

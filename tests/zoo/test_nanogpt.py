@@ -40,11 +40,11 @@ def test_import_export_and_greedy_equals_nanogpt_generate(tmp_path):
     store = Store(tmp_path / "store")
     v = import_checkpoint(store, tmp_path / "ckpt.pt", tmp_path / "meta.pkl")
     assert v.id == "nanogpt-shakespeare-char-2l"
-    assert abs(v.card["val_loss"] - 1.4697) < 1e-6 and v.card["iterations"] == 5000
-    assert v.card["tokenizer"] == {"kind": "char", "chars": chars}
+    assert abs(v.card.val_loss - 1.4697) < 1e-6 and v.card.iterations == 5000
+    assert v.card.tokenizer == {"kind": "char", "chars": chars}
     facts = export_variant(v)
-    assert facts["parity"]["passed"]
-    tok = from_spec(v.card["tokenizer"])
+    assert facts.parity["passed"]
+    tok = from_spec(v.card.tokenizer)
     prompt = "ROMEO:"
     (res,) = generate(OnnxModel(v.path("model.onnx")), tok, [prompt], SamplingParams(max_tokens=50, temperature=0),
                       policy="exact")

@@ -7,11 +7,13 @@ from gptzoo.zoo import atomic
 from gptzoo.zoo.names import InvalidName, check_name, to_name
 from gptzoo.zoo.store import Store, StoreError, default_store
 
+SHAPE = dict(n_head=2, n_embd=8, block_size=8, vocab_size=3, tokenizer={"kind": "char", "chars": "abc"})
+
 
 def _card(root, vid, n_layer, **extra):
     d = root / vid
     d.mkdir(parents=True)
-    (d / "card.json").write_text(json.dumps({"id": vid, "n_layer": n_layer, **extra}))
+    (d / "card.json").write_text(json.dumps({"id": vid, "n_layer": n_layer, **SHAPE, **extra}))
 
 
 def test_default_store_follows_env(monkeypatch, tmp_path):
@@ -49,7 +51,7 @@ def test_broken_card_does_not_hide_the_rest(tmp_path):
     [
         (lambda c: c.pop("n_layer"), "missing required field `n_layer`"),
         (lambda c: c.update(n_layer="four"), "Expected `int`, got `str` - at `$.n_layer`"),
-        (lambda c: c.update(n_layer=0), "n_layer must be at least 1"),
+        (lambda c: c.update(n_layer=0), "Expected `int` >= 1 - at `$.n_layer`"),
         (lambda c: c.update(dataset=7), "at `$.dataset`"),
         (lambda c: c.update(id="other-1l"), "describes 'other-1l'"),
         (lambda c: c.update(tokenizer={"kind": "char", "chars": "abc"}), "tokenizer has 3 characters but the model's "
@@ -60,7 +62,7 @@ def test_broken_card_does_not_hide_the_rest(tmp_path):
 )
 def test_a_broken_card_is_listed_with_its_reason(tmp_path, edit, reason):
     _card(tmp_path, "good-1l", 1)
-    card = {"id": "bad-2l", "n_layer": 2, "vocab_size": 5, "tokenizer": {"kind": "char", "chars": "abcde"}}
+    card = {"id": "bad-2l", "n_layer": 2, **SHAPE, "vocab_size": 5, "tokenizer": {"kind": "char", "chars": "abcde"}}
     edit(card)
     (tmp_path / "bad-2l").mkdir()
     (tmp_path / "bad-2l" / "card.json").write_text(json.dumps(card))
@@ -134,3 +136,20 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
         raise RuntimeError("crash mid-write")
     assert json.loads(target.read_text()) == {"a": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["f.json"]  # no temp file left behind
+
+
+def test_a_card_round_trips_and_old_cards_still_load(tmp_path):
+    """Unknown keys (older or hand-added) are ignored, a bare NaN (older writers) reads as NaN, and the store's
+    writer keeps what it was given."""
+    d = tmp_path / "x-1l"
+    d.mkdir()
+    (d / "card.json").write_text('{"id": "x-1l", "n_layer": 1, "n_head": 2, "n_embd": 8, "block_size": 8, '
+                                 '"vocab_size": 3, "tokenizer": {"kind": "char", "chars": "abc"}, "val_loss": NaN, '
+                                 '"dataset": {"name": "d", "sha256": null}, "a_note": "mine"}')
+    store = Store(tmp_path)
+    v = store.load("x-1l")
+    assert v.card.val_loss != v.card.val_loss and v.dataset_name == "d"
+    v.card.val_loss, v.card.params = 1.5, 123
+    store.save_card(v.card)
+    again = store.load("x-1l").card
+    assert again == v.card and json.loads((d / "card.json").read_text())["val_loss"] == 1.5

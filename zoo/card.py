@@ -1,0 +1,116 @@
+"""card.json: what a variant is and how good it is, as a typed msgspec Struct.
+
+The store is the only writer (`Store.save_card`); every command reads typed fields. Decoding checks the types and the
+facts that must agree (the tokenizer fits the model's vocabulary), so a broken card is refused with the field's name
+instead of failing later in whatever command reads it. Unknown keys are ignored, so cards written by older gptzoo
+versions (and hand-edited ones with extra notes) still load.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+from msgspec import Meta
+
+PositiveInt = Annotated[int, Meta(ge=1)]
+GPT2_VOCAB = 50257  # GPT-2 BPE's tokens; nanoGPT pads the model's vocabulary to 50304
+
+
+class DatasetFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
+    name: str  # the prepared dataset (gptzoo data prepare) the variant was trained or is scored on
+    kind: str | None = None  # shakespeare_char, shakespeare or text
+    sha256: str | None = None  # of the source text: `eval` refuses a dataset prepared from another one
+    n_train: int | None = None  # tokens in the training split
+    n_val: int | None = None  # tokens in the validation split
+
+
+class EvalFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
+    windows_per_split: int | None = None  # fixed evaluation windows per split; None: every window
+    batch_size: PositiveInt = 12  # windows per forward pass
+
+
+class OnnxFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
+    file: str = "model.onnx"  # in the variant's folder
+    sha256: str | None = None  # the server refuses a file that differs
+    bytes: int | None = None
+    opset: int | None = None
+    exporter: str | None = None
+    parity: dict | None = None  # the export's check against torch (see gptzoo.exports.parity)
+    exported_at: str | None = None  # ISO 8601, UTC
+
+
+class SourceFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
+    kind: str  # where an imported variant came from: nanogpt
+    path: str | None = None
+    sha256: str | None = None
+
+
+class Card(msgspec.Struct, kw_only=True, omit_defaults=True):
+    # identity and shape (what the model is)
+    id: str  # the variant id, also its folder name
+    n_layer: PositiveInt  # depth
+    n_head: PositiveInt
+    n_embd: PositiveInt  # width
+    block_size: PositiveInt  # context length in tokens
+    vocab_size: PositiveInt
+    tokenizer: dict  # the tokenizer spec (gptzoo.zoo.tokenizers.from_spec): char vocabulary or gpt2
+    bias: bool = False
+    dropout: float = 0.0
+    params: int | None = None
+    # quality (how good it is)
+    dataset: DatasetFacts | None = None
+    val_loss: float | None = None  # at the best checkpoint, on `eval`'s windows of the validation split
+    train_loss: float | None = None
+    eval: EvalFacts | None = None
+    # training (how it got there)
+    preset: str | None = None  # cpu or gpu width profile
+    best_iter: int | None = None  # iteration of the best checkpoint
+    iterations: int | None = None  # iterations run so far
+    tokens_seen: int | None = None
+    training_seconds: float | None = None
+    ms_per_iter: float | None = None  # median step time
+    train_config: dict | None = None  # the full TrainConfig, for --resume and reports
+    checkpoint_sha256: str | None = None  # of ckpt-best.pt: eval/export refuse a replaced checkpoint
+    torch_version: str | None = None
+    updated: str | None = None  # ISO 8601, UTC, of the last write by training or import
+    source: SourceFacts | None = None  # set for imported variants
+    # export and quantization
+    onnx: OnnxFacts | None = None  # set by `gptzoo export`
+    quantization: str | None = None  # e.g. int8-dynamic for a `<id>-int8` variant
+    source_variant: str | None = None  # the fp32 variant a quantized one came from
+    val_loss_fp32: float | None = None  # that variant's val_loss, for comparison
+
+    def __post_init__(self) -> None:
+        kind = self.tokenizer.get("kind")
+        if kind == "char":
+            chars = self.tokenizer.get("chars")
+            if not isinstance(chars, str) or len(set(chars)) != len(chars):
+                raise ValueError("the char tokenizer's `chars` must be a string of distinct characters")
+            if len(chars) != self.vocab_size:
+                raise ValueError(f"the tokenizer has {len(chars)} characters but the model's vocabulary is "
+                                 f"{self.vocab_size}")
+        elif kind == "gpt2":
+            if self.vocab_size < GPT2_VOCAB:
+                raise ValueError(f"GPT-2 BPE needs a vocabulary of at least {GPT2_VOCAB}, the model has "
+                                 f"{self.vocab_size}")
+        else:
+            raise ValueError(f"unknown tokenizer kind {str(kind)[:40]!r} (known: char, gpt2)")
+
+    @property
+    def dataset_name(self) -> str | None:
+        return self.dataset.name if self.dataset else None
+
+    def to_dict(self) -> dict:
+        return msgspec.to_builtins(self)
+
+
+def from_dict(data: object) -> Card:
+    """A card from parsed card.json (json.loads, which also reads the bare NaN older cards hold); raises
+    msgspec.ValidationError naming what is wrong."""
+    return msgspec.convert(data, Card)
+
+
+def encode(card: Card) -> bytes:
+    """Indented JSON, as people read and diff cards."""
+    return msgspec.json.format(msgspec.json.encode(card), indent=2) + b"\n"
