@@ -20,19 +20,19 @@ import numpy as np
 import onnxruntime as ort
 
 from gptzoo.exports.bench import any_vocabulary, export_random, random_models
-from gptzoo.zoo.generate import Batch, attention_bias
+from gptzoo.zoo.generate import Batch
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams
+from gptzoo.zoo.step_contract import attention_bias, input_names
 
 
 def feeds_for(model: OnnxModel, batch: int, context: int) -> dict:
     s = model.shape
     past = [np.random.default_rng(i).standard_normal((batch, s.n_head, context, s.head_dim), dtype=np.float32)
             for i in range(2 * s.n_layer)]
-    f = {"input_ids": np.ones((batch, 1), np.int64), "position_ids": np.full((batch, 1), context, np.int64),
-         "attn_bias": attention_bias(np.zeros(batch, int), context, 1)}
-    f.update(zip(model.past_names, past, strict=True))
-    return f
+    ids, pos = np.ones((batch, 1), np.int64), np.full((batch, 1), context, np.int64)
+    bias = attention_bias(np.zeros(batch, int), context, 1)
+    return dict(zip(input_names(s.n_layer), [ids, pos, bias, *past], strict=True))
 
 
 def main() -> None:

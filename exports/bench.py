@@ -25,6 +25,7 @@ from gptzoo.zoo.kv_step import TorchModel
 from gptzoo.zoo.model import GPT, GPTConfig
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams
+from gptzoo.zoo.step_contract import StepRunner, attention_bias
 from gptzoo.zoo.tokenizers import CharTokenizer
 
 RANDOM_DEPTHS = (1, 4, 6, 12)
@@ -59,7 +60,7 @@ def _median(fn, repeats: int) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
 
-def decode_run(runner, tok, batch: int, n_tokens: int, prompt: int, seed: int = 0) -> tuple[float, float]:
+def decode_run(runner: StepRunner, tok, batch: int, n_tokens: int, prompt: int, seed: int = 0) -> tuple[float, float]:
     """(seconds to the first token, tokens/s of the decode after it, all rows together) for greedy decoding."""
     rng = np.random.default_rng(seed)
     b = Batch(runner, tok, policy="half")
@@ -82,11 +83,9 @@ def nanogpt_tok_s(model: GPT, n_tokens: int, prompt: int) -> float:
     return n_tokens / (time.perf_counter() - t0)
 
 
-def prefill_tok_s(runner) -> float:
+def prefill_tok_s(runner: StepRunner) -> float:
     T = runner.shape.block_size
     ids = np.random.default_rng(0).integers(0, runner.shape.vocab_size, (1, T))
-    from gptzoo.zoo.generate import attention_bias
-
     bias, pos = attention_bias(np.zeros(1, int), 0, T), np.arange(T)[None]
     t0 = time.perf_counter()
     runner.step(ids, pos, bias, runner.empty_past(1))
@@ -139,7 +138,7 @@ def run_bench(store, threads: int = 1, repeats: int = 3, depths=RANDOM_DEPTHS, i
     rows = []
     if include_store:
         for v in store.variants():
-            if v.exported and not v.card.get("quantization"):
+            if v.exported and not v.card.quantization:
                 say(f"benchmarking {v.id}")
                 rows.append(bench_model(v.id, load_variant(v)[1], v.path("model.onnx"), threads, repeats, quick))
     with tempfile.TemporaryDirectory() as tmp:
@@ -163,7 +162,7 @@ class PolicyRow:
     val_nll: float | None  # teacher-forced loss of 8 validation streams under the policy (trained variants only)
 
 
-def long_generation(runner, tok, n_tokens: int, policy: str, batch: int = 1) -> float:
+def long_generation(runner: StepRunner, tok, n_tokens: int, policy: str, batch: int = 1) -> float:
     rng = np.random.default_rng(0)
     b = Batch(runner, tok, policy=policy)
     rows = [b.new_row(rng.integers(0, runner.shape.vocab_size, 16).tolist(),
@@ -192,14 +191,14 @@ def run_policies(store, threads: int = 1, n_tokens: int = 1000, depths=(4, 12), 
                 b8 = long_generation(onnx, tok, n_tokens // 4, policy, batch=8) if policy == "half" else None
                 out.append(PolicyRow(name, policy, n_tokens, single, b8, None))
     for v in store.variants():
-        if not v.exported or v.card.get("quantization"):
+        if not v.exported or v.card.quantization:
             continue
         say(f"scoring validation text under each policy with {v.id}")
         onnx = OnnxModel(v.path("model.onnx"), threads=threads)
         val = np.asarray(datasets.for_variant(v, data_dir).val).astype(np.int64)
         S, N = 8, min(1024, len(val) // 8)
         streams = np.stack([val[i * (len(val) // S) : i * (len(val) // S) + N] for i in range(S)])
-        tok = any_vocabulary(v.card["vocab_size"])
+        tok = any_vocabulary(v.card.vocab_size)
         for policy in POLICIES:
             speed = long_generation(onnx, tok, n_tokens, policy)
             out.append(PolicyRow(v.id, policy, n_tokens, speed, None, policy_nll(onnx, streams, policy)))

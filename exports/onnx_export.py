@@ -1,5 +1,8 @@
 """torch -> ONNX with a KV cache: export, name the dynamic dimensions, stamp metadata, prove parity, write atomically.
 
+What is exported is gptzoo.zoo.kv_step.CachedStep (the trained GPT's one forward, cache flattened); the graph's names,
+dimensions and metadata are gptzoo.zoo.step_contract's.
+
 Exporter: torch.onnx.export(dynamo=True), the default in torch 2.13. Against the legacy TorchScript exporter it writes
 a smaller graph (the legacy one rebuilds the mask in every layer and stores the tied embedding twice) and takes
 dynamic shapes from torch.export. Opset 20: the exporter's default, with native Gelu and LayerNormalization, and
@@ -16,11 +19,15 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from gptzoo.exports.graph import CachedStep, example_inputs, input_names, output_names
 from gptzoo.exports.parity import ParityError, check_parity
 from gptzoo.zoo import atomic, checkpoint
+from gptzoo.zoo import step_contract as contract
+from gptzoo.zoo.card import OnnxFacts
+from gptzoo.zoo.kv_step import CachedStep
+from gptzoo.zoo.model import GPT
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.store import ONNX, Store, Variant
 
@@ -28,21 +35,35 @@ EXPORTER = f"torch.onnx.export(dynamo=True) torch {torch.__version__.split('+')[
 OPSET = 20
 
 
+def example_inputs(model: GPT, batch: int = 2, new: int = 3, past: int = 2) -> tuple[torch.Tensor, ...]:
+    """Inputs for tracing; every dynamic dimension >= 2 so none is specialised to 0 or 1."""
+    c = model.config
+    ids = torch.randint(0, c.vocab_size, (batch, new))
+    pos = (torch.arange(new) + past).expand(batch, new).contiguous()
+    bias = torch.from_numpy(contract.attention_bias(np.zeros(batch, int), past, new))
+    kv = [torch.zeros(batch, c.n_head, past, c.head_dim) for _ in range(2 * c.n_layer)]
+    return (ids, pos, bias, *kv)
+
+
+def dynamic_shapes(n_layer: int) -> dict:
+    """torch.export's dynamic dimensions of CachedStep.forward's arguments: those the contract names."""
+
+    def dynamic(name: str) -> dict:
+        return {i: torch.export.Dim.AUTO for i, d in enumerate(contract.dims(name)) if d}
+
+    fixed = {name: dynamic(name) for name in contract.input_names(n_layer)[:3]}
+    return {**fixed, "past": tuple(dynamic(name) for name in contract.past_names(n_layer))}
+
+
 def _export_to(model, path: Path) -> None:
     n = model.config.n_layer
-    A = torch.export.Dim.AUTO
-    dyn = {
-        "input_ids": {0: A, 1: A},
-        "position_ids": {0: A, 1: A},
-        "attn_bias": {0: A, 2: A, 3: A},
-        "past": tuple({0: A, 2: A} for _ in range(2 * n)),
-    }
     # The exporter narrates every stage and warns about optional torchvision ops; keep the CLI's output clean.
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logs():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            CachedStep(model), example_inputs(model), input_names=input_names(n), output_names=output_names(n),
-            dynamic_shapes=dyn, dynamo=True, external_data=False, optimize=True, opset_version=OPSET, verbose=False,
+            CachedStep(model), example_inputs(model), input_names=contract.input_names(n),
+            output_names=contract.output_names(n), dynamic_shapes=dynamic_shapes(n), dynamo=True, external_data=False,
+            optimize=True, opset_version=OPSET, verbose=False,
         )
     program.save(str(path), external_data=False)
 
@@ -63,76 +84,43 @@ def _finish_graph(path: Path, meta: dict) -> None:
     import onnx
 
     m = onnx.load(str(path))
-    n_layer = meta["n_layer"]
-    names = {"batch", "new_tokens", "past_length", "total_length"}
-
-    def set_dims(value_info, dims):
-        for d, name in zip(value_info.type.tensor_type.shape.dim, dims, strict=True):
-            if name in names:
+    for vi in [*m.graph.input, *m.graph.output]:
+        for d, name in zip(vi.type.tensor_type.shape.dim, contract.dims(vi.name), strict=True):
+            if name:
                 d.ClearField("dim_value")
                 d.dim_param = name
-
-    kv = ["batch", None, "past_length", None]
-    for vi in m.graph.input:
-        if vi.name in ("input_ids", "position_ids"):
-            set_dims(vi, ["batch", "new_tokens"])
-        elif vi.name == "attn_bias":
-            set_dims(vi, ["batch", None, "new_tokens", "total_length"])
-        else:
-            set_dims(vi, kv)
-    for vi in m.graph.output:
-        if vi.name == "logits":
-            set_dims(vi, ["batch", "new_tokens", None])
-        else:
-            set_dims(vi, ["batch", None, "total_length", None])
+    assert set(contract.RUNTIME_METADATA_KEYS) <= set(meta), "the runtime reads these back"
     del m.graph.value_info[:]  # intermediate shapes still carry the tracer's symbols; onnxruntime re-infers them
     del m.metadata_props[:]
     for k, v in meta.items():
         m.metadata_props.add(key=k, value=v if isinstance(v, str) else json.dumps(v))
-    assert len(m.graph.input) == 3 + 2 * n_layer
+    assert [i.name for i in m.graph.input] == contract.input_names(meta["n_layer"])
     onnx.save(m, str(path))
 
 
-def export_variant(variant: Variant, say=lambda msg: None) -> dict:
+def export_variant(variant: Variant, say=lambda msg: None) -> OnnxFacts:
     """Export `variant` to <variant>/model.onnx after a parity check; returns the export facts put in its card.
     Raises ParityError (nothing written) when the ONNX model does not match the torch model."""
     Store(variant.dir.parent).ensure_writable(variant.dir)  # before the minutes of export and parity
     _, model = checkpoint.load_variant(variant)
     card = variant.card
-    meta = {
-        "gptzoo_id": variant.id,
-        "n_layer": card["n_layer"],
-        "n_head": card["n_head"],
-        "n_embd": card["n_embd"],
-        "block_size": card["block_size"],
-        "vocab_size": card["vocab_size"],
-        "tokenizer": card["tokenizer"],
-        "val_loss": card.get("val_loss"),
-        "opset": OPSET,
-        "exporter": EXPORTER,
-    }
+    facts = {**card.to_dict(), "gptzoo_id": variant.id, "val_loss": card.val_loss, "opset": OPSET, "exporter": EXPORTER}
+    meta = {k: facts[k] for k in contract.METADATA_KEYS}
     target = variant.path(ONNX)
     with atomic.atomic_path(target) as tmp:
-        say(f"exporting {variant.id} ({card['n_layer']} layers) with {EXPORTER}, opset {OPSET}")
+        say(f"exporting {variant.id} ({card.n_layer} layers) with {EXPORTER}, opset {OPSET}")
         _export_to(model, tmp)
         _finish_graph(tmp, meta)
         say("checking parity against the torch model")
         parity = check_parity(model, tmp)
         if not parity["passed"]:
             raise ParityError(parity)
-    facts = {
-        "file": ONNX,
-        "sha256": sha256_file(target),
-        "bytes": target.stat().st_size,
-        "opset": OPSET,
-        "exporter": EXPORTER,
-        "parity": parity,
-        "exported_at": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    variant.card["onnx"] = facts
-    variant.save_card()
-    return facts
+    card.onnx = OnnxFacts(file=ONNX, sha256=sha256_file(target), bytes=target.stat().st_size, opset=OPSET,
+                          exporter=EXPORTER, parity=parity,
+                          exported_at=datetime.now(UTC).isoformat(timespec="seconds"))
+    Store(variant.dir.parent).save_card(card)
+    return card.onnx
 
 
-def export_store(store: Store, variants: list[Variant], say=lambda msg: None) -> list[dict]:
+def export_store(store: Store, variants: list[Variant], say=lambda msg: None) -> list[OnnxFacts]:
     return [export_variant(v, say) for v in variants]

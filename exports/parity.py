@@ -1,6 +1,7 @@
 """Parity of an exported graph with the torch model it came from; run on every export, figures go in the card.
 
-1. logits: a prefill and up to 32 cached decode steps at batch 1 and 3, max |onnxruntime - torch| (fp32 gate 1e-4);
+1. logits: a prefill and up to 32 cached decode steps at batch 1 and 3, max |onnxruntime - torch| (fp32 gate 1e-4),
+   where torch runs the same cached step (gptzoo.zoo.kv_step.TorchModel) through the forward that was trained;
 2. tokens: a 300-token greedy generation that runs past block_size, onnxruntime (exact policy) vs nanoGPT's
    cache-free `generate(top_k=1)` in torch: every token must be identical.
 """
@@ -12,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gptzoo.zoo.generate import Batch, attention_bias
+from gptzoo.zoo.generate import Batch
+from gptzoo.zoo.kv_step import TorchModel
 from gptzoo.zoo.model import GPT
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams
+from gptzoo.zoo.step_contract import StepRunner, attention_bias
 
 LOGIT_TOLERANCE = 1e-4
 GREEDY_TOKENS = 300
@@ -39,26 +42,33 @@ class _NoText:
         return b""
 
 
-def logit_diff(model: GPT, onnx: OnnxModel, batch: int, seed: int = 0) -> float:
-    c = model.config
-    prefill = min(8, c.block_size // 2)
-    steps = min(DECODE_STEPS, c.block_size - prefill)
+def logit_diff(model: GPT, onnx: StepRunner, batch: int, seed: int = 0) -> float:
+    """Max |Δlogits| of the exported graph and the torch model, fed the same prefill and cached decode steps."""
+    return step_diff(TorchModel(model), onnx, batch, seed)
+
+
+def step_diff(reference: StepRunner, candidate: StepRunner, batch: int, seed: int = 0) -> float:
+    """Max |Δlogits| of two backends of the step fed the same prefill and cached decode steps, each on its own
+    cache."""
+    s = reference.shape
+    prefill = min(8, s.block_size // 2)
+    steps = min(DECODE_STEPS, s.block_size - prefill)
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, c.vocab_size, (batch, prefill + steps), generator=g)
+    ids = torch.randint(0, s.vocab_size, (batch, prefill + steps), generator=g).numpy()
     worst = 0.0
-    past_t, past_o, done = model.empty_cache(batch), onnx.empty_past(batch), 0
-    with torch.no_grad():
-        for T in [prefill] + [1] * steps:
-            chunk = ids[:, done : done + T]
-            ref, past_t = model.forward_cached(chunk, past_t)
-            pos = np.broadcast_to(np.arange(done, done + T), (batch, T)).copy()
-            got, past_o = onnx.step(chunk.numpy(), pos, attention_bias(np.zeros(batch, int), done, T), past_o)
-            worst = max(worst, float(np.abs(got - ref.numpy()).max()))
-            done += T
+    past_r, past_c, done = reference.empty_past(batch), candidate.empty_past(batch), 0
+    for T in [prefill] + [1] * steps:
+        chunk = ids[:, done : done + T]
+        pos = np.broadcast_to(np.arange(done, done + T), (batch, T)).copy()
+        bias = attention_bias(np.zeros(batch, int), done, T)
+        want, past_r = reference.step(chunk, pos, bias, past_r)
+        got, past_c = candidate.step(chunk, pos, bias, past_c)
+        worst = max(worst, float(np.abs(got - want).max()))
+        done += T
     return worst
 
 
-def greedy_agreement(model: GPT, onnx: OnnxModel, n_tokens: int = GREEDY_TOKENS, seed: int = 0) -> int:
+def greedy_agreement(model: GPT, onnx: StepRunner, n_tokens: int = GREEDY_TOKENS, seed: int = 0) -> int:
     """How many of the first n_tokens greedy tokens match before the first difference."""
     g = torch.Generator().manual_seed(seed)
     prompt = torch.randint(0, model.config.vocab_size, (1, 5), generator=g)

@@ -46,7 +46,7 @@ class DepthRow:
 def token_latencies(variant: Variant, n_tokens: int = 200, threads: int = 1) -> list[float]:
     """Per-token wall times (seconds) of one greedy single-stream generation on onnxruntime."""
     model = OnnxModel(variant.path("model.onnx"), threads=threads)
-    tok = from_spec(variant.card["tokenizer"])
+    tok = from_spec(variant.card.tokenizer)
     batch = Batch(model, tok, policy="half")
     prompt = [0] * min(8, model.shape.block_size)
     row = batch.new_row(prompt, SamplingParams(max_tokens=n_tokens + 1, temperature=0.0))
@@ -62,13 +62,13 @@ def token_latencies(variant: Variant, n_tokens: int = 200, threads: int = 1) -> 
 def collect(store: Store, measure: bool = True, threads: int = 1) -> list[DepthRow]:
     rows = []
     for v in store.variants():
-        if v.card.get("quantization"):
+        if v.card.quantization:
             continue
         c = v.card
         lat = token_latencies(v, threads=threads) if (measure and v.exported) else None
         rows.append(DepthRow(
-            v.id, v.n_layer, c["n_embd"], c["params"], c["val_loss"], c.get("iterations", 0), c.get("ms_per_iter"),
-            c["onnx"]["bytes"] / 1e6 if v.exported and "onnx" in c else None,
+            v.id, v.n_layer, c.n_embd, c.params, c.val_loss, c.iterations or 0, c.ms_per_iter,
+            c.onnx.bytes / 1e6 if v.exported and c.onnx and c.onnx.bytes else None,
             1 / statistics.median(lat) if lat else None,
             float(np.percentile(lat, 95)) * 1000 if lat else None,
         ))

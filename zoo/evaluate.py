@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from gptzoo.zoo.model import GPT
+from gptzoo.zoo.step_contract import StepRunner, attention_bias
 
 
 def eval_windows(n_tokens: int, block_size: int, max_windows: int | None) -> np.ndarray:
@@ -70,9 +71,9 @@ def estimate(model: GPT, splits: dict[str, np.ndarray], batch_size: int, max_win
         model.train(was_training)
 
 
-def onnx_loss_fn(model):
-    """loss_fn for `mean_loss` that runs an exported graph (gptzoo.zoo.runtime.OnnxModel) with no past."""
-    from gptzoo.zoo.generate import attention_bias
+def onnx_loss_fn(model: StepRunner):
+    """loss_fn for `mean_loss` that runs the cached step (an exported graph, gptzoo.zoo.runtime.OnnxModel) with no
+    past."""
 
     def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         B, T = x.shape

@@ -1,4 +1,5 @@
-"""Generation on an exported variant: prefill, cached decode, nanoGPT-exact context cropping, batching.
+"""Generation on any backend of the cached step (a gptzoo.zoo.step_contract.StepRunner: onnxruntime or torch):
+prefill, cached decode, nanoGPT-exact context cropping, batching.
 
 A `Batch` holds rows (sequences) that share one KV cache of length S. Rows are left-padded inside it, so one
 session call per step decodes every row; each row has its own positions, sampling parameters, random stream and
@@ -20,8 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from gptzoo.zoo.runtime import MASKED, OnnxModel
 from gptzoo.zoo.sampling import SamplingParams, sample
+from gptzoo.zoo.step_contract import StepRunner, attention_bias
 from gptzoo.zoo.tokenizers import Tokenizer
 
 POLICIES = ("exact", "half")
@@ -94,7 +95,7 @@ class Result:
 
 
 class Batch:
-    def __init__(self, model: OnnxModel, tokenizer: Tokenizer, policy: str = "half"):
+    def __init__(self, model: StepRunner, tokenizer: Tokenizer, policy: str = "half"):
         if policy not in POLICIES:
             raise ValueError(f"unknown context policy {policy!r}; choose one of: {', '.join(POLICIES)}")
         self.model, self.tok, self.policy = model, tokenizer, policy
@@ -237,17 +238,8 @@ class Batch:
                 r.pad -= m
 
 
-def attention_bias(pads: np.ndarray, past_len: int, new: int) -> np.ndarray:
-    """[B, 1, new, past_len+new]: a query sees non-padding keys up to its own position."""
-    S = past_len + new
-    k = np.arange(S)[None, None, :]
-    q = past_len + np.arange(new)[None, :, None]
-    ok = (k <= q) & (k >= pads[:, None, None])
-    return np.where(ok, 0.0, MASKED).astype(np.float32)[:, None]
-
-
 def generate(
-    model: OnnxModel,
+    model: StepRunner,
     tokenizer: Tokenizer,
     prompts: list[str],
     params: SamplingParams | list[SamplingParams],
@@ -268,7 +260,7 @@ def generate(
     return [Result(r.text.text, r.generated, r.finish_reason, len(r.prompt)) for r in rows]
 
 
-def policy_nll(model: OnnxModel, streams: np.ndarray, policy: str) -> float:
+def policy_nll(model: StepRunner, streams: np.ndarray, policy: str) -> float:
     """Mean next-token loss of teacher-forced `streams` [S, N] when the context is managed as `policy` manages it
     in generation (exact: a sliding window of block_size; half: re-prefill half a window when it fills). Measures
     what a context policy costs in quality, on real text."""

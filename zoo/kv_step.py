@@ -1,64 +1,57 @@
-"""The zoo's GPT as one cached step with explicit positions and attention bias: the module exported to ONNX
-(see gptzoo.exports.graph for the graph contract) and, run directly, the torch backend of generation."""
+"""The cached step in torch: `CachedStep`, the module exported to ONNX, and `TorchModel`, which runs it directly as
+the torch backend of generation. Both are thin: the transformer is GPT.hidden_states, the code that was trained; the
+graph contract (names, shapes, bias) is gptzoo.zoo.step_contract."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.nn import functional as F
 
-from gptzoo.zoo.model import GPT
+from gptzoo.zoo.model import GPT, KVCache
+from gptzoo.zoo.step_contract import GraphShape
+
+
+def pair_up(flat: tuple[torch.Tensor, ...]) -> list[KVCache]:
+    """(key_0, value_0, key_1, value_1, …) -> [(key_0, value_0), (key_1, value_1), …]"""
+    return list(zip(flat[0::2], flat[1::2], strict=True))
+
+
+def flatten(cache: list[KVCache]) -> list[torch.Tensor]:
+    return [t for kv in cache for t in kv]
 
 
 class CachedStep(nn.Module):
+    """GPT.hidden_states with the cache as flat positional tensors, because a graph's inputs and outputs are flat
+    (input_ids, position_ids, attn_bias, past_key_0, past_value_0, … -> logits, present_key_0, …)."""
+
     def __init__(self, model: GPT):
         super().__init__()
         self.gpt = model.eval()
-        c = model.config
-        self.n_head, self.n_embd, self.scale = c.n_head, c.n_embd, 1.0 / math.sqrt(c.head_dim)
 
     def forward(self, input_ids, position_ids, attn_bias, *past):
-        t = self.gpt.transformer
-        B, T = input_ids.shape
-        x = t.wte(input_ids) + t.wpe(position_ids)
-        presents = []
-        for i, block in enumerate(t.h):
-            attn = block.attn
-            q, k, v = attn.c_attn(block.ln_1(x)).split(self.n_embd, dim=2)
-            q, k, v = (z.reshape(B, T, self.n_head, -1).transpose(1, 2) for z in (q, k, v))
-            k = torch.cat([past[2 * i], k], dim=2)
-            v = torch.cat([past[2 * i + 1], v], dim=2)
-            att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale + attn_bias, dim=-1)
-            y = (att @ v).transpose(1, 2).reshape(B, T, self.n_embd)
-            x = x + attn.c_proj(y)
-            x = x + block.mlp.c_proj(F.gelu(block.mlp.c_fc(block.ln_2(x))))
-            presents += [k, v]
-        return (self.gpt.lm_head(t.ln_f(x)), *presents)
+        x, presents = self.gpt.hidden_states(input_ids, position_ids, attn_bias, pair_up(past))
+        return (self.gpt.lm_head(x), *flatten(presents))
 
 
 class TorchModel:
-    """The same `step` interface as gptzoo.zoo.runtime.OnnxModel, run by torch on a checkpoint's model: lets the
-    generation loop compare backends (`gptzoo generate --backend torch`, `gptzoo bench`)."""
+    """The step run by torch on a checkpoint's model, a gptzoo.zoo.step_contract.StepRunner like the onnxruntime
+    backend: lets the generation loop compare backends (`gptzoo generate --backend torch`, `gptzoo bench`) and the
+    export's parity check compare the graph with the torch model."""
 
     provider = "torch"
 
     def __init__(self, model: GPT):
-        from gptzoo.zoo.runtime import GraphShape
-
-        c = model.config
         self.step_module = CachedStep(model)
-        self.shape = GraphShape(c.n_layer, c.n_head, c.head_dim, c.block_size, c.vocab_size)
+        self.shape = GraphShape.of(model.config)
         self.dtype = np.float32
 
     def empty_past(self, batch: int) -> list[np.ndarray]:
-        s = self.shape
-        return [np.zeros((batch, s.n_head, 0, s.head_dim), dtype=np.float32)] * (2 * s.n_layer)
+        return self.shape.empty_past(batch, self.dtype)
 
     @torch.inference_mode()
-    def step(self, ids, positions, bias, past):
-        out = self.step_module(torch.from_numpy(ids), torch.from_numpy(positions), torch.from_numpy(bias),
-                               *(torch.from_numpy(p) for p in past))
+    def step(
+        self, ids: np.ndarray, positions: np.ndarray, bias: np.ndarray, past: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        out = self.step_module(*(torch.from_numpy(a) for a in (ids, positions, bias, *past)))
         return out[0].numpy(), [t.numpy() for t in out[1:]]

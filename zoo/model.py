@@ -1,9 +1,13 @@
 """The GPT of the zoo: nanoGPT's architecture, one readable file.
 
-Learned positions, pre-LayerNorm blocks, causal self-attention through `scaled_dot_product_attention`, a GELU MLP and
-an output head tied to the token embedding. Parameter names match nanoGPT's, so its checkpoints load unchanged.
-Besides the training forward there is a cached forward (`forward_cached`) that takes and returns per-layer keys and
-values; the ONNX export and the torch generation backend build on it.
+Learned positions, pre-LayerNorm blocks, causal self-attention, a GELU MLP and an output head tied to the token
+embedding. Parameter names match nanoGPT's, so its checkpoints load unchanged.
+
+There is one transformer forward, `GPT.hidden_states`: training (`forward`) calls it with no cache, and then attention
+is plain causal through the fused `scaled_dot_product_attention(is_causal=True)`; a cached step (the module exported to
+ONNX and the torch generation backend, gptzoo.zoo.kv_step) calls it with explicit positions, an additive attention
+bias and every layer's past keys/values, and gets the grown cache back. So the exported graph is the code that was
+trained, and the export's parity check compares the two.
 """
 
 from __future__ import annotations
@@ -63,30 +67,32 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.n_embd = config.n_embd
         self.dropout = config.dropout
+        self.scale = 1.0 / math.sqrt(config.head_dim)
 
-    def _qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, attn_bias: torch.Tensor | None = None, past: KVCache | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        """Attention output and this layer's keys/values (the past's and the new tokens'), each [B, nh, P+T, hd]."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        shape = (B, T, self.n_head, C // self.n_head)
-        return (t.view(shape).transpose(1, 2) for t in (q, k, v))  # each [B, nh, T, hd]
-
-    def _out(self, y: torch.Tensor) -> torch.Tensor:
-        B, _, T, _ = y.shape
-        return self.resid_dropout(self.c_proj(y.transpose(1, 2).contiguous().view(B, T, self.n_embd)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        q, k, v = self._qkv(x)
+        q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))  # [B, nh, T, hd]
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
         drop = self.dropout if self.training else 0.0
-        return self._out(F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True))
-
-    def forward_cached(self, x: torch.Tensor, past: KVCache) -> tuple[torch.Tensor, KVCache]:
-        q, k, v = self._qkv(x)
-        k = torch.cat([past[0], k], dim=2)
-        v = torch.cat([past[1], v], dim=2)
-        # New query i sits at absolute position past_len + i and may see keys at positions <= that.
-        T, S = q.size(2), k.size(2)
-        mask = torch.arange(S, device=x.device)[None, :] <= (torch.arange(T, device=x.device)[:, None] + (S - T))
-        return self._out(F.scaled_dot_product_attention(q, k, v, attn_mask=mask)), (k, v)
+        if attn_bias is None:
+            # Training: every token sees itself and the tokens before it. is_causal lets torch pick its fused
+            # (flash) kernel, the fast path; it means "causal from the first key", so it cannot serve a cache.
+            if past is not None:
+                raise ValueError("attention over past keys needs an attn_bias (gptzoo.zoo.step_contract)")
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+        else:
+            # A cached step: the caller's bias says which keys each query sees (its past, not the padding). Written
+            # out because it exports to a smaller ONNX graph than scaled_dot_product_attention with a mask.
+            att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale + attn_bias, dim=-1)
+            y = F.dropout(att, drop) @ v if drop else att @ v
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_dropout(self.c_proj(y)), (k, v)
 
 
 class MLP(nn.Module):
@@ -109,12 +115,10 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
-
-    def forward_cached(self, x: torch.Tensor, past: KVCache) -> tuple[torch.Tensor, KVCache]:
-        a, present = self.attn.forward_cached(self.ln_1(x), past)
+    def forward(
+        self, x: torch.Tensor, attn_bias: torch.Tensor | None = None, past: KVCache | None = None
+    ) -> tuple[torch.Tensor, KVCache]:
+        a, present = self.attn(self.ln_1(x), attn_bias, past)
         x = x + a
         return x + self.mlp(self.ln_2(x)), present
 
@@ -153,41 +157,40 @@ class GPT(nn.Module):
         """All parameters, the tied embedding/head counted once."""
         return sum(p.numel() for p in self.parameters())
 
-    def _embed(self, idx: torch.Tensor, past_len: int = 0) -> torch.Tensor:
-        T = idx.size(1)
-        if past_len + T > self.config.block_size:
-            raise ValueError(f"sequence of {past_len + T} tokens exceeds block_size {self.config.block_size}")
-        pos = torch.arange(past_len, past_len + T, dtype=torch.long, device=idx.device)
-        return self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
+    def hidden_states(
+        self,
+        idx: torch.Tensor,
+        positions: torch.Tensor,
+        attn_bias: torch.Tensor | None = None,
+        past: list[KVCache] | None = None,
+    ) -> tuple[torch.Tensor, list[KVCache]]:
+        """The transformer, embeddings to final LayerNorm: hidden states [B, T, n_embd] of tokens `idx` [B, T] at
+        `positions` (broadcastable to [B, T]) and every layer's keys/values, past and new.
+
+        Without `attn_bias` and `past` attention is causal over `idx` (training). A cached step passes the past
+        keys/values and the additive bias [B, 1, T, P+T] that says which keys each query may see."""
+        t = self.transformer
+        x = t.drop(t.wte(idx) + t.wpe(positions))
+        presents = []
+        for block, layer_past in zip(t.h, past or [None] * len(t.h), strict=True):
+            x, present = block(x, attn_bias, layer_past)
+            presents.append(present)
+        return t.ln_f(x), presents
 
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits for every position and the mean cross-entropy when `targets` is given;
         without targets only the last position's logits (as nanoGPT), shape [B, 1, vocab]."""
-        x = self._embed(idx)
-        for block in self.transformer.h:
-            x = block(x)
-        x = self.transformer.ln_f(x)
+        t = idx.size(1)
+        if t > self.config.block_size:
+            raise ValueError(f"sequence of {t} tokens exceeds block_size {self.config.block_size}")
+        x, _ = self.hidden_states(idx, torch.arange(t, dtype=torch.long, device=idx.device))
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
         return logits, loss
-
-    def empty_cache(self, batch: int, device: torch.device | str = "cpu", dtype=torch.float32) -> list[KVCache]:
-        c = self.config
-        z = torch.zeros(batch, c.n_head, 0, c.head_dim, device=device, dtype=dtype)
-        return [(z, z) for _ in range(c.n_layer)]
-
-    def forward_cached(self, idx: torch.Tensor, past: list[KVCache]) -> tuple[torch.Tensor, list[KVCache]]:
-        """Logits for the new tokens `idx` [B, T] given every layer's past keys/values; returns the grown cache."""
-        x = self._embed(idx, past_len=past[0][0].size(2))
-        presents = []
-        for block, layer_past in zip(self.transformer.h, past, strict=True):
-            x, present = block.forward_cached(x, layer_past)
-            presents.append(present)
-        return self.lm_head(self.transformer.ln_f(x)), presents
 
     def configure_optimizers(
         self, weight_decay: float, learning_rate: float, betas: tuple[float, float], device_type: str

@@ -9,6 +9,7 @@ from gptzoo.zoo.generate import Batch, generate
 from gptzoo.zoo.kv_step import TorchModel
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams, logits_to_probs, sample
+from gptzoo.zoo.step_contract import StepRunner
 from gptzoo.zoo.store import Store
 from gptzoo.zoo.tokenizers import from_spec
 
@@ -16,7 +17,7 @@ from gptzoo.zoo.tokenizers import from_spec
 @pytest.fixture(scope="module")
 def engine(exported_store):
     v = Store(exported_store).load("shakespeare-char-2l")
-    return OnnxModel(v.path("model.onnx"), device="cpu"), from_spec(v.card["tokenizer"]), load_variant(v)[1]
+    return OnnxModel(v.path("model.onnx"), device="cpu"), from_spec(v.card.tokenizer), load_variant(v)[1]
 
 
 def greedy(n, stop=()):
@@ -34,8 +35,11 @@ def test_exact_policy_matches_nanogpt_generate_past_the_window(engine):
 
 def test_torch_backend_equals_onnx_backend(engine):
     onnx, tok, model = engine
+    torch_model = TorchModel(model)
+    assert isinstance(onnx, StepRunner) and isinstance(torch_model, StepRunner)
+    assert torch_model.shape == onnx.shape  # the same step contract, read from a config and from a graph
     a = generate(onnx, tok, ["KING:"], greedy(60), policy="half")[0]
-    b = generate(TorchModel(model), tok, ["KING:"], greedy(60), policy="half")[0]
+    b = generate(torch_model, tok, ["KING:"], greedy(60), policy="half")[0]
     assert a.tokens == b.tokens
 
 

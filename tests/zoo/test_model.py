@@ -1,10 +1,13 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
+from gptzoo.zoo.kv_step import CachedStep
 from gptzoo.zoo.model import GPT, GPTConfig
+from gptzoo.zoo.step_contract import attention_bias
 
 TINY = GPTConfig(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
 
@@ -50,18 +53,73 @@ def test_inference_forward_returns_last_position_only():
     torch.testing.assert_close(logits[:, 0], reference_logits(model, idx)[:, -1], atol=1e-5, rtol=1e-5)
 
 
-def test_cached_forward_equals_full_forward():
+def cached_step(step: CachedStep, idx: torch.Tensor, past: list[torch.Tensor], pads=None):
+    """One call of the exported module, positions and bias built as the generation loop builds them."""
+    B, T = idx.shape
+    pads = np.zeros(B, int) if pads is None else np.asarray(pads)
+    P = past[0].size(2)
+    pos = torch.from_numpy(np.maximum(P + np.arange(T)[None] - pads[:, None], 0))
+    out = step(idx, pos, torch.from_numpy(attention_bias(pads, P, T)), *past)
+    return out[0], list(out[1:])
+
+
+def test_exported_step_with_a_cache_equals_the_training_forward():
+    """The exported module is the trained forward: a prefill plus cached single-token steps give the logits of one
+    plain causal pass (the training path, scaled_dot_product_attention(is_causal=True))."""
     model = GPT(TINY).eval()
     idx = torch.randint(0, TINY.vocab_size, (2, 12))
-    full = reference_logits(model, idx)
     with torch.no_grad():
-        prefill, cache = model.forward_cached(idx[:, :7], model.empty_cache(2))
+        full, _ = model(idx, idx)
+        step = CachedStep(model)
+        empty = [torch.zeros(2, TINY.n_head, 0, TINY.head_dim)] * (2 * TINY.n_layer)
+        prefill, cache = cached_step(step, idx[:, :7], empty)
         steps = [prefill]
         for i in range(7, 12):
-            step, cache = model.forward_cached(idx[:, i : i + 1], cache)
-            steps.append(step)
+            logits, cache = cached_step(step, idx[:, i : i + 1], cache)
+            steps.append(logits)
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
-    assert cache[0][0].shape == (2, TINY.n_head, 12, TINY.head_dim)
+    assert len(cache) == 2 * TINY.n_layer and cache[0].shape == (2, TINY.n_head, 12, TINY.head_dim)
+
+
+def test_left_padding_is_invisible_through_the_bias():
+    model = GPT(TINY).eval()
+    idx = torch.randint(0, TINY.vocab_size, (1, 6))
+    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), idx], 1)
+    empty = [torch.zeros(1, TINY.n_head, 0, TINY.head_dim)] * (2 * TINY.n_layer)
+    with torch.no_grad():
+        alone, _ = cached_step(CachedStep(model), idx, empty)
+        behind_pads, _ = cached_step(CachedStep(model), padded, empty, pads=[3])
+    torch.testing.assert_close(behind_pads[:, 3:], alone, atol=1e-5, rtol=1e-5)
+
+
+def test_exported_module_is_only_an_adapter():
+    model = GPT(TINY)
+    step = CachedStep(model)
+    assert [name for name, _ in step.named_children()] == ["gpt"] and step.gpt is model
+    assert list(step.state_dict()) == [f"gpt.{k}" for k in model.state_dict()]
+
+
+def test_training_attention_is_the_fused_causal_kernel(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    model = GPT(TINY).train()
+    idx = torch.randint(0, TINY.vocab_size, (2, 8))
+    model(idx, idx)[1].backward()
+    assert len(calls) == TINY.n_layer and all(c.get("is_causal") and "attn_mask" not in c for c in calls)
+
+
+def test_attention_over_a_past_needs_a_bias():
+    model = GPT(TINY).eval()
+    idx = torch.randint(0, TINY.vocab_size, (1, 4))
+    _, cache = model.hidden_states(idx, torch.arange(4))
+    with pytest.raises(ValueError, match="needs an attn_bias"):
+        model.hidden_states(idx[:, :1], torch.tensor([4]), past=cache)
 
 
 def test_tied_embedding_and_param_count():
