@@ -1,5 +1,6 @@
 """Server fixtures: apps on the tiny exported variant (TestClient inside `with`, so the lifespan loads the model),
-broken copies of it, and `gptzoo serve` as a real subprocess on a loopback port."""
+broken copies of it, a gate on the worker's decode steps, and `gptzoo serve` as a real subprocess on a loopback
+port."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gptzoo.server.app import create_app
 from gptzoo.server.settings import Settings
+from gptzoo.zoo.generate import Batch
 
 MODEL = "shakespeare-char-2l"
 
@@ -44,6 +47,55 @@ def make_client():
 @pytest.fixture
 def client(make_client, exported_store):
     return make_client(exported_store, max_tokens=64, max_prompt_tokens=100, max_body_bytes=20_000, threads=1)
+
+
+class StepGate:
+    """Holds every decode step (`Batch.step`) while shut. The tiny model decodes thousands of tokens a second, so
+    whether a request is still running, or a queue still unswept, when the test makes its next move would otherwise
+    depend on how busy the machine is; behind the shut gate the worker stays where it is (the row admitted and
+    prefilled, no queue sweep, no admission) until the test opens it."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._shut = False
+        self._held = 0  # steps waiting at the gate now
+
+    @contextmanager
+    def shut(self):
+        with self._cv:
+            self._shut = True
+        try:
+            yield self
+        finally:  # also when the test fails: nothing may stay stuck behind the gate
+            with self._cv:
+                self._shut = False
+                self._cv.notify_all()
+
+    def wait_held(self, timeout: float = 30) -> None:
+        """Returns once a decode step waits at the (shut) gate."""
+        with self._cv:
+            assert self._cv.wait_for(lambda: self._held > 0, timeout), "no decode step reached the gate"
+
+    def passage(self) -> None:
+        with self._cv:
+            if self._shut:
+                self._held += 1
+                self._cv.notify_all()
+                self._cv.wait_for(lambda: not self._shut)
+                self._held -= 1
+
+
+@pytest.fixture
+def step_gate(monkeypatch) -> StepGate:
+    """A StepGate on every Batch of this test (the warm-up step of a client started while it is open passes)."""
+    gate, step = StepGate(), Batch.step
+
+    def gated(self):
+        gate.passage()
+        return step(self)
+
+    monkeypatch.setattr(Batch, "step", gated)
+    return gate
 
 
 def add_variant(store: Path, new_id: str, n_layer: int, src: str = MODEL, edit=None) -> Path:

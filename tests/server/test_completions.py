@@ -1,9 +1,16 @@
 """POST /v1/completions on the real tiny model: JSON, streaming, aliases, sampling controls, concurrent requests."""
 
+import asyncio
 import functools
 import json
+import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
+import pytest
+from prometheus_client import REGISTRY
+
+from gptzoo.server.serving import CompletionService, Prepared
 from tests.server.conftest import MODEL, sse_events
 
 
@@ -54,13 +61,87 @@ def test_stream_sends_openai_chunks_then_done(client):
                                              "stream": True})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events = sse_events(r.text)
-    assert events[-1] == "[DONE]"
+    assert events[-1] == "[DONE]" and "[DONE]" not in events[:-1]
     chunks = [json.loads(e) for e in events[:-1]]
     assert all(c["object"] == "text_completion" and c["model"] == MODEL for c in chunks)
     assert len({c["id"] for c in chunks}) == 1 and "usage" not in chunks[0]
-    assert [c["choices"][0]["finish_reason"] for c in chunks] == [None] * (len(chunks) - 1) + ["length"]
-    assert "".join(c["choices"][0]["text"] for c in chunks) == plain
-    assert len(chunks) > 2  # text arrives piece by piece, not in one frame
+    assert all(len(c["choices"]) == 1 and c["choices"][0]["index"] == 0 for c in chunks)
+    *texts, last = [c["choices"][0] for c in chunks]
+    assert [t["finish_reason"] for t in texts] == [None] * len(texts)
+    assert (last["text"], last["finish_reason"]) == ("", "length")
+    # How many frames the text comes in depends on how busy the client was (deltas that piled up are coalesced),
+    # so only the bounds are fixed: one frame at least, one per token at most, none empty, all in order.
+    # Piecewise delivery itself is proven below, on a stream whose timing the test controls.
+    assert 1 <= len(texts) <= 15 and all(t["text"] for t in texts)
+    assert "".join(t["text"] for t in texts) == plain
+
+
+class FedJob:
+    """What `CompletionService.stream` reads of a Job: the events queue, which the test feeds step by step."""
+
+    def __init__(self):
+        self.events: asyncio.Queue = asyncio.Queue()
+        self.prompt_ids = [1, 2, 3]
+        self.cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+def fed_stream(first: tuple, include_usage=False):
+    job = FedJob()
+    p = Prepared("cmpl-test", 0, SimpleNamespace(id=MODEL), job, include_usage)
+    return job, CompletionService(router=None, settings=None).stream(p, first)
+
+
+def text_of(frame: str) -> str:
+    [choice] = json.loads(frame)["choices"]
+    assert choice["finish_reason"] is None
+    return choice["text"]
+
+
+def test_stream_sends_each_delta_as_it_comes_and_coalesces_only_what_piled_up():
+    async def go():
+        job, frames = fed_stream(("text", "a"), include_usage=True)
+        assert text_of(await anext(frames)) == "a"  # nothing else waiting: the first token goes out alone
+        for delta in "bcd":  # three steps while the client was busy writing: one frame
+            job.events.put_nowait(("text", delta))
+        assert text_of(await anext(frames)) == "bcd"
+        waiting = asyncio.ensure_future(anext(frames))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # nothing to send: the stream waits for the next step instead of sending ""
+        job.events.put_nowait(("text", "e"))
+        assert text_of(await waiting) == "e"
+        for event in (("text", "f"), ("text", "g"), ("done", "abcdefg", "length", 7)):
+            job.events.put_nowait(event)
+        assert text_of(await anext(frames)) == "fg"  # the text that piled up before the end, then the end
+        end = json.loads(await anext(frames))
+        [choice] = end["choices"]
+        assert (choice["text"], choice["finish_reason"]) == ("", "length") and end.get("usage") is None
+        usage = json.loads(await anext(frames))
+        assert usage["choices"] == [] and usage["usage"] == {"prompt_tokens": 3, "completion_tokens": 7,
+                                                              "total_tokens": 10}
+        assert await anext(frames) == "[DONE]"
+        with pytest.raises(StopAsyncIteration):
+            await anext(frames)
+        assert job.cancelled  # the finally: a no-op on a finished job, the row's release on an abandoned one
+
+    asyncio.run(go())
+
+
+def test_stream_error_after_the_start_is_an_error_event_after_the_text_before_it():
+    async def go():
+        job, frames = fed_stream(("text", "a"))
+        assert text_of(await anext(frames)) == "a"
+        job.events.put_nowait(("text", "b"))
+        job.events.put_nowait(("error", 500, "generation failed: boom", "generation_failed", None))
+        assert text_of(await anext(frames)) == "b"
+        assert json.loads(await anext(frames)) == {"error": {"message": "generation failed: boom",
+                                                             "type": "server_error", "param": None,
+                                                             "code": "generation_failed"}}
+        assert await anext(frames) == "[DONE]"
+
+    asyncio.run(go())
 
 
 def test_stream_usage_with_stream_options(client):
@@ -78,7 +159,7 @@ def test_null_optional_fields_take_defaults(client):
     assert r["usage"]["completion_tokens"] == 16
 
 
-def test_concurrent_requests_batch_and_match_sequential_ones(make_client, exported_store):
+def test_concurrent_requests_batch_and_match_sequential_ones(make_client, exported_store, step_gate):
     """Continuous batching: rows joining and leaving a running batch give each request its own text."""
     bodies = [{"model": "2l", "prompt": p, "max_tokens": n, "seed": i}
               for i, (p, n) in enumerate([("ROMEO:", 40), ("JULIET:\nO", 5), ("A", 25), ("Good morrow", 60),
@@ -86,12 +167,26 @@ def test_concurrent_requests_batch_and_match_sequential_ones(make_client, export
 
     def run(concurrent: bool) -> list[str]:
         client = make_client(exported_store, max_batch_size=4, threads=1)
+        worker = client.app.state.router.workers[MODEL]
         post = functools.partial(client.post, "/v1/completions")
+        waiting = functools.partial(REGISTRY.get_sample_value, "gptzoo_requests_waiting", worker.labels)
         with ThreadPoolExecutor(len(bodies) if concurrent else 1) as pool:
-            rs = list(pool.map(lambda b: post(json=b), bodies))
+            if not concurrent:
+                rs = list(pool.map(lambda b: post(json=b), bodies))
+            else:
+                # Whether requests overlap would depend on how fast the threads send them compared with how fast
+                # the model decodes; the shut gate keeps the first admitted ones from decoding until all six are
+                # with the worker, so the batch must fill up when it opens.
+                with step_gate.shut():
+                    futures = [pool.submit(post, json=b) for b in bodies]
+                    step_gate.wait_held()
+                    deadline = time.monotonic() + 30
+                    while worker.peak_rows + waiting() < len(bodies):  # admitted + queued
+                        assert time.monotonic() < deadline, "the requests never all reached the worker"
+                        time.sleep(0.01)
+                rs = [f.result(timeout=60) for f in futures]
         assert all(r.status_code == 200 for r in rs), [r.text for r in rs]
-        peak = client.app.state.router.workers[MODEL].peak_rows
-        assert peak <= 4 and (peak > 1) == concurrent
+        assert worker.peak_rows == (4 if concurrent else 1)
         return [r.json()["choices"][0]["text"] for r in rs]
 
     together, alone = run(True), run(False)

@@ -42,18 +42,23 @@ def hold_a_slot(worker: ModelWorker) -> Job:
     return job
 
 
-def test_full_queue_is_429_and_a_long_wait_is_503(make_client, exported_store):
+def test_full_queue_is_429_and_a_long_wait_is_503(make_client, exported_store, step_gate):
     client = make_client(exported_store, max_batch_size=1, max_waiting=1, request_timeout=1.0, threads=1)
     refused = {r: value("gptzoo_requests_refused_total", reason=r) for r in ("overloaded", "queue_timeout")}
     held = hold_a_slot(client.app.state.router.workers[MODEL])
     try:
         with ThreadPoolExecutor(1) as pool:
-            # streamed, yet a real 503 when it times out in the queue: the answer starts only with the first token
-            queued = pool.submit(client.post, "/v1/completions", json={**BODY, "stream": True})
-            wait_until(lambda: value("gptzoo_requests_waiting") == 1, "the queued request")
-            r = client.post("/v1/completions", json=BODY)
-            assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text
-            assert r.json()["error"]["code"] == "overloaded" and "requests waiting" in r.json()["error"]["message"]
+            # Held at the gate the worker sweeps no queue, so the queued request cannot time out (after 1 s) before
+            # the test has seen it wait and had the next one refused, however slow the machine is today.
+            with step_gate.shut():
+                step_gate.wait_held()
+                # streamed, yet a real 503 when it times out in the queue: the answer starts only with the first
+                # token
+                queued = pool.submit(client.post, "/v1/completions", json={**BODY, "stream": True})
+                wait_until(lambda: value("gptzoo_requests_waiting") == 1, "the queued request")
+                r = client.post("/v1/completions", json=BODY)
+                assert r.status_code == 429 and r.headers["retry-after"] == "1", r.text
+                assert r.json()["error"]["code"] == "overloaded" and "requests waiting" in r.json()["error"]["message"]
             r = queued.result(timeout=30)
         assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
         e = r.json()["error"]
@@ -62,25 +67,30 @@ def test_full_queue_is_429_and_a_long_wait_is_503(make_client, exported_store):
         held.cancel()
     for reason, before in refused.items():
         assert value("gptzoo_requests_refused_total", reason=reason) == before + 1, reason
-    assert value("gptzoo_requests_waiting") == 0
+    # the worker sets the gauge just after it sends the 503 on its way: the answer can arrive first
+    wait_until(lambda: value("gptzoo_requests_waiting") == 0, "the queue gauge back at 0")
 
 
-def test_draining_finishes_queued_and_running_requests_and_refuses_new_ones(make_client, exported_store):
+def test_draining_finishes_queued_and_running_requests_and_refuses_new_ones(make_client, exported_store, step_gate):
     client = make_client(exported_store, max_batch_size=1, max_tokens=10_000, threads=1)
     router = client.app.state.router
     with ThreadPoolExecutor(2) as pool:
-        running = pool.submit(client.post, "/v1/completions", json={**BODY, "max_tokens": 5000})  # about a second
-        wait_until(lambda: value("gptzoo_requests_running") == 1, "the running request")
-        queued = pool.submit(client.post, "/v1/completions", json={**BODY, "max_tokens": 10})
-        wait_until(lambda: value("gptzoo_requests_waiting") == 1, "the queued request")
-        router.drain()  # what SIGTERM triggers
-        r = client.post("/v1/completions", json=BODY)
-        assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
-        assert r.json()["error"]["code"] == "shutting_down"
-        assert client.get("/readyz").status_code == 503  # load balancers stop sending
+        # Behind the shut gate the running request cannot finish (and free its slot for the queued one) before the
+        # drain has begun; the machine's speed no longer decides which of the two the drain finds where.
+        with step_gate.shut():
+            running = pool.submit(client.post, "/v1/completions", json={**BODY, "max_tokens": 500})
+            step_gate.wait_held()  # admitted and prefilled, held before its first decode step
+            queued = pool.submit(client.post, "/v1/completions", json={**BODY, "max_tokens": 10})
+            wait_until(lambda: value("gptzoo_requests_waiting") == 1, "the queued request")
+            router.drain()  # what SIGTERM triggers
+            r = client.post("/v1/completions", json=BODY)
+            assert r.status_code == 503 and r.headers["retry-after"] == "5", r.text
+            assert r.json()["error"]["code"] == "shutting_down"
+            assert client.get("/readyz").status_code == 503  # load balancers stop sending
+            assert not running.done() and not queued.done()
         finished = [f.result(timeout=60) for f in (running, queued)]
     assert [r.status_code for r in finished] == [200, 200], [r.text for r in finished]
-    assert [r.json()["usage"]["completion_tokens"] for r in finished] == [5000, 10]
+    assert [r.json()["usage"]["completion_tokens"] for r in finished] == [500, 10]
 
 
 def test_requests_still_running_at_the_drain_deadline_get_a_clear_error(make_client, exported_store):
@@ -99,20 +109,28 @@ def test_requests_still_running_at_the_drain_deadline_get_a_clear_error(make_cli
 def test_sigterm_lets_the_stream_in_flight_finish_then_exits_0(tmp_path, exported_store):
     n = 5000
     with server_process(tmp_path, exported_store, "--max-tokens", n, "--shutdown-timeout", 30) as (proc, base, log):
-        started, lines = threading.Event(), []
+        started, signalled, lines = threading.Event(), threading.Event(), []
 
         def stream() -> None:
             body = {**BODY, "max_tokens": n, "stream": True}
             with httpx.stream("POST", f"{base}/v1/completions", json=body, timeout=60) as r:
                 for line in r.iter_lines():
                     lines.append(line)
-                    started.set()
+                    if not started.is_set():
+                        started.set()
+                        # read on only once the signal is sent: the client has the stream's first line and not its
+                        # end when SIGTERM comes, however the threads are scheduled (counting the lines read by
+                        # then depended on that, and on how many deltas the server coalesced per frame)
+                        signalled.wait(60)
 
         reader = threading.Thread(target=stream)
         reader.start()
-        assert started.wait(30)
-        proc.send_signal(signal.SIGTERM)
-        assert len(lines) < n // 2  # the stream is well under way, not done
+        try:
+            assert started.wait(30)
+            proc.send_signal(signal.SIGTERM)
+        finally:
+            signalled.set()
+        assert lines[0].startswith("data: ") and "[DONE]" not in lines[0]
         try:  # during the drain: the listening socket closes soon, until then the app refuses
             r = httpx.post(f"{base}/v1/completions", json=BODY, timeout=10)
             assert r.status_code == 503 and r.json()["error"]["code"] == "shutting_down", r.text

@@ -1,6 +1,7 @@
 """/metrics: the service's own metrics are present, labelled by model and depth, and move with traffic."""
 
 import json
+import time
 
 from gptzoo.server import buckets
 from tests.server.conftest import MODEL, metric
@@ -29,7 +30,13 @@ def test_request_metrics_move_after_requests(client):
     assert client.post("/v1/completions", json=body).status_code == 200
     assert client.post("/v1/completions", json={**body, "stream": True}).status_code == 200
     assert client.post("/v1/completions", json={**body, "prompt": "é"}).status_code == 400
-    after = scrape(client)
+    # The worker sets the running gauge after the step that sent the last answer on its way, so the test may see
+    # that answer first; wait (bounded) for the gauge. Counters and histograms move before the answer is sent.
+    for _ in range(500):
+        after = scrape(client)
+        if metric(after, "gptzoo_requests_running", **L) == 0:
+            break
+        time.sleep(0.01)
 
     def delta(name, **labels):
         return metric(after, name, **labels) - metric(before, name, **labels)

@@ -77,7 +77,9 @@ def test_live_server_with_openai_client_and_api_key(tmp_path, exported_store):
         labels = {"model": MODEL, "layers": "2"}
         for _ in range(100):  # bounded: 10 s at most
             text = httpx.get(f"{base}/metrics").text
-            if metric(text, "gptzoo_requests_cancelled_total", **labels) == 2:
+            # the running gauge is set after the step whose end counted the cancellations: wait for both
+            if (metric(text, "gptzoo_requests_cancelled_total", **labels) == 2
+                    and metric(text, "gptzoo_requests_running", **labels) == 0):
                 break
             time.sleep(0.1)
         assert metric(text, "gptzoo_completion_requests_total", **labels, outcome="cancelled") == 2

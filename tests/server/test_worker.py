@@ -45,8 +45,10 @@ def test_cancelled_stream_leaves_the_batch(exported_store):
         kind, _ = await asyncio.wait_for(job.events.get(), 10)
         assert kind == "text"
         job.cancel()
-        for _ in range(500):  # bounded: the worker drops the row at its next step
-            if job.finished:
+        # bounded: the worker drops the row at its next step. Wait for the counters, not for `finished`: the worker
+        # sets that first and counts just after, so the test could read the counters in between.
+        for _ in range(500):
+            if [c._value.get() for c in counters] == [b + 1 for b in before]:
                 break
             await asyncio.sleep(0.01)
         return job

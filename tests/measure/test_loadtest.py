@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gptzoo.cli.main import app
-from gptzoo.server.loadtest import (
+from gptzoo.measure.loadtest import (
     ERROR_KINDS,
     LoadConfig,
     LoadTestError,
@@ -232,10 +232,13 @@ def test_twenty_streamed_requests_at_concurrency_four(server):
     assert d["tokens_per_s"] > 0 and d["requests_per_s"] > 0 and d["wall_s"] > 0
     assert set(d["errors"]) == set(ERROR_KINDS) and not any(d["errors"].values())
     assert d["status_codes"] == {"200": 20}
-    assert d["ttft_ms"]["n"] == d["e2e_ms"]["n"] == 20 and 0 < d["itl_ms"]["n"] <= 20 * 11
+    # The server coalesces the deltas that pile up while a client is busy, so how many frames (hence gaps) a stream
+    # has depends on scheduling: 0 to 11 per 12-token stream. The gaps' measurement is proven on canned streams above.
+    assert d["ttft_ms"]["n"] == d["e2e_ms"]["n"] == 20 and 0 <= d["itl_ms"]["n"] <= 20 * 11
     for key in ("ttft_ms", "itl_ms", "e2e_ms"):
         x = d[key]
-        assert 0 < x["p50"] <= x["p95"] <= x["p99"] <= x["max"], (key, x)
+        if x["n"]:
+            assert 0 < x["p50"] <= x["p95"] <= x["p99"] <= x["max"], (key, x)
     assert d["ttft_ms"]["p50"] <= d["e2e_ms"]["p50"]
     assert d["config"] == {"url": server, "model": "2l", "concurrency": 4, "requests": 20, "duration_s": None,
                            "max_tokens": 12, "prompt": "ROMEO:", "temperature": None, "seed": None, "stream": True,
@@ -261,7 +264,9 @@ def test_no_stream_and_duration_with_full_id(server):
     assert d["requests"]["ok"] == d["requests"]["total"] > 0 and d["config"]["requests"] == 100_000
     assert d["completion_tokens"] == 4 * d["requests"]["ok"]
     assert d["ttft_ms"]["n"] == 0 and d["itl_ms"]["n"] == 0 and d["e2e_ms"]["n"] == d["requests"]["ok"]
-    assert 1.0 <= d["wall_s"] < 30
+    # the duration ended the run (no new request after 1 s), not the request cap; how long the last ones took is
+    # the machine's business
+    assert d["wall_s"] >= 1.0 and d["requests"]["total"] < d["config"]["requests"]
 
 
 @pytest.mark.slow
