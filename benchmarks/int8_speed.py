@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from gptzoo.exports.bench import any_vocabulary, decode_run, export_random, random_models
+from gptzoo.measure.bench import any_vocabulary, decode_run, export_random, random_models
 from gptzoo.zoo.runtime import OnnxModel
 
 

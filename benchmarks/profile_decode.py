@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from gptzoo.exports.bench import any_vocabulary, export_random, random_models
+from gptzoo.measure.bench import any_vocabulary, export_random, random_models
 from gptzoo.zoo.generate import Batch
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams

@@ -29,7 +29,7 @@ def bench_cmd(
 ) -> None:
     """Measure tokens/s: nanoGPT-style generate (no cache) vs torch with a KV cache vs gptzoo on onnxruntime,
     batch 8 and 32 aggregate, time to first token and prefill speed, for each depth."""
-    from gptzoo.exports.bench import as_dicts, run_bench, run_policies
+    from gptzoo.measure.bench import as_dicts, run_bench, run_policies
 
     ds = tuple(int(d) for d in depths.split(",") if d.strip())
     if policies:

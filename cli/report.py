@@ -20,7 +20,7 @@ def report_cmd(
 ) -> None:
     """Write the depth study: val-loss curves per depth, final val loss vs depth, tokens/s and p95 latency vs depth,
     and the depth -> params / val loss / tokens/s / export size table, compared with nanoGPT's seed figures."""
-    from gptzoo.exports.report import write_report
+    from gptzoo.measure.report import write_report
 
     target = write_report(open_store(store), out_dir, measure, threads)
     out.print(f"wrote {target} and its plots", highlight=False)

@@ -98,19 +98,28 @@ def _finish_graph(path: Path, meta: dict) -> None:
     onnx.save(m, str(path))
 
 
+def export_model(model: GPT, path: Path, gptzoo_id: str, tokenizer: dict | None = None,
+                 val_loss: float | None = None) -> None:
+    """Write any GPT (trained or random weights) to `path` as the zoo's cached-step graph with its metadata; no
+    parity check (export_variant adds one before a variant's file is kept). Benchmarks export random models here."""
+    c = model.config
+    facts = {"gptzoo_id": gptzoo_id, "n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
+             "block_size": c.block_size, "vocab_size": c.vocab_size, "tokenizer": tokenizer, "val_loss": val_loss,
+             "opset": OPSET, "exporter": EXPORTER}
+    _export_to(model, path)
+    _finish_graph(path, {k: facts[k] for k in contract.METADATA_KEYS})
+
+
 def export_variant(variant: Variant, say=lambda msg: None) -> OnnxFacts:
     """Export `variant` to <variant>/model.onnx after a parity check; returns the export facts put in its card.
     Raises ParityError (nothing written) when the ONNX model does not match the torch model."""
     Store(variant.dir.parent).ensure_writable(variant.dir)  # before the minutes of export and parity
     _, model = checkpoint.load_variant(variant)
     card = variant.card
-    facts = {**card.to_dict(), "gptzoo_id": variant.id, "val_loss": card.val_loss, "opset": OPSET, "exporter": EXPORTER}
-    meta = {k: facts[k] for k in contract.METADATA_KEYS}
     target = variant.path(ONNX)
     with atomic.atomic_path(target) as tmp:
         say(f"exporting {variant.id} ({card.n_layer} layers) with {EXPORTER}, opset {OPSET}")
-        _export_to(model, tmp)
-        _finish_graph(tmp, meta)
+        export_model(model, tmp, variant.id, card.tokenizer, card.val_loss)
         say("checking parity against the torch model")
         parity = check_parity(model, tmp)
         if not parity["passed"]:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gptzoo.zoo.errors import GptzooError
 from gptzoo.zoo.generate import Batch
 from gptzoo.zoo.kv_step import TorchModel
 from gptzoo.zoo.model import GPT
@@ -25,7 +26,7 @@ GREEDY_TOKENS = 300
 DECODE_STEPS = 32
 
 
-class ParityError(Exception):
+class ParityError(GptzooError):
     def __init__(self, figures: dict):
         self.figures = figures
         super().__init__(

@@ -122,12 +122,10 @@ def random_models(depths=RANDOM_DEPTHS, seed: int = 0):
 
 def export_random(model: GPT, folder: Path) -> Path:
     """Export a random-weight model with the same exporter as the store's variants (parity not needed here)."""
-    from gptzoo.exports.onnx_export import _export_to, _finish_graph
+    from gptzoo.exports.onnx_export import export_model
 
     path = folder / f"random-{model.config.n_layer}l.onnx"
-    _export_to(model, path)
-    c = model.config
-    _finish_graph(path, {"n_layer": c.n_layer, "block_size": c.block_size, "vocab_size": c.vocab_size})
+    export_model(model, path, gptzoo_id=path.stem)
     return path
 
 

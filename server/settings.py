@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from gptzoo.zoo.errors import BadValue
+
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
@@ -47,7 +49,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         try:
             return msgspec.convert(values, cls, strict=False)
         except msgspec.ValidationError as e:
-            raise ValueError(f"invalid server setting: {e}") from e
+            raise BadValue(f"invalid server setting: {e}") from e
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from gptzoo.zoo.errors import BadValue
 from gptzoo.zoo.model import GPT
 from gptzoo.zoo.step_contract import StepRunner, attention_bias
 
@@ -17,7 +18,7 @@ def eval_windows(n_tokens: int, block_size: int, max_windows: int | None) -> np.
     over the split; all of them when `max_windows` is None or larger than what fits."""
     n_fit = (n_tokens - 1) // block_size
     if n_fit < 1:
-        raise ValueError(f"split of {n_tokens} tokens is shorter than one block of {block_size + 1}")
+        raise BadValue(f"split of {n_tokens} tokens is shorter than one block of {block_size + 1}")
     starts = np.arange(n_fit) * block_size
     if max_windows is not None and max_windows < n_fit:
         starts = starts[np.linspace(0, n_fit - 1, max_windows).round().astype(int)]

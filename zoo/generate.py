@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gptzoo.zoo.errors import BadValue
 from gptzoo.zoo.sampling import SamplingParams, sample
 from gptzoo.zoo.step_contract import StepRunner, attention_bias
 from gptzoo.zoo.tokenizers import Tokenizer
@@ -97,7 +98,7 @@ class Result:
 class Batch:
     def __init__(self, model: StepRunner, tokenizer: Tokenizer, policy: str = "half"):
         if policy not in POLICIES:
-            raise ValueError(f"unknown context policy {policy!r}; choose one of: {', '.join(POLICIES)}")
+            raise BadValue(f"unknown context policy {policy!r}; choose one of: {', '.join(POLICIES)}")
         self.model, self.tok, self.policy = model, tokenizer, policy
         self.block = model.shape.block_size
         self.rows: list[Row] = []
@@ -107,7 +108,7 @@ class Batch:
     # -- rows joining and leaving -------------------------------------------------------------------------------
     def new_row(self, prompt_ids: list[int], params: SamplingParams, on_text=None, tag=None) -> Row:
         if not prompt_ids:
-            raise ValueError("the prompt is empty")
+            raise BadValue("the prompt is empty")
         rng = np.random.default_rng(params.seed)
         return Row(prompt_ids[-self.block :], params, StopText(self.tok, params.stop), rng, on_text=on_text, tag=tag)
 
@@ -265,7 +266,7 @@ def policy_nll(model: StepRunner, streams: np.ndarray, policy: str) -> float:
     in generation (exact: a sliding window of block_size; half: re-prefill half a window when it fills). Measures
     what a context policy costs in quality, on real text."""
     if policy not in POLICIES:
-        raise ValueError(f"unknown context policy {policy!r}")
+        raise BadValue(f"unknown context policy {policy!r}")
     S, N = streams.shape
     B = model.shape.block_size
     zeros = np.zeros(S, int)

@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 
 from gptzoo.zoo import step_contract as contract
-from gptzoo.zoo.errors import BadValue, first_line
+from gptzoo.zoo.errors import BadValue, GptzooError, first_line
 from gptzoo.zoo.step_contract import GraphShape
 
 
-class OnnxLoadError(Exception):
+class OnnxLoadError(GptzooError):
     """The ONNX file cannot be loaded or does not fit the zoo's graph contract."""
 
 
