@@ -12,7 +12,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
-from gptzoo.server import metrics
+from gptzoo.server import outcomes
 
 log = logging.getLogger("gptzoo.server")
 
@@ -41,11 +41,10 @@ class ApiError(Exception):
     """A failure the client should see, with its status code and a human-readable message."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
-                 headers: dict[str, str] | None = None, counted: bool = False):
+                 headers: dict[str, str] | None = None):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers or {}
-        self.counted = counted  # the worker already counted the request's outcome
 
 
 def clip(text: str, limit: int = ECHO_CHARS) -> str:
@@ -64,15 +63,11 @@ def error_response(status: int, message: str, param: str | None = None, code: st
 
 
 def _count(request: Request, outcome: str) -> None:
-    """Completion requests that fail count by outcome too (unknown model names never become label values)."""
-    if request.scope.get("path_template") == "/v1/completions":
-        labels = request.scope.get("state", {}).get("gptzoo_model_labels") or {"model": "", "layers": ""}
-        metrics.REQUESTS.labels(**labels, outcome=outcome).inc()
+    outcomes.record(request.scope, outcome)
 
 
 def on_api_error(request: Request, exc: ApiError) -> Response:
-    if not exc.counted:
-        _count(request, exc.code or "error")
+    _count(request, exc.code or "error")
     return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
 
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import msgspec
 from litestar.types import Receive
 
+from gptzoo.server import outcomes
 from gptzoo.server.errors import TYPES, ApiError, ErrorBody, ErrorResponse, bad_request, clip
+from gptzoo.server.events import Done, Failed, TextDelta
 from gptzoo.server.router import ModelRouter
 from gptzoo.server.schemas import (
     NEUTRAL,
@@ -43,18 +45,18 @@ class Prepared:
     worker: ModelWorker
     job: Job
     include_usage: bool
+    scope: dict  # the request's ASGI scope: its outcome is recorded there, once (gptzoo.server.outcomes)
 
 
 class CompletionService:
     def __init__(self, router: ModelRouter, settings: Settings):
         self.router, self.settings = router, settings
 
-    async def prepare(self, req: CompletionRequest, state: dict | None = None) -> Prepared:
+    async def prepare(self, req: CompletionRequest, scope: dict) -> Prepared:
         """Every check a request can fail, then the job queued; raises ApiError (never after streaming starts).
-        `state` (the request's scope state) gets the model's metric labels, so later failures count under it."""
+        The request's `scope` gets the model's metric labels, so its outcome counts under the model."""
         worker = self.router.get(req.model)
-        if state is not None:
-            state["gptzoo_model_labels"] = worker.labels
+        scope.setdefault("state", {})["gptzoo_model_labels"] = worker.labels
         worker = self.router.ready(req.model)
         if req.n not in (None, 1):
             raise bad_request(f"n={clip(str(req.n))} is not supported: this server returns one choice per request "
@@ -83,28 +85,28 @@ class CompletionService:
         if len(ids) > self.settings.max_prompt_tokens:
             raise bad_request(f"the prompt is {len(ids)} tokens long; this server accepts at most "
                               f"{self.settings.max_prompt_tokens} (and {worker.id} reads only the last "
-                              f"{worker.model.shape.block_size})", "prompt", "prompt_too_long")
+                              f"{worker.block_size})", "prompt", "prompt_too_long")
         job = Job(ids, params, stream=bool(req.stream))
         worker.submit(job)
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return Prepared(f"cmpl-{uuid.uuid4().hex}", int(time.time()), worker, job, include_usage)
+        return Prepared(f"cmpl-{uuid.uuid4().hex}", int(time.time()), worker, job, include_usage, scope)
 
     async def _encode(self, worker: ModelWorker, prompt: str) -> list[int]:
         try:
             if len(prompt) > THREAD_TOKENIZE_CHARS:
-                return await asyncio.to_thread(worker.tokenizer.encode, prompt)
-            return worker.tokenizer.encode(prompt)
+                return await asyncio.to_thread(worker.encode, prompt)
+            return worker.encode(prompt)
         except UnknownCharacters as e:
             shown = ", ".join(repr(c) for c in e.chars[:20]) + (" …" if len(e.chars) > 20 else "")
             raise bad_request(f"the prompt has {len(e.chars)} character(s) outside {worker.id}'s vocabulary: {shown}",
                               "prompt", "unknown_characters") from None
 
-    async def first_event(self, p: Prepared, receive: Receive) -> tuple:
-        """The job's first event (for a plain request, its result); an error event is raised as ApiError.
+    async def first_event(self, p: Prepared, receive: Receive) -> TextDelta | Done:
+        """The job's first event (for a plain request, its result); a Failed event is raised as ApiError.
 
         Litestar does not cancel a handler whose client hung up, so this also listens for the disconnect: the job
-        is then cancelled (its row leaves the batch at the next step) and 499 raised to nobody. (A stream that has
-        started is cancelled by Litestar itself, which ends `stream` below.)"""
+        is then cancelled (its row leaves the batch at the next step), counted as cancelled, and 499 raised to
+        nobody. (A stream that has started is cancelled by Litestar itself, which ends `stream` below.)"""
         get = asyncio.ensure_future(p.job.events.get())
         gone = asyncio.ensure_future(client_gone(receive))
         try:
@@ -115,23 +117,26 @@ class CompletionService:
                 get.cancel()
                 p.job.cancel()
         if not get.done():
-            raise ApiError(499, "the client closed the connection", code="client_closed", counted=True)
+            outcomes.record(p.scope, "cancelled")
+            raise ApiError(499, "the client closed the connection", code="client_closed")
         event = get.result()
-        if event[0] == "error":
-            _, status, message, code, headers = event
-            raise ApiError(status, message, code=code, headers=headers, counted=True)
+        if isinstance(event, Failed):
+            raise ApiError(event.status, event.message, code=event.code, headers=event.headers)
         return event
 
     async def release(self, p: Prepared) -> None:
-        p.job.cancel()  # a no-op once the job finished
+        """After a stream's response, however it ended: a stream Litestar cancelled (client gone) may never have run
+        its own `finally`, so the job is cancelled and counted here too (both no-ops if it ended normally)."""
+        p.job.cancel()
+        outcomes.record(p.scope, "cancelled")
 
-    def response(self, p: Prepared, event: tuple) -> CompletionResponse:
-        _, text, reason, n = event
+    def response(self, p: Prepared, event: Done) -> CompletionResponse:
+        outcomes.record(p.scope, event.finish_reason)
         return CompletionResponse(id=p.id, created=p.created, model=p.worker.id,
-                                  choices=[CompletionChoice(text=text, finish_reason=reason)],
-                                  usage=usage(p, n))
+                                  choices=[CompletionChoice(text=event.text, finish_reason=event.finish_reason)],
+                                  usage=usage(p, event.completion_tokens))
 
-    async def stream(self, p: Prepared, event: tuple) -> AsyncIterator[str]:
+    async def stream(self, p: Prepared, event: TextDelta | Done) -> AsyncIterator[str]:
         """OpenAI's chunk format as SSE data from the first event on, ending with `[DONE]`; an error after the start
         becomes an error event."""
         def chunk(choices: list[CompletionChoice], n_generated: int | None = None) -> str:
@@ -141,32 +146,34 @@ class CompletionService:
 
         try:
             while True:
-                if event[0] == "text":
+                if isinstance(event, TextDelta):
                     # a client slower than the decode gets what piled up in one chunk, not one write per token
-                    text, event = event[1], None
+                    text, event = event.text, None
                     while event is None and not p.job.events.empty():
                         nxt = p.job.events.get_nowait()
-                        if nxt[0] == "text":
-                            text += nxt[1]
+                        if isinstance(nxt, TextDelta):
+                            text += nxt.text
                         else:
                             event = nxt
                     yield chunk([CompletionChoice(text=text)])
                     if event is not None:
                         continue
-                elif event[0] == "done":
-                    yield chunk([CompletionChoice(text="", finish_reason=event[2])])
+                elif isinstance(event, Done):
+                    outcomes.record(p.scope, event.finish_reason)
+                    yield chunk([CompletionChoice(text="", finish_reason=event.finish_reason)])
                     if p.include_usage:  # OpenAI's stream_options: one more chunk, no choices, the usage
-                        yield chunk([], event[3])
+                        yield chunk([], event.completion_tokens)
                     break
                 else:
-                    _, status, message, code, _ = event
-                    error = ErrorBody(message, TYPES.get(status, "server_error"), None, code)
+                    outcomes.record(p.scope, event.code)
+                    error = ErrorBody(event.message, TYPES.get(event.status, "server_error"), None, event.code)
                     yield msgspec.json.encode(ErrorResponse(error)).decode()
                     break
                 event = await p.job.events.get()
             yield "[DONE]"
         finally:  # also when Litestar cancels the stream because the client left
             p.job.cancel()
+            outcomes.record(p.scope, "cancelled")  # a no-op when the end was recorded above
 
 
 def one_prompt(prompt: str | list[str | int]) -> str:

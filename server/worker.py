@@ -3,8 +3,9 @@
 onnxruntime's `run` blocks and `Batch` is not thread-safe, so a dedicated thread owns both. Requests (`Job`s) queue
 up; between decode steps the thread admits waiting jobs into the running Batch (one prefill call for all of them,
 up to max_batch_size rows) and drops finished or cancelled ones. Results go back to the event loop that submitted
-the job through `loop.call_soon_threadsafe`, as events on the job's asyncio.Queue: ("text", delta) while streaming,
-then ("done", text, finish_reason, completion_tokens) or ("error", status, message, code, headers).
+the job through `loop.call_soon_threadsafe`, as typed events (gptzoo.server.events) on the job's asyncio.Queue:
+TextDelta while streaming, then Done or Failed. The worker measures latency, tokens and refusals; the request's
+outcome is counted once, on the HTTP side (gptzoo.server.outcomes).
 
 Refusals (429 queue full, 503 queue timeout or shutting down) carry Retry-After and count in gptzoo_requests_refused.
 On shutdown the worker drains: no new jobs, queued and running ones go on until the drain deadline.
@@ -24,6 +25,7 @@ from datetime import datetime
 
 from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
+from gptzoo.server.events import Done, Event, Failed, TextDelta
 from gptzoo.server.settings import Settings
 from gptzoo.zoo.card import Card
 from gptzoo.zoo.errors import first_line
@@ -53,7 +55,7 @@ class Job:
         self.seen = 0  # tokens already accounted for in the latency metrics
         self.last_token_at = 0.0
 
-    def emit(self, *event) -> None:
+    def emit(self, event: Event) -> None:
         with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
             self.loop.call_soon_threadsafe(self.events.put_nowait, event)
 
@@ -96,6 +98,15 @@ class ModelWorker:
     @property
     def ready(self) -> bool:
         return self.state == READY
+
+    @property
+    def block_size(self) -> int:
+        """The model's context window (tokens it reads); only for a ready worker."""
+        return self.model.shape.block_size
+
+    def encode(self, text: str) -> list[int]:
+        """The prompt's token ids; UnknownCharacters for text outside a char model's vocabulary."""
+        return self.tokenizer.encode(text)
 
     # -- life cycle -------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -183,8 +194,7 @@ class ModelWorker:
 
     def _refusal(self, status: int, message: str, code: str, retry_after: str) -> ApiError:
         metrics.REFUSED.labels(**self.labels, reason=code).inc()
-        metrics.REQUESTS.labels(**self.labels, outcome=code).inc()
-        return ApiError(status, message, code=code, headers={"Retry-After": retry_after}, counted=True)
+        return ApiError(status, message, code=code, headers={"Retry-After": retry_after})
 
     def _serve(self) -> None:
         batch = Batch(self.model, self.tokenizer, self.settings.policy)
@@ -226,7 +236,7 @@ class ModelWorker:
         keep: deque[Job] = deque()
         for job in self._pending:
             if job.cancelled:
-                self._finish(job, "cancelled", now)
+                self._finish(job, now)
             elif cut:
                 self._refuse(job, 503, "the server shut down before this request got a batch slot", "shutting_down",
                              RETRY_SHUTDOWN)
@@ -246,7 +256,7 @@ class ModelWorker:
         for job in new:
             self.m.queue.observe(now - job.arrival)
             self.m.prompt_tokens.inc(len(job.prompt_ids))
-            on_text = (lambda delta, job=job: job.emit("text", delta)) if job.stream else None
+            on_text = (lambda delta, job=job: job.emit(TextDelta(delta))) if job.stream else None
             rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job))
         if rows:
             batch.add(rows)
@@ -259,20 +269,20 @@ class ModelWorker:
         self._retire(batch, time.perf_counter())
 
     def _retire(self, batch: Batch, now: float, cut: bool = False) -> None:
-        """Rows leave the batch when done, cancelled (client gone) or cut off by the shutdown."""
-        leaving = []
-        for r in batch.rows:
-            job = r.tag
-            if r.done:
-                self._finish(job, r.finish_reason, now, r)
-            elif job.cancelled:
-                self._finish(job, "cancelled", now)
-            elif cut:
-                self._fail(job, 503, "the server shut down before this request finished", "shutting_down")
-            else:
-                continue
-            leaving.append(r)
+        """Rows leave the batch when done, cancelled (client gone) or cut off by the shutdown. The gauges move before
+        the answers go out, so whoever holds an answer sees the metrics that include it."""
+        leaving = [r for r in batch.rows if r.done or r.tag.cancelled or cut]
+        if not leaving:
+            return
         batch.remove(leaving)
+        self.m.running.set(len(batch.rows))
+        for r in leaving:
+            if r.done:
+                self._finish(r.tag, now, r)
+            elif r.tag.cancelled:
+                self._finish(r.tag, now)
+            else:
+                self._fail(r.tag, 503, "the server shut down before this request finished", "shutting_down")
 
     def _account(self, rows: list[Row], t: float) -> None:
         """Latency metrics for the tokens that appeared since the last call."""
@@ -290,21 +300,20 @@ class ModelWorker:
         if fresh:
             self.m.generation_tokens.inc(fresh)
 
-    def _finish(self, job: Job, outcome: str, now: float, row: Row | None = None) -> None:
+    def _finish(self, job: Job, now: float, row: Row | None = None) -> None:
+        """A row that generated to its end (`row`), or a job whose client left (no row: nobody to answer)."""
         job.finished = True
-        metrics.REQUESTS.labels(**self.labels, outcome=outcome).inc()
-        if outcome == "cancelled":
+        if row is None:
             metrics.CANCELLED.labels(**self.labels).inc()
-        elif row is not None:
-            metrics.E2E.labels(**self.labels).observe(now - job.arrival)
-            job.emit("done", row.text.text, row.finish_reason, len(row.generated))
+            return
+        metrics.E2E.labels(**self.labels).observe(now - job.arrival)
+        job.emit(Done(row.text.text, row.finish_reason, len(row.generated)))
 
     def _fail(self, job: Job, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
         if job.finished:
             return
         job.finished = True
-        metrics.REQUESTS.labels(**self.labels, outcome=code).inc()
-        job.emit("error", status, message, code, headers)
+        job.emit(Failed(status, message, code, headers))
 
     def _refuse(self, job: Job, status: int, message: str, code: str, retry_after: str) -> None:
         """A queued job turned away before generating anything: a refusal, with Retry-After."""

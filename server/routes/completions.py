@@ -35,7 +35,7 @@ async def create_completion(
 ) -> CompletionResponse:
     """OpenAI's completions API. With `stream: true` the answer is `text/event-stream`: one `text_completion`
     chunk per piece of text, the finish reason in the last chunk, then `data: [DONE]`."""
-    prepared = await service.prepare(data, request.scope.setdefault("state", {}))
+    prepared = await service.prepare(data, request.scope)
     first = await service.first_event(prepared, request.receive)
     if data.stream:
         # explicit Content-Type: Litestar would otherwise apply the handler's JSON media type to the stream. The

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import pytest
 from prometheus_client import REGISTRY
 
+from gptzoo.server.events import Done, Failed, TextDelta
 from gptzoo.server.serving import CompletionService, Prepared
 from tests.server.conftest import MODEL, sse_events
 
@@ -88,9 +89,10 @@ class FedJob:
         self.cancelled = True
 
 
-def fed_stream(first: tuple, include_usage=False):
+def fed_stream(first, include_usage=False, scope=None):
     job = FedJob()
-    p = Prepared("cmpl-test", 0, SimpleNamespace(id=MODEL), job, include_usage)
+    scope = {"path_template": "/v1/completions", "state": {}} if scope is None else scope
+    p = Prepared("cmpl-test", 0, SimpleNamespace(id=MODEL), job, include_usage, scope)
     return job, CompletionService(router=None, settings=None).stream(p, first)
 
 
@@ -102,17 +104,18 @@ def text_of(frame: str) -> str:
 
 def test_stream_sends_each_delta_as_it_comes_and_coalesces_only_what_piled_up():
     async def go():
-        job, frames = fed_stream(("text", "a"), include_usage=True)
+        scope = {"path_template": "/v1/completions", "state": {}}
+        job, frames = fed_stream(TextDelta("a"), include_usage=True, scope=scope)
         assert text_of(await anext(frames)) == "a"  # nothing else waiting: the first token goes out alone
         for delta in "bcd":  # three steps while the client was busy writing: one frame
-            job.events.put_nowait(("text", delta))
+            job.events.put_nowait(TextDelta(delta))
         assert text_of(await anext(frames)) == "bcd"
         waiting = asyncio.ensure_future(anext(frames))
         await asyncio.sleep(0.01)
         assert not waiting.done()  # nothing to send: the stream waits for the next step instead of sending ""
-        job.events.put_nowait(("text", "e"))
+        job.events.put_nowait(TextDelta("e"))
         assert text_of(await waiting) == "e"
-        for event in (("text", "f"), ("text", "g"), ("done", "abcdefg", "length", 7)):
+        for event in (TextDelta("f"), TextDelta("g"), Done("abcdefg", "length", 7)):
             job.events.put_nowait(event)
         assert text_of(await anext(frames)) == "fg"  # the text that piled up before the end, then the end
         end = json.loads(await anext(frames))
@@ -125,16 +128,17 @@ def test_stream_sends_each_delta_as_it_comes_and_coalesces_only_what_piled_up():
         with pytest.raises(StopAsyncIteration):
             await anext(frames)
         assert job.cancelled  # the finally: a no-op on a finished job, the row's release on an abandoned one
+        assert scope["state"]["gptzoo_outcome"] == "length"  # counted once, as the finish reason
 
     asyncio.run(go())
 
 
 def test_stream_error_after_the_start_is_an_error_event_after_the_text_before_it():
     async def go():
-        job, frames = fed_stream(("text", "a"))
+        job, frames = fed_stream(TextDelta("a"))
         assert text_of(await anext(frames)) == "a"
-        job.events.put_nowait(("text", "b"))
-        job.events.put_nowait(("error", 500, "generation failed: boom", "generation_failed", None))
+        job.events.put_nowait(TextDelta("b"))
+        job.events.put_nowait(Failed(500, "generation failed: boom", "generation_failed"))
         assert text_of(await anext(frames)) == "b"
         assert json.loads(await anext(frames)) == {"error": {"message": "generation failed: boom",
                                                              "type": "server_error", "param": None,
