@@ -7,14 +7,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.conftest import REPO
-from tests.server.conftest import free_port
+from tests.server.conftest import server_process
 
 pytestmark = pytest.mark.slow
 
@@ -71,27 +70,11 @@ def test_serve_and_cpu_extras_serve_an_exported_store_without_torch(venv, export
                        timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert subprocess.run([bin_ / "python", "-c", "import torch"], capture_output=True).returncode != 0
-    port = free_port()
-    log = tmp_path / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen([bin_ / "gptzoo", "serve", "--store", exported_store, "--port", str(port),
-                                 "--threads", "1"], stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180  # generous: start-up speed is not what this test checks
-        while True:
-            assert proc.poll() is None, log.read_text()
-            assert time.monotonic() < deadline, log.read_text()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
+    # generous start-up: its speed is not what this test checks
+    with server_process(tmp_path, exported_store, cli=[bin_ / "gptzoo"], startup_s=180) as (proc, base, log):
         r = httpx.post(f"{base}/v1/completions", json={"model": "2l", "prompt": "ROMEO:", "max_tokens": 5},
                        timeout=60)
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 5, r.text
-    finally:
         proc.terminate()
         proc.wait(timeout=60)
     assert "torch" not in log.read_text()

@@ -135,13 +135,16 @@ def gptzoo(*args) -> list[str]:
 
 
 @contextmanager
-def server_process(tmp_path: Path, store: Path, *flags, env: dict | None = None, startup_s: float = 60):
+def server_process(tmp_path: Path, store: Path, *flags, env: dict | None = None, startup_s: float = 60,
+                   cli: list | None = None):
     """`gptzoo serve` on a free loopback port, ready to answer; yields (process, base_url, log_path) and kills the
     process afterwards if it still runs (stopping it is the test's business)."""
     port = free_port()
     log = tmp_path / f"serve-{port}.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen(gptzoo("serve", "--store", store, "--port", port, "--threads", 1, *flags),
+        # `cli`: another installation's `gptzoo` (the test of a torch-free install); default this checkout's
+        proc = subprocess.Popen([*(cli or gptzoo()), *map(str, ("serve", "--store", store, "--port", port,
+                                                                "--threads", 1, *flags))],
                                 stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     try:
