@@ -3,11 +3,17 @@
     gptzoo serve --store DIR --port 8000 &                            # a running server (loopback)
     python benchmarks/loadtest_sweep.py --url http://127.0.0.1:8000   # every ready model at 1,2,4,...,64 clients
     python benchmarks/loadtest_sweep.py --models 1l,4l --concurrency 1,8,32 --max-tokens 32 --plot /tmp/lt.png
+    gptzoo serve --store DIR --cpus 0 --threads 1 &                   # on 2 cores: server on core 0 ...
+    python benchmarks/loadtest_sweep.py --cpus 1 --concurrency 1,8,32  # ... the clients on core 1
 
 For each model and concurrency level it sends `--requests-per-client` streamed requests per client (at least
 `--min-requests`), prints one markdown table (model, concurrency, tok/s, TTFT, ITL and e2e percentiles, errors) and
 plots aggregate tokens/s and p99 latency (TTFT and end-to-end) against concurrency, one line per model. Needs
 matplotlib for the plot (`pip install -e '.[report]'`); `--plot ''` skips it.
+
+Tokens are counted as `gptzoo loadtest` counts them: the server's usage (stream_options.include_usage); a tok/s cell
+marked "(chunks)" comes from a server that sent none, whose text chunks were counted instead. ITL is the gap between
+chunks, and one chunk may hold several tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from gptzoo.measure.loadtest import LoadConfig, LoadTestError, check_url, run
+from gptzoo.measure.pinning import CpuListError, check_cpus, pin
 
 DEFAULT_PLOT = Path(__file__).resolve().parents[1] / "docs" / "loadtest.png"
 
@@ -73,8 +80,10 @@ def markdown(rows: list[dict]) -> str:
     for d in rows:
         errors = {k: n for k, n in d["errors"].items() if n}
         err = f"{sum(errors.values())} ({', '.join(f'{k} {n}' for k, n in errors.items())})" if errors else "0"
+        # a count that is not the server's usage is never shown as if it were
+        source = "" if d.get("tokens_from") in ("usage", None) else f" ({d['tokens_from']})"
         lines.append(f"| {d['config']['model']} | {d['config']['concurrency']} | {d['requests']['ok']}/"
-                     f"{d['requests']['total']} | {d['tokens_per_s']:,.0f} | {d['requests_per_s']:,.1f} | "
+                     f"{d['requests']['total']} | {d['tokens_per_s']:,.0f}{source} | {d['requests_per_s']:,.1f} | "
                      f"{_ms(d['ttft_ms']['p50'])} | {_ms(d['ttft_ms']['p99'])} | {_ms(d['itl_ms']['p99'])} | "
                      f"{_ms(d['e2e_ms']['p50'])} | {_ms(d['e2e_ms']['p99'])} | {err} |")
     return "\n".join(lines)
@@ -135,10 +144,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     p.add_argument("--api-key", default=None)
     p.add_argument("--allow-remote", action="store_true", help="allow a host that is not loopback")
+    p.add_argument("--cpus", default=None, metavar="LIST",
+                   help="pin this process to these CPUs (taskset syntax), others than `gptzoo serve --cpus`")
     p.add_argument("--plot", default=str(DEFAULT_PLOT), help="PNG to write ('' for none)")
     p.add_argument("--json", dest="json_path", default="", help="also write every report to this JSON file")
     p.add_argument("--title", default="", help="plot title [default: the request shape]")
     args = p.parse_args(argv)
+    if args.cpus is not None:
+        try:
+            pin(check_cpus(args.cpus))
+        except CpuListError as e:
+            p.error(f"--cpus: {e}")  # a usage error: exit 2
     try:
         rows = sweep(args)
     except LoadTestError as e:

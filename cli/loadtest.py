@@ -45,31 +45,49 @@ def loadtest_cmd(
     allow_remote: Annotated[bool, typer.Option("--allow-remote",
                                                help="Allow a host that is not loopback (127.0.0.0/8, ::1, "
                                                     "localhost).")] = False,
+    cpus: Annotated[
+        str | None,
+        typer.Option("--cpus", metavar="LIST", show_default=False,
+                     help="Pin the load generator to these CPUs (taskset syntax: 1, 0,2, 2-3). On a small machine "
+                          "pin the server to others (`gptzoo serve --cpus 0`), or it measures the client too.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Load a running server with concurrent clients and report throughput and latency.
 
     Each of `--concurrency` clients sends POST /v1/completions requests one after the other until `--requests`
     were sent in all or `--duration` seconds passed. Reports requests/s, aggregate completion tokens/s, time to
-    first token (TTFT), inter-token latency (ITL, between streamed chunks) and end-to-end latency at p50/p95/p99,
-    and failures by kind (http_429, http_503, http_4xx, http_5xx, timeout, connection, protocol, stream_error).
+    first token (TTFT), inter-token latency (ITL, between streamed chunks: one chunk may hold several tokens) and
+    end-to-end latency at p50/p95/p99, and failures by kind (http_429, http_503, http_4xx, http_5xx, timeout,
+    connection, protocol, stream_error). Completion tokens come from the server's `usage` (streams ask for
+    stream_options.include_usage); a server that sends none gets its text chunks counted, and the report says so.
     A client answered 429 waits Retry-After (at most 1 s). Failed requests are reported, not fatal: the exit code
-    is 1 only when the server cannot be reached at the start, 2 for a non-loopback URL without --allow-remote.
+    is 1 only when the server cannot be reached at the start, 2 for a non-loopback URL without --allow-remote or a
+    bad --cpus list.
     """
     from gptzoo.measure.loadtest import LoadConfig, RemoteNotAllowed, run
+    from gptzoo.measure.pinning import CpuListError, check_cpus, pin
 
     cfg = LoadConfig(url=url, model=model, concurrency=concurrency, requests=requests, duration=duration,
                      max_tokens=max_tokens, prompt=prompt, temperature=temperature, seed=seed, stream=stream,
                      timeout=timeout, api_key=api_key, allow_remote=allow_remote)
     try:
         cfg = cfg.validated()
+        pinned = check_cpus(cpus) if cpus is not None else None
     except RemoteNotAllowed as e:
         fail(str(e), code=2)
+    except CpuListError as e:
+        fail(f"--cpus: {e}", code=2)
+    if pinned:
+        pin(pinned)  # before the event loop and httpx start: what they start inherits the mask
     report = _run_with_progress(cfg, run, show=not as_json and err.is_terminal)
     d = report.to_dict()
     if report.server_models is not None and model not in report.server_models:
         err.print(f"[yellow]warning:[/] the server does not list model {model!r} "
                   f"(it lists: {', '.join(report.server_models) or 'none'})", highlight=False)
+    if d["tokens_from"] not in (None, "usage"):
+        err.print(f"[yellow]warning:[/] {TOKENS_FROM[d['tokens_from']]}: completion tokens and tokens/s are not "
+                  "exact", highlight=False)
     if as_json:
         print(json.dumps(d, indent=2))
         return
@@ -96,6 +114,14 @@ def _run_with_progress(cfg, run, show: bool):
         return run(cfg, on_result)
 
 
+TOKENS_FROM = {
+    "usage": "from usage",
+    "chunks": "the server sent no usage: text chunks counted (a chunk may hold several tokens)",
+    "none": "the server sent no usage: 0 counted",
+    "mixed": "some answers had no usage: their text chunks counted",
+}
+
+
 def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}" if v < 10 else f"{v:,.1f}"
 
@@ -111,13 +137,20 @@ def print_report(d: dict, console: Console) -> None:
     summary.add_row("requests ok / failed", f"{r['ok']:,} / {r['failed']:,}")
     summary.add_row("wall time", f"{d['wall_s']:.2f} s")
     summary.add_row("requests/s", f"{d['requests_per_s']:,.2f}")
-    summary.add_row("completion tokens", f"{d['completion_tokens']:,}")
+    source = TOKENS_FROM.get(d["tokens_from"], "")
+    summary.add_row("completion tokens", f"{d['completion_tokens']:,}" + (f" ({source})" if source else ""))
+    if c["stream"]:
+        summary.add_row("text chunks", f"{d['text_chunks']:,}")
     summary.add_row("tokens/s (aggregate)", f"{d['tokens_per_s']:,.1f}")
+    if d.get("client_cpus") is not None:
+        from gptzoo.measure.pinning import format_cpus
+
+        summary.add_row("client CPUs", format_cpus(d["client_cpus"]))
     console.print(summary)
     lat = Table(title="latency (ms, successful requests)")
     for col in ("", "n", "p50", "p95", "p99", "mean", "max"):
         lat.add_column(col, justify="left" if not col else "right")
-    for name, key in (("TTFT", "ttft_ms"), ("ITL", "itl_ms"), ("end-to-end", "e2e_ms")):
+    for name, key in (("TTFT", "ttft_ms"), ("ITL (between chunks)", "itl_ms"), ("end-to-end", "e2e_ms")):
         x = d[key]
         lat.add_row(name, f"{x['n']:,}", *(_ms(x[k]) for k in ("p50", "p95", "p99", "mean", "max")))
     console.print(lat)

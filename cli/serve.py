@@ -48,7 +48,14 @@ def serve_cmd(
                                             "disconnected.")
     ] = 30.0,
     threads: Annotated[
-        int | None, typer.Option(min=1, show_default=False, help="onnxruntime threads per model [default: all cores].")
+        int | None, typer.Option(min=1, show_default=False,
+                                 help="onnxruntime threads per model [default: all cores, or one per --cpus CPU].")
+    ] = None,
+    cpus: Annotated[
+        str | None,
+        typer.Option("--cpus", metavar="LIST", show_default=False,
+                     help="Pin the server (every worker and thread) to these CPUs (taskset syntax: 0, 0,2, 0-3), "
+                          "e.g. to keep `gptzoo loadtest --cpus 1` off its cores."),
     ] = None,
     log_level: Annotated[
         Literal["critical", "error", "warning", "info", "debug"], typer.Option(help="Server log level.")
@@ -64,9 +71,17 @@ def serve_cmd(
     """
     import uvicorn
 
+    from gptzoo.measure.pinning import CpuListError, check_cpus, format_cpus, pin
     from gptzoo.server.settings import Settings
     from gptzoo.zoo.runtime import choose_providers
 
+    try:
+        pinned = check_cpus(cpus) if cpus is not None else None
+    except CpuListError as e:
+        fail(f"--cpus: {e}", code=2)
+    if pinned and threads is None:
+        # onnxruntime's default pool pins its threads to every core itself, escaping the process's mask
+        threads = len(pinned)
     the_store = open_store(store)
     variants, broken = the_store.scan()
     for b in broken:
@@ -87,6 +102,10 @@ def serve_cmd(
                   highlight=False)
     err.print(f"serving {sum(v.exported for v in variants)} exported variant(s) from {the_store.root} at "
               f"http://{host}:{port} (API /v1, OpenAPI /schema, metrics /metrics)", highlight=False)
+    if pinned:
+        pin(pinned)  # before uvicorn: its threads, the model threads and worker processes inherit the mask
+        err.print(f"pinned to CPU(s) {format_cpus(pinned)}, {threads} onnxruntime thread(s) per model",
+                  highlight=False)
     # uvicorn drains on SIGTERM, then restores the handler it found and raises the signal again; with the default
     # handler that kills the process (exit -15) after a clean shutdown. As Ctrl-C's handler it ends in the
     # KeyboardInterrupt that uvicorn.run swallows: exit 0.

@@ -3,6 +3,12 @@ sending one request after the other, streamed (Server-Sent Events) or not, for a
 duration. It measures per request the time to first token (TTFT), the inter-token latencies (ITL, the gaps between
 text chunks), the end-to-end latency and the completion tokens, and classifies failures by kind.
 
+Tokens are what users get, not what the wire shows: a server may put several tokens in one SSE chunk (gptzoo's
+coalesces the deltas that pile up while a client is behind), so streamed requests ask for
+`stream_options.include_usage` and take `completion_tokens` from the final usage chunk. A server that ignores it
+gets its text chunks counted instead, and the report says so (`tokens_from`), never silently. ITL stays a gap between
+chunks: with coalescing, one gap may cover several tokens.
+
 It is a plain HTTP client: nothing here imports the rest of gptzoo.server, so it can load any OpenAI-compatible
 server. Every run is bounded: at most MAX_REQUESTS requests, MAX_DURATION_S seconds of issuing, MAX_CONCURRENCY
 clients, and each request under its own timeout. Only loopback hosts are accepted unless `allow_remote` is set.
@@ -18,6 +24,7 @@ import dataclasses
 import ipaddress
 import json
 import math
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -123,6 +130,8 @@ class RequestResult:
     itl_s: list[float] = field(default_factory=list)  # gaps between successive non-empty text chunks
     e2e_s: float = 0.0
     tokens: int = 0  # completion tokens: the usage when the server gives it, else the non-empty chunks
+    tokens_from: str | None = None  # "usage", "chunks" (a stream without usage) or "none" (plain JSON without it)
+    chunks: int = 0  # non-empty text chunks received (streaming): what older load generators counted as tokens
 
 
 class _Failed(Exception):
@@ -246,7 +255,11 @@ async def _read_stream(response: httpx.Response, t0: float, result: RequestResul
                 chunks += 1
     if not done:
         raise _Failed("protocol", "the stream ended without data: [DONE]", 200)
-    result.tokens = usage_tokens if usage_tokens is not None else chunks
+    result.chunks = chunks
+    if usage_tokens is not None:
+        result.tokens, result.tokens_from = usage_tokens, "usage"
+    else:  # a server that ignores stream_options: a chunk may hold several tokens (or none), so flagged
+        result.tokens, result.tokens_from = chunks, "chunks"
 
 
 def _read_json(body: bytes, result: RequestResult) -> None:
@@ -257,8 +270,10 @@ def _read_json(body: bytes, result: RequestResult) -> None:
     except (ValueError, KeyError, TypeError):
         raise _Failed("protocol", f"not a completion: {body[:80]!r}", 200) from None
     usage = obj.get("usage") or {}
-    if isinstance(usage.get("completion_tokens"), int):
-        result.tokens = usage["completion_tokens"]
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        result.tokens, result.tokens_from = usage["completion_tokens"], "usage"
+    else:
+        result.tokens_from = "none"  # no count to fall back on: 0 tokens, and the report says why
 
 
 # -- the run ----------------------------------------------------------------------------------------------------
@@ -268,9 +283,11 @@ class Report:
     wall_s: float
     results: list[RequestResult]
     server_models: list[str] | None = None  # ids and aliases /v1/models listed, when it answered
+    client_cpus: list[int] | None = None  # the CPUs the load generator could run on (None: unknown on this OS)
 
     def to_dict(self) -> dict:
-        return summarize(self.results, self.wall_s) | {"config": _config_dict(self.config)}
+        return summarize(self.results, self.wall_s) | {"client_cpus": self.client_cpus,
+                                                       "config": _config_dict(self.config)}
 
 
 def _config_dict(cfg: LoadConfig) -> dict:
@@ -334,7 +351,12 @@ async def run_async(cfg: LoadConfig, on_result: Callable[[RequestResult], None] 
 
         await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, cfg.requests))))
         wall = time.perf_counter() - start
-    return Report(cfg, wall, results, models)
+    return Report(cfg, wall, results, models, _client_cpus())
+
+
+def _client_cpus() -> list[int] | None:
+    """Recorded in the report so a run says whether it shared the server's cores (see gptzoo.measure.pinning)."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
 
 
 def run(cfg: LoadConfig, on_result: Callable[[RequestResult], None] | None = None) -> Report:
@@ -366,8 +388,18 @@ def distribution_ms(values_s: Sequence[float]) -> dict:
     return out
 
 
+def tokens_source(results: Sequence[RequestResult]) -> str | None:
+    """Where a run's completion tokens came from: "usage" (exact), "chunks" (the server sent no usage: text chunks
+    counted, which is not a token count), "none" (plain answers without usage: 0 counted), "mixed", or None when no
+    request succeeded."""
+    sources = {r.tokens_from for r in results if r.ok}
+    return None if not sources else sources.pop() if len(sources) == 1 else "mixed"
+
+
 def summarize(results: Sequence[RequestResult], wall_s: float) -> dict:
-    """The report of a run: counts, throughput, latency distributions (ms, successful requests only) and errors."""
+    """The report of a run: counts, throughput, latency distributions (ms, successful requests only) and errors.
+    `tokens_from` says how completion tokens were counted; `text_chunks` is the streamed chunks received, for
+    comparison (ITL percentiles are gaps between those chunks)."""
     ok = [r for r in results if r.ok]
     tokens = sum(r.tokens for r in ok)
     errors = Counter(r.error for r in results if not r.ok)
@@ -382,6 +414,8 @@ def summarize(results: Sequence[RequestResult], wall_s: float) -> dict:
         "requests_per_s": len(ok) / wall_s if wall_s > 0 else 0.0,
         "completion_tokens": tokens,
         "tokens_per_s": tokens / wall_s if wall_s > 0 else 0.0,
+        "tokens_from": tokens_source(ok),
+        "text_chunks": sum(r.chunks for r in ok),
         "ttft_ms": distribution_ms([r.ttft_s for r in ok if r.ttft_s is not None]),
         "itl_ms": distribution_ms([g for r in ok for g in r.itl_s]),
         "e2e_ms": distribution_ms([r.e2e_s for r in ok]),

@@ -39,7 +39,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     body_timeout: Seconds = 30.0
     # On SIGTERM/Ctrl-C: queued and running requests may finish for this long; later ones get 503 shutting_down.
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
-    threads: Positive | None = None  # onnxruntime intra-op threads per model (None: onnxruntime's default)
+    # onnxruntime intra-op threads per model (None: onnxruntime's default, a pool that pins its threads to every core
+    # itself, past any process mask; so `gptzoo serve --cpus LIST` sets one thread per pinned CPU when this is None)
+    threads: Positive | None = None
     policy: Literal["exact", "half"] = "half"  # context policy past the window, see gptzoo.zoo.generate
     load_in_background: bool = False  # start answering at once; models become ready as they load
 

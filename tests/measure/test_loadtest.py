@@ -1,11 +1,14 @@
-"""`gptzoo loadtest`: the statistics, the SSE client on canned answers (httpx.MockTransport), the URL guard, and
-real runs against `gptzoo serve` on the tiny exported variant."""
+"""`gptzoo loadtest`: the statistics, the SSE client on canned answers (httpx.MockTransport), the URL guard, CPU
+pinning, and real runs against `gptzoo serve` on the tiny exported variant."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import httpx
 import numpy as np
@@ -13,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gptzoo.cli.main import app
+from gptzoo.measure import loadtest as lt
 from gptzoo.measure.loadtest import (
     ERROR_KINDS,
     LoadConfig,
@@ -25,7 +29,8 @@ from gptzoo.measure.loadtest import (
     percentile,
     summarize,
 )
-from tests.server.conftest import MODEL, free_port, live_server
+from gptzoo.measure.pinning import CpuListError, check_cpus, format_cpus, parse_cpus
+from tests.server.conftest import MODEL, free_port, gptzoo, live_server
 
 runner = CliRunner()
 
@@ -52,6 +57,7 @@ def test_summary_counts_throughput_latencies_and_errors():
            RequestResult(ok=False, error="timeout", message="slow", e2e_s=5.0)]
     s = summarize(ok + bad, wall_s=2.0)
     assert s["requests"] == {"total": 14, "ok": 10, "failed": 4}
+    assert s["tokens_from"] is None  # these results do not say where their tokens came from
     assert s["completion_tokens"] == 100 and s["tokens_per_s"] == 50.0 and s["requests_per_s"] == 5.0
     assert s["errors"] == {**dict.fromkeys(ERROR_KINDS, 0), "http_429": 1, "http_4xx": 2, "timeout": 1}
     assert s["error_examples"] == {"http_429": "busy", "http_4xx": "unknown model", "timeout": "slow"}
@@ -63,6 +69,18 @@ def test_summary_counts_throughput_latencies_and_errors():
     for key in ("ttft_ms", "itl_ms", "e2e_ms"):
         d = s[key]
         assert d["p50"] <= d["p95"] <= d["p99"] <= d["max"]
+
+
+def test_summary_says_where_the_tokens_came_from():
+    def results(*sources):
+        return [RequestResult(ok=True, tokens=4, chunks=2, tokens_from=src) for src in sources]
+
+    assert summarize(results("usage", "usage"), 1.0)["tokens_from"] == "usage"
+    assert summarize(results("chunks", "chunks"), 1.0)["tokens_from"] == "chunks"
+    assert summarize(results("usage", "chunks"), 1.0)["tokens_from"] == "mixed"
+    failed = RequestResult(ok=False, error="timeout", tokens_from="chunks")  # failures do not count
+    s = summarize([*results("usage"), failed], 1.0)
+    assert s["tokens_from"] == "usage" and s["text_chunks"] == 2 and s["completion_tokens"] == 4
 
 
 def test_summary_of_nothing_has_no_percentiles():
@@ -154,14 +172,64 @@ def test_stream_measures_ttft_itl_and_takes_tokens_from_usage():
 
     r, backoff = answer(handler, seed=3, temperature=0.5, max_tokens=5)
     assert r.ok and r.status == 200 and r.error is None and backoff == 0
-    assert r.tokens == 5 and len(r.itl_s) == 2 and 0 <= r.ttft_s <= r.e2e_s
+    assert r.tokens == 5 and r.tokens_from == "usage" and r.chunks == 3
+    assert len(r.itl_s) == 2 and 0 <= r.ttft_s <= r.e2e_s
     assert seen == {"model": "2l", "prompt": "ROMEO:", "max_tokens": 5, "stream": True, "seed": 3, "temperature": 0.5,
                     "stream_options": {"include_usage": True}}
 
 
-def test_stream_without_usage_counts_chunks():
+def test_coalesced_chunks_count_the_tokens_usage_gives():
+    # the server coalesced 64 tokens into 3 chunks (a client behind the decode): 64 tokens, not 3
+    body = sse(chunk("R" * 1), chunk("O" * 40), chunk("M" * 23), chunk("", "length"),
+               json.dumps({"choices": [], "usage": {"prompt_tokens": 6, "completion_tokens": 64,
+                                                    "total_tokens": 70}}), "[DONE]")
+    r, _ = answer(lambda req: httpx.Response(200, headers=SSE, content=body), max_tokens=64)
+    assert r.ok and r.tokens == 64 and r.tokens_from == "usage" and r.chunks == 3 and len(r.itl_s) == 2
+
+
+def test_stream_without_usage_counts_chunks_and_says_so():
     r, _ = answer(lambda req: httpx.Response(200, headers=SSE, content=sse(chunk("a"), chunk("b"), "[DONE]")))
-    assert r.ok and r.tokens == 2 and len(r.itl_s) == 1
+    assert r.ok and r.tokens == 2 and r.tokens_from == "chunks" and r.chunks == 2 and len(r.itl_s) == 1
+
+
+def canned_server(monkeypatch, completion: bytes, content_type: str = SSE["content-type"]) -> list[dict]:
+    """Routes the load generator's client to a MockTransport: /v1/models lists "2l", every completion gets
+    `completion`. Returns the request bodies it saw."""
+    bodies: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "2l"}]})
+        bodies.append(json.loads(request.content))
+        return httpx.Response(200, headers={"content-type": content_type}, content=completion)
+
+    def client(cfg: LoadConfig) -> httpx.AsyncClient:
+        return httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url=cfg.url)
+
+    monkeypatch.setattr(lt, "_client", client)
+    return bodies
+
+
+def test_a_server_that_ignores_include_usage_is_reported_as_counted_chunks(monkeypatch):
+    # another OpenAI-compatible server: stream_options ignored, no usage chunk, "abc" coalesced into two chunks
+    bodies = canned_server(monkeypatch, sse(chunk("ab"), chunk("c"), chunk("", "stop"), "[DONE]"))
+    r = runner.invoke(app, ["loadtest", "-m", "2l", "-n", 6, "-c", 2, "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["requests"]["ok"] == 6 and d["tokens_from"] == "chunks"
+    assert d["completion_tokens"] == d["text_chunks"] == 12  # chunks, flagged as such: not tokens
+    assert all(b["stream_options"] == {"include_usage": True} for b in bodies) and len(bodies) == 6
+    assert "no usage" in r.stderr and "not exact" in r.stderr
+    table = runner.invoke(app, ["loadtest", "-m", "2l", "-n", 2], env={"COLUMNS": "160"})
+    assert table.exit_code == 0 and "text chunks counted" in table.stdout
+
+
+def test_plain_answers_without_usage_count_nothing_and_say_so(monkeypatch):
+    canned_server(monkeypatch, json.dumps({"choices": [{"text": "abc"}]}).encode(), "application/json")
+    r = runner.invoke(app, ["loadtest", "-m", "2l", "-n", 3, "--no-stream", "--json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["tokens_from"] == "none" and d["completion_tokens"] == 0 and "0 counted" in r.stderr
 
 
 @pytest.mark.parametrize(("status", "kind"),
@@ -205,7 +273,63 @@ def test_transport_failures_are_connection_or_timeout():
 def test_plain_json_answers_take_tokens_from_usage():
     body = {"object": "text_completion", "choices": [{"text": "abc"}], "usage": {"completion_tokens": 3}}
     r, _ = answer(lambda req: httpx.Response(200, json=body), stream=False)
-    assert r.ok and r.tokens == 3 and r.ttft_s is None and r.itl_s == []
+    assert r.ok and r.tokens == 3 and r.tokens_from == "usage" and r.ttft_s is None and r.itl_s == []
+
+
+# -- CPU pinning --------------------------------------------------------------------------------------------------
+def test_cpu_lists_parse_like_taskset():
+    assert parse_cpus("0") == {0} and parse_cpus("1,3") == {1, 3} and parse_cpus("0-2, 5") == {0, 1, 2, 5}
+    assert format_cpus({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8" and format_cpus({3}) == "3"
+    for bad in ("", "x", "-1", "1-0", "0,", "1.5", "0-99999999"):
+        with pytest.raises(CpuListError, match="invalid CPU list"):
+            parse_cpus(bad)
+
+
+def test_cpus_this_process_may_not_use_are_refused():
+    have = os.sched_getaffinity(0)
+    assert check_cpus(format_cpus(have)) == have
+    with pytest.raises(CpuListError, match="may not use"):
+        check_cpus(str(max(have) + 1))
+
+
+@pytest.mark.parametrize("cpus", ["99999", "zero", "0-"])
+def test_cli_refuses_a_bad_cpu_list_with_exit_2(cpus):
+    r = runner.invoke(app, ["loadtest", "--model", "2l", "--cpus", cpus])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith("error: --cpus:") and r.stderr.strip().count("\n") == 0
+
+
+def test_pinning_where_the_os_cannot_is_a_clear_error(monkeypatch):
+    monkeypatch.delattr(os, "sched_setaffinity")
+    with pytest.raises(CpuListError, match="not supported"):
+        check_cpus("0")
+    r = runner.invoke(app, ["loadtest", "--model", "2l", "--cpus", "0"])
+    assert r.exit_code == 2 and "not supported on this system" in r.stderr
+
+
+PIN_PROBE = """
+import json, os, subprocess, sys, threading
+from gptzoo.measure.pinning import pin
+go = threading.Event()
+early = threading.Thread(target=go.wait, daemon=True)  # a thread that exists before the pin
+early.start()
+pin([{cpu}])
+late = []
+t = threading.Thread(target=lambda: late.append(sorted(os.sched_getaffinity(0))))
+t.start(); t.join()
+child = subprocess.run([sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"],
+                       capture_output=True, text=True, check=True).stdout
+print(json.dumps({{"main": sorted(os.sched_getaffinity(0)), "early": sorted(os.sched_getaffinity(early.native_id)),
+                  "late": late[0], "child": json.loads(child)}}))
+go.set()
+"""
+
+
+def test_pin_covers_every_thread_and_child_process():
+    cpu = max(os.sched_getaffinity(0))  # on 2+ cores this is a real restriction of the default mask
+    out = subprocess.run([sys.executable, "-c", PIN_PROBE.format(cpu=cpu)], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert json.loads(out) == {"main": [cpu], "early": [cpu], "late": [cpu], "child": [cpu]}
 
 
 # -- against `gptzoo serve` ---------------------------------------------------------------------------------------
@@ -235,6 +359,7 @@ def test_twenty_streamed_requests_at_concurrency_four(server):
     # The server coalesces the deltas that pile up while a client is busy, so how many frames (hence gaps) a stream
     # has depends on scheduling: 0 to 11 per 12-token stream. The gaps' measurement is proven on canned streams above.
     assert d["ttft_ms"]["n"] == d["e2e_ms"]["n"] == 20 and 0 <= d["itl_ms"]["n"] <= 20 * 11
+    assert d["tokens_from"] == "usage" and d["client_cpus"] == sorted(os.sched_getaffinity(0))
     for key in ("ttft_ms", "itl_ms", "e2e_ms"):
         x = d[key]
         if x["n"]:
@@ -243,6 +368,27 @@ def test_twenty_streamed_requests_at_concurrency_four(server):
     assert d["config"] == {"url": server, "model": "2l", "concurrency": 4, "requests": 20, "duration_s": None,
                            "max_tokens": 12, "prompt": "ROMEO:", "temperature": None, "seed": None, "stream": True,
                            "timeout_s": 30.0}
+
+
+@pytest.mark.slow
+def test_streamed_tokens_are_the_servers_usage_however_chunks_coalesce(server):
+    # 8 clients behind a decode of thousands of tokens/s: the server coalesces deltas as they pile up, so how many
+    # chunks arrive depends on scheduling; the tokens may not. No end-of-text: every request makes max_tokens.
+    d = loadtest("--url", server, "--model", "2l", "--requests", 16, "--concurrency", 8, "--max-tokens", 64)
+    assert d["requests"]["ok"] == 16 and d["tokens_from"] == "usage"
+    assert d["completion_tokens"] == 16 * 64
+    assert 16 <= d["text_chunks"] <= 16 * 64  # one chunk holds one token or more; counting them was wrong
+    assert d["itl_ms"]["n"] == d["text_chunks"] - 16  # ITL: gaps between chunks
+
+
+@pytest.mark.slow
+def test_loadtest_pins_itself_and_says_so(server):
+    cpu = max(os.sched_getaffinity(0))
+    r = subprocess.run([*gptzoo("loadtest", "--url", server, "-m", "2l", "-n", 4, "--max-tokens", 4, "--cpus", cpu),
+                        "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["client_cpus"] == [cpu] and d["requests"]["ok"] == 4 and d["tokens_from"] == "usage"
 
 
 @pytest.mark.slow

@@ -3,9 +3,11 @@ client), two workers with aggregated metrics, and the whole chain train -> expor
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import openai
@@ -14,7 +16,7 @@ from typer.testing import CliRunner
 
 from gptzoo.cli.main import app
 from gptzoo.zoo.runtime import available_providers
-from tests.server.conftest import MODEL, gptzoo, live_server, metric, sse_events
+from tests.server.conftest import MODEL, free_port, gptzoo, live_server, metric, sse_events
 
 runner = CliRunner()
 
@@ -38,6 +40,52 @@ def test_store_without_exported_models_is_a_one_line_error(tmp_path, store_copy)
 def test_cuda_without_onnxruntime_gpu_is_refused(exported_store):
     r = runner.invoke(app, ["serve", "--store", str(exported_store), "--device", "cuda"])
     assert r.exit_code == 1 and "CUDAExecutionProvider" in r.stderr
+
+
+@pytest.mark.parametrize("cpus", ["99999", "0-", "one"])
+def test_a_bad_cpu_list_is_a_usage_error(exported_store, cpus):
+    r = runner.invoke(app, ["serve", "--store", str(exported_store), "--cpus", cpus])
+    assert r.exit_code == 2 and r.stderr.startswith("error: --cpus:"), r.output
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_pinned_server_keeps_every_thread_on_its_cpus(tmp_path, exported_store):
+    # no --threads: onnxruntime's own default pool would pin its threads to the other cores (1, 2, ...), past the
+    # process's mask, so the server is pinned to the lowest CPU, where that escape shows
+    cpu = min(os.sched_getaffinity(0))
+    port, log = free_port(), tmp_path / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(gptzoo("serve", "--store", exported_store, "--port", port, "--cpus", cpu),
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:  # bounded: 60 s
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        r = httpx.post(f"{base}/v1/completions", json={"model": "2l", "prompt": "A", "max_tokens": 8}, timeout=30)
+        assert r.status_code == 200
+        masks = {}
+        for task in os.listdir(f"/proc/{proc.pid}/task"):
+            try:
+                status = Path(f"/proc/{proc.pid}/task/{task}/status").read_text()
+            except FileNotFoundError:
+                continue  # a thread that ended meanwhile
+            masks[task] = next(line.split()[1] for line in status.splitlines() if line.startswith("Cpus_allowed_list"))
+        assert set(masks.values()) == {str(cpu)}, masks
+        assert f"pinned to CPU(s) {cpu}, 1 onnxruntime thread(s) per model" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
 
 
 @pytest.mark.slow
