@@ -136,14 +136,10 @@ class CompletionService:
                                   choices=[CompletionChoice(text=event.text, finish_reason=event.finish_reason)],
                                   usage=usage(p, event.completion_tokens))
 
-    async def stream(self, p: Prepared, event: TextDelta | Done) -> AsyncIterator[str]:
-        """OpenAI's chunk format as SSE data from the first event on, ending with `[DONE]`; an error after the start
-        becomes an error event."""
-        def chunk(choices: list[CompletionChoice], n_generated: int | None = None) -> str:
-            c = CompletionChunk(id=p.id, object="text_completion", created=p.created, model=p.worker.id,
-                                choices=choices, usage=None if n_generated is None else usage(p, n_generated))
-            return msgspec.json.encode(c).decode()
-
+    async def stream(self, p: Prepared, event: TextDelta | Done) -> AsyncIterator[bytes]:
+        """OpenAI's chunk format as complete Server-Sent Events frames (`data: …` and a blank line, bytes ready for
+        the socket) from the first event on, ending with `[DONE]`; an error after the start becomes an error event."""
+        frames = ChunkFrames(p)
         try:
             while True:
                 if isinstance(event, TextDelta):
@@ -155,25 +151,55 @@ class CompletionService:
                             text += nxt.text
                         else:
                             event = nxt
-                    yield chunk([CompletionChoice(text=text)])
+                    yield frames.text(text)
                     if event is not None:
                         continue
                 elif isinstance(event, Done):
                     outcomes.record(p.scope, event.finish_reason)
-                    yield chunk([CompletionChoice(text="", finish_reason=event.finish_reason)])
+                    yield frames.chunk([CompletionChoice(text="", finish_reason=event.finish_reason)])
                     if p.include_usage:  # OpenAI's stream_options: one more chunk, no choices, the usage
-                        yield chunk([], event.completion_tokens)
+                        yield frames.chunk([], usage(p, event.completion_tokens))
                     break
                 else:
                     outcomes.record(p.scope, event.code)
                     error = ErrorBody(event.message, TYPES.get(event.status, "server_error"), None, event.code)
-                    yield msgspec.json.encode(ErrorResponse(error)).decode()
+                    yield sse_frame(msgspec.json.encode(ErrorResponse(error)))
                     break
                 event = await p.job.events.get()
-            yield "[DONE]"
+            yield SSE_DONE
         finally:  # also when Litestar cancels the stream because the client left
             p.job.cancel()
             outcomes.record(p.scope, "cancelled")  # a no-op when the end was recorded above
+
+
+SSE_DONE = b"data: [DONE]\r\n\r\n"
+
+
+def sse_frame(data: bytes) -> bytes:
+    """One Server-Sent Event of one `data` line (JSON never holds a raw line break), ended with CRLFs as Litestar's
+    ServerSentEvent ended them, so the bytes on the wire did not change."""
+    return b"data: " + data + b"\r\n\r\n"
+
+
+class ChunkFrames:
+    """A stream's SSE frames. A text chunk differs from the stream's others only in its text, so the bytes around
+    the text are encoded once, when the stream starts, and a frame costs one JSON encode of its text: byte for
+    byte what msgspec makes of the whole CompletionChunk."""
+
+    def __init__(self, p: Prepared):
+        self.p = p
+        whole = self.chunk([CompletionChoice(text="")])
+        # the first `"text":""` is the choice's: the strings before it (id, model) are JSON, so quotes are escaped
+        head, _, tail = whole.partition(b'"text":""')
+        self.head, self.tail = head + b'"text":', tail
+
+    def text(self, text: str) -> bytes:
+        return self.head + msgspec.json.encode(text) + self.tail
+
+    def chunk(self, choices: list[CompletionChoice], use: Usage | None = None) -> bytes:
+        p = self.p
+        return sse_frame(msgspec.json.encode(CompletionChunk(id=p.id, object="text_completion", created=p.created,
+                                                             model=p.worker.id, choices=choices, usage=use)))
 
 
 def one_prompt(prompt: str | list[str | int]) -> str:

@@ -3,9 +3,11 @@
 onnxruntime's `run` blocks and `Batch` is not thread-safe, so a dedicated thread owns both. Requests (`Job`s) queue
 up; between decode steps the thread admits waiting jobs into the running Batch (one prefill call for all of them,
 up to max_batch_size rows) and drops finished or cancelled ones. Results go back to the event loop that submitted
-the job through `loop.call_soon_threadsafe`, as typed events (gptzoo.server.events) on the job's asyncio.Queue:
-TextDelta while streaming, then Done or Failed. The worker measures latency, tokens and refusals; the request's
-outcome is counted once, on the HTTP side (gptzoo.server.outcomes).
+the job as typed events (gptzoo.server.events) on the job's asyncio.Queue: TextDelta while streaming, then Done or
+Failed. A step's events for every row travel together: one `loop.call_soon_threadsafe` per event loop per step
+(each one is a write to the loop's self-pipe, a system call and a wake-up), not one per token per row. The worker
+measures latency, tokens and refusals; the request's outcome is counted once, on the HTTP side
+(gptzoo.server.outcomes).
 
 Refusals (429 queue full, 503 queue timeout or shutting down) carry Retry-After and count in gptzoo_requests_refused.
 On shutdown the worker drains: no new jobs, queued and running ones go on until the drain deadline.
@@ -55,13 +57,15 @@ class Job:
         self.seen = 0  # tokens already accounted for in the latency metrics
         self.last_token_at = 0.0
 
-    def emit(self, event: Event) -> None:
-        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
-            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
-
     def cancel(self) -> None:
         if not self.finished:
             self.cancelled = True
+
+
+def _deliver(events: list[tuple[Job, Event]]) -> None:
+    """On a job's event loop: a step's events, in the order the worker produced them."""
+    for job, event in events:
+        job.events.put_nowait(event)
 
 
 class LoadFailure(Exception):
@@ -93,6 +97,8 @@ class ModelWorker:
         self._drain_by: float | None = None  # perf_counter deadline once draining (shutdown signal)
         self._thread: threading.Thread | None = None
         self.peak_rows = 0  # the most rows decoded together so far (tests and tuning)
+        # events of the current step by destination loop; only the worker thread touches it (no lock)
+        self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
         self._gauges()
 
     @property
@@ -224,11 +230,25 @@ class ModelWorker:
                                "generation_failed")
                 batch = Batch(self.model, self.tokenizer, self.settings.policy)
             self.m.running.set(len(batch.rows))
+            self._hand_off()
         with self._cv:
             left = [r.tag for r in batch.rows] + list(self._pending)
             self._pending.clear()
         for job in left:
             self._fail(job, 503, "the server stopped before this request finished", "shutting_down")
+        self._hand_off()
+
+    def _post(self, job: Job, event: Event) -> None:
+        self._outbox.setdefault(job.loop, []).append((job, event))
+
+    def _hand_off(self) -> None:
+        """Everything this step produced, to the event loops that wait for it: one cross-thread call per loop."""
+        if not self._outbox:
+            return
+        outbox, self._outbox = self._outbox, {}
+        for loop, events in outbox.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
+                loop.call_soon_threadsafe(_deliver, events)
 
     def _sweep(self, now: float, cut: bool) -> None:
         """Under the lock, once per step: queued jobs whose client left, whose time is up, or (past the drain
@@ -256,12 +276,13 @@ class ModelWorker:
         for job in new:
             self.m.queue.observe(now - job.arrival)
             self.m.prompt_tokens.inc(len(job.prompt_ids))
-            on_text = (lambda delta, job=job: job.emit(TextDelta(delta))) if job.stream else None
+            on_text = (lambda delta, job=job: self._post(job, TextDelta(delta))) if job.stream else None
             rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job))
         if rows:
             batch.add(rows)
             self.peak_rows = max(self.peak_rows, len(batch.rows))
             self._account(rows, time.perf_counter())
+            self._hand_off()  # the first tokens go out now: waiting for the step would add it to their TTFT
         if active := sum(not r.done for r in batch.rows):
             self.m.batch_size.observe(active)
             batch.step()
@@ -307,13 +328,13 @@ class ModelWorker:
             metrics.CANCELLED.labels(**self.labels).inc()
             return
         metrics.E2E.labels(**self.labels).observe(now - job.arrival)
-        job.emit(Done(row.text.text, row.finish_reason, len(row.generated)))
+        self._post(job, Done(row.text.text, row.finish_reason, len(row.generated)))
 
     def _fail(self, job: Job, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
         if job.finished:
             return
         job.finished = True
-        job.emit(Failed(status, message, code, headers))
+        self._post(job, Failed(status, message, code, headers))
 
     def _refuse(self, job: Job, status: int, message: str, code: str, retry_after: str) -> None:
         """A queued job turned away before generating anything: a refusal, with Retry-After."""

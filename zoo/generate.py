@@ -2,9 +2,9 @@
 prefill, cached decode, nanoGPT-exact context cropping, batching.
 
 A `Batch` holds rows (sequences) that share one KV cache of length S. Rows are left-padded inside it, so one
-session call per step decodes every row; each row has its own positions, sampling parameters, random stream and
-stop sequences. Rows may join (prefilled in their own call, then merged) and leave between steps: that is what
-continuous batching in the server builds on.
+session call per step decodes every row, and one sampling call samples them all; each row has its own positions,
+sampling parameters, random stream and stop sequences. Rows may join (prefilled in their own call, then merged) and
+leave between steps: that is what continuous batching in the server builds on.
 
 Context policies, when a row's window (block_size tokens) is full:
 - `exact`: as nanoGPT's `generate`, every further token re-runs the last block_size tokens with no cache (the
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gptzoo.zoo.errors import BadValue
-from gptzoo.zoo.sampling import SamplingParams, sample
+from gptzoo.zoo.sampling import SamplingParams, sample, sample_rows
 from gptzoo.zoo.step_contract import StepRunner, attention_bias
 from gptzoo.zoo.tokenizers import Tokenizer
 
@@ -32,35 +32,49 @@ POLICIES = ("exact", "half")
 class StopText:
     """Incremental text of a row's generated tokens: what is safe to emit now, and whether a stop sequence hit.
     Text that could still become a stop sequence is held back; an incremental UTF-8 decoder holds back the bytes of
-    a character a BPE token split, so each token costs the same however long the text already is."""
+    a character a BPE token split. Each token costs the same however long the text already is: only the text not
+    emitted yet (at most the longest stop sequence, plus the token's own text) is searched or copied."""
 
     def __init__(self, tokenizer: Tokenizer, stop: list[str]):
         self.tok, self.stop = tokenizer, stop
         self.hold = max((len(s) for s in stop), default=1) - 1
         self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.text = ""  # the text so far (final once stopped or finished)
-        self.emitted = 0
+        self._emitted: list[str] = []  # the deltas returned so far
+        self._pending = ""  # decoded but held back
         self.stopped = False
 
+    @property
+    def text(self) -> str:
+        """The text so far (final once stopped or finished)."""
+        if len(self._emitted) > 1:
+            self._emitted = ["".join(self._emitted)]
+        return (self._emitted[0] if self._emitted else "") + self._pending
+
     def push(self, token: int) -> str:
-        text = self.text + self._utf8.decode(self.tok.decode_bytes([token]))
+        pending = self._pending + self._utf8.decode(self.tok.decode_bytes([token]))
+        # A stop sequence completed by this token starts inside the held-back text: whatever was emitted lies more
+        # than `hold` characters back. The earliest start wins, whatever the order of the list.
+        at = -1
         for s in self.stop:
-            at = text.find(s, max(0, self.emitted - len(s)))
-            if at != -1:
-                text, self.stopped = text[:at], True
-        if self.stopped:
-            return self._emit(text, len(text))
-        return self._emit(text, max(len(text) - self.hold, self.emitted))
+            i = pending.find(s)
+            if i != -1 and (at == -1 or i < at):
+                at = i
+        if at != -1:
+            self.stopped = True
+            return self._emit(pending[:at], at)
+        return self._emit(pending, max(len(pending) - self.hold, 0))
 
     def finish(self) -> str:
-        if not self.stopped:
-            self.text += self._utf8.decode(b"", final=True)  # a dangling partial character becomes U+FFFD
-        return self._emit(self.text, len(self.text))
+        if self.stopped:
+            return ""
+        # a dangling partial character becomes U+FFFD
+        pending = self._pending + self._utf8.decode(b"", final=True)
+        return self._emit(pending, len(pending))
 
-    def _emit(self, text: str, upto: int) -> str:
-        self.text = text
-        delta = text[self.emitted : upto]
-        self.emitted = upto
+    def _emit(self, pending: str, upto: int) -> str:
+        delta, self._pending = pending[:upto], pending[upto:]
+        if delta:
+            self._emitted.append(delta)
         return delta
 
 
@@ -128,8 +142,7 @@ class Batch:
         for i, r in enumerate(rows):
             r.pad, r.cached = int(pads[i]), len(r.prompt)
         self._merge(rows, present)
-        for i, r in enumerate(rows):
-            self._accept(r, logits[i, -1])
+        self._accept(rows, logits[:, -1])
 
     def remove(self, rows: list[Row]) -> None:
         if not rows:
@@ -141,71 +154,86 @@ class Batch:
 
     # -- one step ---------------------------------------------------------------------------------------------
     def step(self) -> list[Row]:
-        """Decode one token for every unfinished row; returns the rows that finished in this step."""
+        """Decode one token for every unfinished row; returns the rows that finished in this step. Per step, not per
+        row: one decode call, one re-prefill call for the rows whose window filled, one sampling call."""
         active = [r for r in self.rows if not r.done]
         if not active:
             return []
-        for r in active:
-            if r.cached >= self.block and not r.uncached:  # the window is full
-                if self.policy == "exact":
-                    r.uncached = True
-                else:
-                    self._reprefill(r, r.context[-1 - self.block // 2 : -1])
-        cached_rows = [r for r in active if not r.uncached]
-        if cached_rows:
-            self._decode_cached()
-        for r in [r for r in active if r.uncached]:
-            window = np.array([r.context[-self.block :]], dtype=np.int64)
-            T = window.shape[1]
-            bias = attention_bias(np.zeros(1, int), 0, T)
-            logits, _ = self._run(window, np.arange(T)[None], bias, self.model.empty_past(1))
-            self._accept(r, logits[0, -1])
+        full = [r for r in active if r.cached >= self.block and not r.uncached]
+        if full and self.policy == "exact":
+            for r in full:
+                r.uncached = True
+        elif full:
+            self._reprefill(full)
+        uncached = [r for r in active if r.uncached] if self.policy == "exact" else []
+        rows, logits = self._decode_cached() if len(uncached) < len(active) else ([], None)
+        if uncached:  # exact policy past the window: each row recomputes its window alone
+            logits = [] if logits is None else [logits]
+            for r in uncached:
+                window = np.array([r.context[-self.block :]], dtype=np.int64)
+                T = window.shape[1]
+                bias = attention_bias(np.zeros(1, int), 0, T)
+                out, _ = self._run(window, np.arange(T)[None], bias, self.model.empty_past(1))
+                logits.append(out[:, -1])
+            rows, logits = rows + uncached, np.concatenate(logits)
+        self._accept(rows, logits)
         return [r for r in active if r.done]
 
-    def _decode_cached(self) -> None:
-        """One call for all rows: each feeds its last sampled token (not yet in the cache)."""
+    def _decode_cached(self) -> tuple[list[Row], np.ndarray]:
+        """One call for all rows: each feeds its last sampled token (not yet in the cache). Returns the rows that
+        decoded and their next-token logits."""
         S = self.past[0].shape[2]
         ids = np.array([[r.generated[-1]] for r in self.rows], dtype=np.int64)
         pos = np.array([[min(r.cached, self.block - 1)] for r in self.rows], dtype=np.int64)
         pads = np.array([S if (r.uncached or r.done) else r.pad for r in self.rows])
         logits, self.past = self._run(ids, pos, attention_bias(pads, S, 1), self.past)
-        for r in self.rows:
+        live, rows = [], []
+        for i, r in enumerate(self.rows):
             if r.uncached or r.done:
                 r.pad = S + 1  # its slot holds nothing it will use
             else:
                 r.cached += 1
-        for i, r in enumerate(self.rows):
-            if not r.done and not r.uncached:
-                self._accept(r, logits[i, -1])
+                live.append(i)
+                rows.append(r)
         self._trim()
+        return rows, logits[:, -1] if len(rows) == len(self.rows) else logits[live, -1]
 
-    def _reprefill(self, r: Row, window: list[int]) -> None:
-        """Recompute `window` (without its last token, which the next decode feeds) and put it in r's cache slot."""
-        T = len(window)
-        ids, pos = np.array([window], dtype=np.int64), np.arange(T)[None]
-        _, present = self._run(ids, pos, attention_bias(np.zeros(1, int), 0, T), self.model.empty_past(1))
+    def _reprefill(self, rows: list[Row]) -> None:
+        """Recompute the last half window of each of `rows` (without the last token, which the next decode feeds)
+        in one call, and put each in its row's cache slot. Every such window has the same length: no padding."""
+        T = self.block // 2
+        ids = np.array([r.context[-1 - T : -1] for r in rows], dtype=np.int64)
+        pos = np.tile(np.arange(T), (len(rows), 1))
+        _, present = self._run(ids, pos, attention_bias(np.zeros(len(rows), int), 0, T),
+                               self.model.empty_past(len(rows)))
         S = self.past[0].shape[2]
         if T > S:
             self._grow(T - S)
             S = T
-        i = self.rows.index(r)
-        for p, q in zip(self.past, present, strict=True):
-            p[i] = 0.0
-            p[i, :, S - T :] = q[0]
-        r.pad, r.cached = S - T, T
+        for j, r in enumerate(rows):
+            i = self.rows.index(r)
+            for p, q in zip(self.past, present, strict=True):  # plain slices: no fancy-index copies
+                p[i] = 0.0
+                p[i, :, S - T :] = q[j]
+            r.pad, r.cached = S - T, T
 
     # -- helpers ----------------------------------------------------------------------------------------------
-    def _accept(self, r: Row, logits: np.ndarray) -> None:
-        token = sample(logits, r.params, r.rng)
-        r.generated.append(token)
-        delta = r.text.push(token)
-        if r.text.stopped:
-            r.finish_reason = "stop"
-        elif len(r.generated) >= r.params.max_tokens:
-            r.finish_reason = "length"
-            delta += r.text.finish()
-        if delta and r.on_text:
-            r.on_text(delta)
+    def _accept(self, rows: list[Row], logits: np.ndarray) -> None:
+        """Sample every row's next token from its logits (one row of `logits` each) in one call, then its text."""
+        if len(rows) == 1:  # no lists to build for one row (a single stream: every microsecond shows)
+            tokens = [sample(logits[0], rows[0].params, rows[0].rng)]
+        else:
+            tokens = sample_rows(logits, [r.params for r in rows], [r.rng for r in rows])
+        for r, token in zip(rows, tokens, strict=True):
+            r.generated.append(token)
+            delta = r.text.push(token)
+            if r.text.stopped:
+                r.finish_reason = "stop"
+            elif len(r.generated) >= r.params.max_tokens:
+                r.finish_reason = "length"
+                delta += r.text.finish()
+            if delta and r.on_text:
+                r.on_text(delta)
 
     def _run(self, ids, pos, bias, past):
         self.calls += 1

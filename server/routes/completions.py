@@ -7,7 +7,7 @@ from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
-from litestar.response import ServerSentEvent
+from litestar.response import Stream
 
 from gptzoo.server.body import read_json_body
 from gptzoo.server.errors import ErrorResponse
@@ -25,7 +25,9 @@ ERRORS = {
                                                  "the request timeout, or the server is shutting down"),
 }
 
-SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "X-Accel-Buffering": "no"}
+# what Litestar's ServerSentEvent response sends; a plain Stream carries the frames, which `stream` encodes whole
+SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache",
+               "Connection": "keep-alive", "X-Accel-Buffering": "no"}
 
 
 @post("/v1/completions", status_code=200, summary="Create a completion", tags=["completions"], responses=ERRORS,
@@ -38,11 +40,12 @@ async def create_completion(
     prepared = await service.prepare(data, request.scope)
     first = await service.first_event(prepared, request.receive)
     if data.stream:
-        # explicit Content-Type: Litestar would otherwise apply the handler's JSON media type to the stream. The
-        # background task ends the job once the response is over: when the client leaves, Litestar cancels the
-        # stream, which may leave the generator unstarted or parked at a `yield` with its `finally` not run.
-        return ServerSentEvent(service.stream(prepared, first), headers=SSE_HEADERS,  # type: ignore[return-value]
-                               background=BackgroundTask(service.release, prepared))
+        # explicit Content-Type: Litestar would otherwise apply the handler's JSON media type to the stream. A Stream,
+        # not a ServerSentEvent: that one would parse and re-encode every frame. The background task ends the job
+        # once the response is over: when the client leaves, Litestar cancels the stream, which may leave the
+        # generator unstarted or parked at a `yield` with its `finally` not run.
+        return Stream(service.stream(prepared, first), headers=SSE_HEADERS,  # type: ignore[return-value]
+                      background=BackgroundTask(service.release, prepared))
     return service.response(prepared, first)
 
 

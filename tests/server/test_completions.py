@@ -7,11 +7,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
+import msgspec
 import pytest
 from prometheus_client import REGISTRY
 
 from gptzoo.server.events import Done, Failed, TextDelta
-from gptzoo.server.serving import CompletionService, Prepared
+from gptzoo.server.schemas import CompletionChoice, CompletionChunk
+from gptzoo.server.serving import ChunkFrames, CompletionService, Prepared
 from tests.server.conftest import MODEL, sse_events
 
 
@@ -96,8 +98,14 @@ def fed_stream(first, include_usage=False, scope=None):
     return job, CompletionService(router=None, settings=None).stream(p, first)
 
 
-def text_of(frame: str) -> str:
-    [choice] = json.loads(frame)["choices"]
+def data_of(frame: bytes) -> str:
+    """The payload of one whole SSE frame, which `stream` yields ready for the socket."""
+    assert frame.startswith(b"data: ") and frame.endswith(b"\r\n\r\n") and frame.count(b"\n") == 2, frame
+    return frame[len(b"data: ") : -4].decode()
+
+
+def text_of(frame: bytes) -> str:
+    [choice] = json.loads(data_of(frame))["choices"]
     assert choice["finish_reason"] is None
     return choice["text"]
 
@@ -118,13 +126,13 @@ def test_stream_sends_each_delta_as_it_comes_and_coalesces_only_what_piled_up():
         for event in (TextDelta("f"), TextDelta("g"), Done("abcdefg", "length", 7)):
             job.events.put_nowait(event)
         assert text_of(await anext(frames)) == "fg"  # the text that piled up before the end, then the end
-        end = json.loads(await anext(frames))
+        end = json.loads(data_of(await anext(frames)))
         [choice] = end["choices"]
         assert (choice["text"], choice["finish_reason"]) == ("", "length") and end.get("usage") is None
-        usage = json.loads(await anext(frames))
+        usage = json.loads(data_of(await anext(frames)))
         assert usage["choices"] == [] and usage["usage"] == {"prompt_tokens": 3, "completion_tokens": 7,
                                                               "total_tokens": 10}
-        assert await anext(frames) == "[DONE]"
+        assert data_of(await anext(frames)) == "[DONE]"
         with pytest.raises(StopAsyncIteration):
             await anext(frames)
         assert job.cancelled  # the finally: a no-op on a finished job, the row's release on an abandoned one
@@ -140,12 +148,24 @@ def test_stream_error_after_the_start_is_an_error_event_after_the_text_before_it
         job.events.put_nowait(TextDelta("b"))
         job.events.put_nowait(Failed(500, "generation failed: boom", "generation_failed"))
         assert text_of(await anext(frames)) == "b"
-        assert json.loads(await anext(frames)) == {"error": {"message": "generation failed: boom",
+        assert json.loads(data_of(await anext(frames))) == {"error": {"message": "generation failed: boom",
                                                              "type": "server_error", "param": None,
                                                              "code": "generation_failed"}}
-        assert await anext(frames) == "[DONE]"
+        assert data_of(await anext(frames)) == "[DONE]"
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("text", ["a", "", 'say "hi"\\', "line\nbreak\r\n", "héllo ✓ \u2028 \x00 \U0001f600"])
+def test_text_frames_are_byte_for_byte_the_chunk_msgspec_encodes(text):
+    """The text frames reuse the bytes around the text, encoded once per stream: they must equal encoding the
+    whole chunk (escapes, non-ASCII and line breaks included, which stay inside one `data:` line)."""
+    p = Prepared("cmpl-0123abc", 1700000000, SimpleNamespace(id='odd "text":"" \\'), FedJob(), False, {})
+    chunk = CompletionChunk(id=p.id, object="text_completion", created=p.created, model=p.worker.id,
+                            choices=[CompletionChoice(text=text)])
+    frame = ChunkFrames(p).text(text)
+    assert frame == b"data: " + msgspec.json.encode(chunk) + b"\r\n\r\n"
+    assert text_of(frame) == text
 
 
 def test_stream_usage_with_stream_options(client):

@@ -1,18 +1,22 @@
 """The per-model worker and the settings, below HTTP: queue limit, cancellation, env round trip."""
 
 import asyncio
+import threading
 import time
 
 import pytest
 
 from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
-from gptzoo.server.events import TextDelta
+from gptzoo.server.events import Done, TextDelta
 from gptzoo.server.router import ModelRouter
 from gptzoo.server.settings import Settings
 from gptzoo.server.worker import Job, ModelWorker
+from gptzoo.zoo.generate import generate
+from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams
 from gptzoo.zoo.store import Store
+from gptzoo.zoo.tokenizers import from_spec
 from tests.server.conftest import MODEL
 
 
@@ -96,3 +100,95 @@ def test_background_loading_answers_at_once_then_gets_ready(make_client, exporte
             break
         time.sleep(0.05)
     assert client.post("/v1/completions", json={"model": "2l", "prompt": "A", "max_tokens": 2}).status_code == 200
+
+
+class Counted:
+    """Counts the calls of a callable it wraps (from any thread)."""
+
+    def __init__(self, fn):
+        self.fn, self.n, self._lock = fn, 0, threading.Lock()
+
+    def __call__(self, *args, **kwargs):
+        with self._lock:
+            self.n += 1
+        return self.fn(*args, **kwargs)
+
+
+def solo_text(store, prompt_ids: list[int], params: SamplingParams) -> str:
+    v = Store(store).load(MODEL)
+    tok = from_spec(v.card.tokenizer)
+    return generate(OnnxModel(v.path("model.onnx"), threads=1), tok, [tok.decode(prompt_ids)], params)[0].text
+
+
+async def collect(job: Job) -> list:
+    events = [await asyncio.wait_for(job.events.get(), 30)]
+    while isinstance(events[-1], TextDelta):
+        events.append(await asyncio.wait_for(job.events.get(), 30))
+    return events
+
+
+def test_a_step_hands_every_rows_events_to_the_loop_at_once(exported_store, step_gate):
+    w = ModelWorker(Store(exported_store).load(MODEL), Settings.build(threads=1, max_batch_size=8))
+    w._advance = advances = Counted(w._advance)  # one admission and/or one decode step per call
+    w.start()
+    assert w.loaded.wait(30) and w.ready
+    params = [SamplingParams(max_tokens=30, seed=i, top_k=10 + i) for i in range(8)]
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        loop.call_soon_threadsafe = hand_offs = Counted(loop.call_soon_threadsafe)
+        jobs = [Job([1 + i, 2, 3], p, stream=True) for i, p in enumerate(params)]
+        with step_gate.shut():  # the first admitted row's step waits until all eight are queued or admitted
+            for job in jobs:
+                w.submit(job)
+            step_gate.wait_held()
+        return await asyncio.gather(*map(collect, jobs)), hand_offs.n
+
+    try:
+        per_job, hand_offs = asyncio.run(go())
+    finally:
+        w.close()
+    for i, events in enumerate(per_job):
+        *deltas, done = events
+        assert isinstance(done, Done) and done.completion_tokens == 30
+        assert all(isinstance(e, TextDelta) and e.text for e in deltas)  # in order, none empty, before the end
+        assert "".join(d.text for d in deltas) == done.text == solo_text(exported_store, [1 + i, 2, 3], params[i])
+    # At most two hand-offs per pass (the admitted rows' first tokens, then the step's tokens and ends); the eight
+    # rows share their steps (all are in the batch from the second pass on), so one per token per row would be
+    # about eight per pass.
+    assert hand_offs <= 2 * advances.n < sum(len(e) for e in per_job) // 3
+
+
+def test_jobs_from_different_event_loops_share_a_batch(exported_store, step_gate):
+    """Each job's events go to the loop that created it, even when one step carries rows of both loops."""
+    w = ModelWorker(Store(exported_store).load(MODEL), Settings.build(threads=1))
+    w.start()
+    assert w.loaded.wait(30) and w.ready
+    params = [SamplingParams(max_tokens=40, seed=s, temperature=0.8) for s in (11, 12)]
+    results: list = [None, None]
+    submitted = [threading.Event(), threading.Event()]
+
+    def client(i: int) -> None:
+        async def go():
+            job = Job([5, 6, 7 + i], params[i], stream=i == 0)  # one stream, one plain request
+            w.submit(job)
+            submitted[i].set()
+            results[i] = (await collect(job), asyncio.get_running_loop())
+
+        asyncio.run(go())
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(2)]
+    try:
+        with step_gate.shut():
+            threads[0].start()
+            step_gate.wait_held()  # the first job is admitted and its first step held
+            threads[1].start()
+            assert submitted[1].wait(30)  # queued: admitted right after the held step, while the first still runs
+        for t in threads:
+            t.join(60)
+    finally:
+        w.close()
+    assert w.peak_rows == 2 and results[0][1] is not results[1][1]
+    (*deltas, done), ([plain]) = results[0][0], results[1][0]
+    assert "".join(d.text for d in deltas) == done.text == solo_text(exported_store, [5, 6, 7], params[0])
+    assert isinstance(plain, Done) and plain.text == solo_text(exported_store, [5, 6, 8], params[1])

@@ -8,7 +8,7 @@ from gptzoo.zoo.checkpoint import load_variant
 from gptzoo.zoo.generate import Batch, generate
 from gptzoo.zoo.kv_step import TorchModel
 from gptzoo.zoo.runtime import OnnxModel
-from gptzoo.zoo.sampling import SamplingParams, logits_to_probs, sample
+from gptzoo.zoo.sampling import SamplingParams, logits_to_probs, sample, sample_rows
 from gptzoo.zoo.step_contract import StepRunner
 from gptzoo.zoo.store import Store
 from gptzoo.zoo.tokenizers import from_spec
@@ -182,3 +182,88 @@ def test_stop_text_holds_back_split_utf8_and_partial_stops():
     st = StopText(tok, [])
     pieces = [st.push(i) for i in tok.encode("✓✓✓")] + [st.finish()]
     assert "".join(pieces) == "✓✓✓" and all("\ufffd" not in p for p in pieces)
+
+
+def mixed_params(n: int, seed: int, vocab: int, max_tokens: int = 256) -> list[SamplingParams]:
+    """Rows with their own temperature, top_k and top_p (greedy ones included), as a server batch has them."""
+    rs = np.random.default_rng(seed)
+    return [SamplingParams(max_tokens=max_tokens, temperature=float(rs.choice([0.0, 0.5, 1.0, 1.7])),
+                           top_k=None if rs.random() < 0.4 else int(rs.integers(1, vocab + 2)),
+                           top_p=None if rs.random() < 0.4 else float(rs.choice([0.3, 0.9, 0.999, 1.0])),
+                           seed=int(rs.integers(0, 2**31)))
+            for _ in range(n)]
+
+
+@pytest.mark.parametrize("vocab", [2, 65, 2000, 50257])  # 2000: more rows than one cache-sized block holds
+def test_vectorized_sampling_draws_exactly_the_tokens_of_the_per_row_reference(vocab):
+    rs = np.random.default_rng(vocab)
+    for trial in range(4 if vocab > 10_000 else 25):
+        n = int(rs.integers(1, 33))
+        logits = (rs.standard_normal((n, vocab)) * rs.choice([0.1, 1.0, 8.0])).astype(np.float32)
+        if trial % 3 == 0:
+            logits = np.round(logits)  # ties, which argmax, partition and the stable sort must break the same way
+        params = mixed_params(n, trial, vocab)
+        ref_rngs = [np.random.default_rng(p.seed) for p in params]
+        rngs = [np.random.default_rng(p.seed) for p in params]
+        for _ in range(3):  # the streams stay in step: one draw per sampled row and token, none for greedy rows
+            expected = [sample(logits[i], params[i], ref_rngs[i]) for i in range(n)]
+            assert sample_rows(logits, params, rngs) == expected
+        assert [r.random() for r in rngs] == [r.random() for r in ref_rngs]
+
+
+def test_batch_samples_as_the_per_row_reference_did(engine, monkeypatch):
+    """The batch's one sampling call per step gives every row the tokens that sampling row by row gave."""
+    onnx, tok, _ = engine
+    prompts = ["ROMEO:", "First Citizen:\nBefore", "O", "KING HENRY", "a", "To be, or not"]
+    params = mixed_params(len(prompts), 1, onnx.shape.vocab_size, max_tokens=70)
+    vectorized = generate(onnx, tok, prompts, params)
+
+    def per_row(logits, params, rngs):
+        return [sample(x, p, r) for x, p, r in zip(logits, params, rngs, strict=True)]
+
+    monkeypatch.setattr("gptzoo.zoo.generate.sample_rows", per_row)
+    assert [r.tokens for r in vectorized] == [r.tokens for r in generate(onnx, tok, prompts, params)]
+
+
+@pytest.mark.parametrize("policy", ["half", "exact"])
+def test_seeded_row_gives_the_same_text_alone_and_in_any_batch(engine, policy):
+    """Past the window too: rows whose windows fill in the same step are re-prefilled in one call (half), or each
+    recomputed alone (exact); either way a row's text depends on its seed, not on its neighbours."""
+    onnx, tok, _ = engine
+    row = SamplingParams(max_tokens=60, temperature=1.0, top_k=30, top_p=0.95, seed=1234)
+    alone = generate(onnx, tok, ["Nurse:"], row, policy=policy)[0]
+    for others in (["ROMEO:"] * 5, ["A", "First Citizen:\nWe are", "Whe"]):  # in step with it, or not
+        params = [row] + mixed_params(len(others), len(others), onnx.shape.vocab_size, max_tokens=60)
+        inside = generate(onnx, tok, ["Nurse:", *others], params, policy=policy)[0]
+        assert (inside.text, inside.tokens) == (alone.text, alone.tokens)
+    assert len(alone.tokens) + 6 > 2 * 32  # well past the 32-token window
+
+
+def test_half_policy_reprefills_rows_that_fill_together_in_one_call(engine):
+    onnx, tok, _ = engine
+    one, four = Batch(onnx, tok), Batch(onnx, tok)
+    one.add([one.new_row(tok.encode("ROMEO"), greedy(40))])
+    four.add([four.new_row(tok.encode(p), greedy(40)) for p in ("ROMEO", "KING:", "Nurse", "What?")])
+    while one.rows or four.rows:
+        one.remove(one.step())
+        four.remove(four.step())
+    assert four.calls == one.calls  # same prompt lengths: the windows fill in the same steps, one call each time
+
+
+def test_stop_text_is_incremental_and_stops_at_the_earliest_match():
+    from gptzoo.zoo.generate import StopText
+    from gptzoo.zoo.tokenizers import CharTokenizer
+
+    tok = CharTokenizer("abcdxyz")
+    st = StopText(tok, ["bcd", "zz"])
+    text = "abcxyz" * 500
+    out, held = [], []
+    for c in text:
+        out.append(st.push(tok.encode(c)[0]))
+        held.append(len(st._pending))
+    # what is held back never grows: each token searches and copies a bounded string, however long the text
+    assert not st.stopped and max(held) <= 2 and "".join(out) + st.finish() == st.text == text
+    # both complete on the last character; the one that starts first wins, whichever the list names first
+    for stop in (["yd", "xyd"], ["xyd", "yd"]):
+        st = StopText(tok, stop)
+        assert "".join(st.push(tok.encode(c)[0]) for c in "abxyd") == st.text == "ab" and st.stopped
