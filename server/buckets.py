@@ -15,5 +15,12 @@ REQUEST_SECONDS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                    120.0]
 QUEUE_SECONDS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0]
 
+# One engine call: a prefill of the requests joining the batch, or a decode step of every row (0.1 ms at 1 layer,
+# batch 1, up to ~100 ms for a long prefill of a deep model).
+STEP_SECONDS = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
+
+# Prompt tokens prefilled together when requests join the batch (--max-prompt-tokens caps one prompt).
+PREFILL_TOKENS = [1, 4, 16, 64, 256, 1024, 4096, 16384]
+
 # Rows per decode step (continuous batching; --max-batch-size caps it, 8 by default).
 BATCH_ROWS = [1, 2, 4, 8, 16, 32, 64]

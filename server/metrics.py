@@ -33,6 +33,11 @@ CANCELLED = Counter("gptzoo_requests_cancelled", "Completion requests whose clie
                     LABELS)
 BATCH_SIZE = Histogram("gptzoo_batch_size", "Rows decoded together in one decode step.", LABELS,
                        buckets=buckets.BATCH_ROWS)
+STEP_TIME = Histogram("gptzoo_engine_step_seconds", "Wall time of one engine call: phase=prefill admits new "
+                      "requests into the batch, phase=decode advances every row by one token.", (*LABELS, "phase"),
+                      buckets=buckets.STEP_SECONDS)
+PREFILL_TOKENS = Histogram("gptzoo_prefill_tokens_per_step", "Prompt tokens prefilled together when requests join "
+                           "the batch.", LABELS, buckets=buckets.PREFILL_TOKENS)
 RUNNING = Gauge("gptzoo_requests_running", "Completion requests being decoded.", LABELS, multiprocess_mode="livesum")
 WAITING = Gauge("gptzoo_requests_waiting", "Completion requests queued for a batch slot.", LABELS,
                 multiprocess_mode="livesum")
@@ -58,3 +63,6 @@ class ModelMetrics:
         self.batch_size, self.queue = BATCH_SIZE.labels(**labels), QUEUE.labels(**labels)
         self.ttft, self.itl = TTFT.labels(**labels), ITL.labels(**labels)
         self.prompt_tokens, self.generation_tokens = PROMPT_TOKENS.labels(**labels), GENERATION_TOKENS.labels(**labels)
+        self.prefill_time = STEP_TIME.labels(**labels, phase="prefill")
+        self.decode_time = STEP_TIME.labels(**labels, phase="decode")
+        self.prefill_tokens = PREFILL_TOKENS.labels(**labels)

@@ -279,14 +279,21 @@ class ModelWorker:
             on_text = (lambda delta, job=job: self._post(job, TextDelta(delta))) if job.stream else None
             rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job))
         if rows:
+            t0 = time.perf_counter()
             batch.add(rows)
+            t1 = time.perf_counter()
+            self.m.prefill_time.observe(t1 - t0)
+            self.m.prefill_tokens.observe(sum(len(job.prompt_ids) for job in new))
             self.peak_rows = max(self.peak_rows, len(batch.rows))
-            self._account(rows, time.perf_counter())
+            self._account(rows, t1)
             self._hand_off()  # the first tokens go out now: waiting for the step would add it to their TTFT
         if active := sum(not r.done for r in batch.rows):
             self.m.batch_size.observe(active)
+            t0 = time.perf_counter()
             batch.step()
-            self._account(batch.rows, time.perf_counter())
+            t1 = time.perf_counter()
+            self.m.decode_time.observe(t1 - t0)
+            self._account(batch.rows, t1)
         self._retire(batch, time.perf_counter())
 
     def _retire(self, batch: Batch, now: float, cut: bool = False) -> None:

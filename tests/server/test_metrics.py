@@ -52,6 +52,12 @@ def test_request_metrics_move_after_requests(client):
     # 9 decode steps per request (the first token comes from the prefill), one row each
     assert delta("gptzoo_batch_size_count", **L) == 18 and delta("gptzoo_batch_size_sum", **L) == 18
     assert delta("gptzoo_batch_size_bucket", **L, le="1.0") == 18
+    # the engine's own calls: one prefill of 6 prompt tokens and 9 decode steps per request, each timed
+    assert delta("gptzoo_engine_step_seconds_count", **L, phase="prefill") == 2
+    assert delta("gptzoo_engine_step_seconds_count", **L, phase="decode") == 18
+    assert delta("gptzoo_engine_step_seconds_sum", **L, phase="decode") > 0
+    assert delta("gptzoo_prefill_tokens_per_step_count", **L) == 2
+    assert delta("gptzoo_prefill_tokens_per_step_sum", **L) == 12
     assert delta("gptzoo_inter_token_latency_seconds_sum", **L) > 0
     assert metric(after, "gptzoo_requests_running", **L) == 0 and metric(after, "gptzoo_requests_waiting", **L) == 0
     http = {"method": "POST", "path": "/v1/completions", "app_name": "gptzoo"}
