@@ -68,10 +68,6 @@ def _deliver(events: list[tuple[Job, Event]]) -> None:
         job.events.put_nowait(event)
 
 
-class LoadFailure(Exception):
-    pass
-
-
 class ModelWorker:
     def __init__(self, variant: Variant | Broken, settings: Settings):
         """A Broken variant (its card cannot be used) gets a worker that is failed from the start, so it is listed
@@ -158,10 +154,8 @@ class ModelWorker:
     def _load(self) -> None:
         tokenizer = from_spec(self.card.tokenizer)
         # refuses a file that is missing, corrupt, replaced, or exported from another variant
+        # (the card already checked that its tokenizer fits its vocabulary, and open_variant the file against it)
         model = open_variant(self.variant, self.settings.device, self.settings.threads)
-        if tokenizer.vocab_size > model.shape.vocab_size:
-            raise LoadFailure(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
-                              f"{model.shape.vocab_size}")
         self.model, self.tokenizer, self.provider = model, tokenizer, model.provider
         # Warm-up: a real prefill and decode step, so the first request pays no one-off session costs.
         batch = Batch(model, tokenizer, self.settings.policy)

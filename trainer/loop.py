@@ -134,8 +134,8 @@ def train(
     store = store or storemod.Store()
     overrides = dict(overrides or {})
     dataset_name = check_name(overrides.get("dataset") or datamod.DEFAULT_DATASET, "dataset name")
-    vid = check_name(name or storemod.variant_id(dataset_name, layers), "variant id")
-    vdir = store.variant_dir(vid)
+    vid = name or storemod.variant_id(dataset_name, layers)
+    vdir = store.variant_dir(vid)  # refuses an id that is not a plain identifier
 
     resume_ckpt = None
     if resume:

@@ -34,4 +34,3 @@ def to_name(text: str, fallback: str) -> str:
     into '-', cut to length; `fallback` when nothing usable is left."""
     name = _INVALID_RUN.sub("-", text.lower()).lstrip("._-")[:MAX_LENGTH].rstrip("-")
     return name if _VALID.fullmatch(name) else fallback
-

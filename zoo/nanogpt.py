@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import io
 import pickle
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
 
 from gptzoo.zoo import checkpoint
-from gptzoo.zoo.card import Card, DatasetFacts, EvalFacts, SourceFacts
+from gptzoo.zoo.card import GPT2_VOCAB, Card, DatasetFacts, EvalFacts, SourceFacts
 from gptzoo.zoo.names import check_name, to_name
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.store import CARD, CKPT_BEST, Store, Variant, variant_id
@@ -48,7 +49,7 @@ def char_vocabulary(meta: dict, path: Path) -> str:
         raise checkpoint.CheckpointError(f"{path}: itos does not map ids 0..{len(itos) - 1} to characters") from e
     if not all(isinstance(c, str) and len(c) == 1 for c in chars):
         raise checkpoint.CheckpointError(f"{path}: itos must map every id to one character")
-    repeated = sorted({c for c in chars if chars.count(c) > 1})
+    repeated = sorted(c for c, n in Counter(chars).items() if n > 1)
     if repeated:
         shown = ", ".join(repr(c) for c in repeated[:10])
         raise checkpoint.CheckpointError(f"{path}: itos repeats character(s) {shown}; a char vocabulary needs each "
@@ -70,7 +71,7 @@ def import_checkpoint(store: Store, ckpt_path: Path, meta_path: Path | None = No
                 f"meta.pkl has {len(chars)} characters but the model's vocabulary is {cfg.vocab_size}")
         tokenizer = {"kind": "char", "chars": chars}
     else:
-        if cfg.vocab_size < 50257:
+        if cfg.vocab_size < GPT2_VOCAB:
             raise checkpoint.CheckpointError(
                 f"vocabulary of {cfg.vocab_size} is too small for GPT-2 BPE: give the dataset's meta.pkl with --meta")
         tokenizer = {"kind": "gpt2", "encoding": "r50k_base"}

@@ -117,20 +117,13 @@ class Store:
         return self.root / check_name(vid, "variant id")
 
     def load(self, vid: str) -> Variant:
-        card_path = self.variant_dir(vid) / CARD
-        if not card_path.is_file():
+        vdir = self.variant_dir(vid)
+        if not (vdir / CARD).is_file():
             raise StoreError(f"no variant {vid!r} in {self.root}" + _available(self))
         try:
-            raw = json.loads(card_path.read_bytes())  # json, not msgspec: older cards may hold a bare NaN
-        except (OSError, ValueError) as e:
-            raise StoreError(f"variant {vid}: card.json is not readable JSON: {e}") from e
-        try:
-            card = cardmod.from_dict(raw)
-        except msgspec.ValidationError as e:
-            raise StoreError(f"variant {vid}: card.json is invalid: {e}") from None
-        if card.id != vid:
-            raise StoreError(f"variant {vid}: card.json describes {card.id[:80]!r}, not {vid!r}")
-        return Variant(self.root / vid, card)
+            return Variant(vdir, _read_card(vdir, vid))
+        except StoreError as e:
+            raise StoreError(f"variant {vid}: {e}") from None
 
     def save_card(self, card: Card) -> Variant:
         """The one writer of card.json (atomic); returns the variant it describes."""
@@ -174,11 +167,9 @@ class Store:
             if d.name.startswith(".") or not (d / CARD).is_file():
                 continue  # unfinished folders, the lock folder, temp files
             try:
-                good.append(self.load(d.name))
-            except InvalidName as e:
+                good.append(Variant(d, _read_card(d, check_name(d.name, "variant id"))))
+            except (InvalidName, StoreError) as e:
                 broken.append(Broken(d.name, d, str(e)))
-            except StoreError as e:
-                broken.append(Broken(d.name, d, str(e).removeprefix(f"variant {d.name}: ")))
         good.sort(key=lambda v: (v.dataset_name or "", v.n_layer, v.id))
         return good, broken
 
@@ -202,6 +193,21 @@ class Store:
             raise StoreError(f"no {layers}-layer variant in {self.root}" + _available(self))
         ids = ", ".join(v.id for v in matches)
         raise StoreError(f"several {layers}-layer variants ({ids}); pick one with --model ID")
+
+
+def _read_card(vdir: Path, vid: str) -> Card:
+    """The card in `vdir`, checked to describe `vid`; StoreError saying what is wrong with it."""
+    try:
+        raw = json.loads((vdir / CARD).read_bytes())  # json, not msgspec: older cards may hold a bare NaN
+    except (OSError, ValueError) as e:
+        raise StoreError(f"card.json is not readable JSON: {e}") from e
+    try:
+        card = cardmod.from_dict(raw)
+    except msgspec.ValidationError as e:
+        raise StoreError(f"card.json is invalid: {e}") from None
+    if card.id != vid:
+        raise StoreError(f"card.json describes {card.id[:80]!r}, not {vid!r}")
+    return card
 
 
 def _available(store: Store) -> str:
