@@ -1,16 +1,22 @@
-"""Training figures for docs/benchmarks.md: the depth table and what each speed option buys.
+"""Training figures for docs/benchmarks.md and docs/quality.md: the depth table, what each speed option buys, and
+recipe sweeps.
 
     python benchmarks/train_depths.py depths --depths 1,4,6,12 --threads 1   # full cpu-preset runs, one per depth
     python benchmarks/train_depths.py options --iters 150                     # threads / fused AdamW / compile
+    python benchmarks/train_depths.py sweep --depths 4 --seeds 1337,1338 \
+        --recipe lr2e-3:learning_rate=2e-3,min_lr=2e-4 --recipe lr3e-3:learning_rate=3e-3,min_lr=3e-4
 
 `depths` runs `gptzoo train --preset cpu` in a subprocess per depth (peak RSS from wait4) into a scratch store and
 prints a markdown table from the cards. `options` times the training step of the 4-layer cpu-preset model in this
-process under each option (median ms/iter after warm-up).
+process under each option (median ms/iter after warm-up). `sweep` trains every depth x seed x recipe (a recipe is
+`name:key=value,...` over a preset, `name:` alone is the preset as it is) in this process and prints the card's
+whole-split validation loss beside the periodic evaluation's fixed-window figure; `--jsonl` appends every run.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -32,9 +38,9 @@ def depths(args) -> None:
     store = Path(args.store or tempfile.mkdtemp(prefix="gptzoo-bench-"))
     rows = []
     for d in [int(x) for x in args.depths.split(",")]:
-        cmd = [sys.executable, "-m", "gptzoo.cli.main", "train", "--layers", str(d), "--preset", "cpu", "--threads",
-               str(args.threads), "--quiet", "--overwrite", "--store", str(store)] + (["--seed", str(args.seed)]
-                                                                                     if args.seed else [])
+        cmd = [sys.executable, "-m", "gptzoo.cli.main", "train", "--layers", str(d), "--preset", args.preset,
+               "--threads", str(args.threads), "--quiet", "--overwrite", "--store", str(store)]
+        cmd += ["--seed", str(args.seed)] if args.seed else []
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, env=env)
@@ -51,6 +57,46 @@ def depths(args) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for d, p, v, t, ms, tps, wall, rss in rows:
         print(f"| {d} | {p:,} | {v:.4f} | {t:.4f} | {ms:.1f} | {tps:,.0f} | {wall:.0f} | {rss:.0f} |")
+
+
+def _recipe(spec: str) -> tuple[str, dict]:
+    name, _, body = spec.partition(":")
+    values = {}
+    for item in filter(None, body.split(",")):
+        key, _, raw = item.partition("=")
+        values[key.strip()] = json.loads(raw)
+    return name, values
+
+
+def sweep(args) -> None:
+    from gptzoo.trainer.loop import train
+
+    torch.set_num_threads(args.threads)
+    data_dir = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="gptzoo-data-"))
+    recipes = [_recipe(r) for r in args.recipe] or [("preset", {})]
+    print("| layers | preset | recipe | seed | val loss (whole split) | val (fixed windows) | train loss | best iter "
+          "| stopped | ms/iter |\n|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    for d in [int(x) for x in args.depths.split(",")]:
+        for name, values in recipes:
+            for seed in [int(x) for x in args.seeds.split(",")]:
+                store = Store(tempfile.mkdtemp(prefix="gptzoo-sweep-"))
+                overrides = dict(values, seed=seed) | ({"max_iters": args.max_iters} if args.max_iters else {})
+                r = train(d, args.preset, overrides, store, data_dir, show_progress=False)
+                c = r.variant.card
+                row = dict(layers=d, preset=args.preset, recipe=name, overrides=values, seed=seed, val_loss=c.val_loss,
+                           val_loss_windows=c.val_loss_windows, train_loss=c.train_loss, best_iter=c.best_iter,
+                           stopped_at_iter=c.stopped_at_iter, stop_reason=c.stop_reason, ms_per_iter=c.ms_per_iter,
+                           train_config=c.train_config, store=str(store.root) if args.keep else None)
+                print(f"| {d} | {args.preset} | {name} | {seed} | {c.val_loss:.4f} | {c.val_loss_windows:.4f} | "
+                      f"{c.train_loss:.4f} | {c.best_iter} | {c.stopped_at_iter} ({c.stop_reason}) | "
+                      f"{c.ms_per_iter:.1f} |", flush=True)
+                if args.jsonl:
+                    with open(args.jsonl, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+                if not args.keep:
+                    import shutil
+
+                    shutil.rmtree(store.root, ignore_errors=True)
 
 
 def _time_steps(model, opt, sampler, iters: int, compiled=None) -> float:
@@ -102,7 +148,18 @@ if __name__ == "__main__":
     a.add_argument("--threads", type=int, default=1)
     a.add_argument("--seed", type=int, default=None)
     a.add_argument("--store", default=None)
+    a.add_argument("--preset", default="cpu")
     b = sub.add_parser("options")
     b.add_argument("--iters", type=int, default=150)
+    c = sub.add_parser("sweep")
+    c.add_argument("--depths", default="4")
+    c.add_argument("--seeds", default="1337")
+    c.add_argument("--preset", default="cpu")
+    c.add_argument("--recipe", action="append", default=[], help="name:key=value,... (repeatable)")
+    c.add_argument("--max-iters", type=int, default=None)
+    c.add_argument("--threads", type=int, default=1)
+    c.add_argument("--data-dir", default=None)
+    c.add_argument("--jsonl", default=None)
+    c.add_argument("--keep", action="store_true", help="keep each run's scratch store")
     args = ap.parse_args()
-    {"depths": depths, "options": options}[args.what](args)
+    {"depths": depths, "options": options, "sweep": sweep}[args.what](args)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gptzoo.cli.common import StoreOpt, handle_errors, open_store, out
+from gptzoo.cli.common import DataDirOpt, StoreOpt, err, handle_errors, open_store, out
 
 app = typer.Typer(help="Import checkpoints trained elsewhere into the store.", no_args_is_help=True)
 
@@ -20,12 +20,30 @@ def nanogpt(
     = None,
     name: Annotated[str | None, typer.Option(help="Variant id. [default: nanogpt-<dataset>-<layers>l]",
                                              show_default=False)] = None,
+    dataset: Annotated[str | None, typer.Option(
+        help="Prepared dataset to score the checkpoint on (its tokenizer must be the checkpoint's). [default: the "
+             "dataset nanoGPT trained on, e.g. shakespeare_char, prepared on first use]", show_default=False)] = None,
+    no_eval: Annotated[bool, typer.Option("--no-eval", help="Import without scoring: the card keeps only nanoGPT's "
+                                          "own figure (reported_val_loss) and has no val_loss.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a variant with the same id.")] = False,
     store: StoreOpt = None,
+    data_dir: DataDirOpt = None,
 ) -> None:
-    """Import a nanoGPT checkpoint as a store variant (val_loss from its best_val_loss); export it next."""
+    """Import a nanoGPT checkpoint as a store variant; export it next.
+
+    The card's val_loss is the zoo's own figure: the checkpoint scored on every window of the validation split (as
+    for a trained variant), so imported and trained variants compare directly. nanoGPT's best_val_loss (an estimate
+    from random batches) is kept beside it as reported_val_loss.
+    """
     from gptzoo.zoo.nanogpt import import_checkpoint
 
-    v = import_checkpoint(open_store(store), ckpt, meta, name, overwrite)
-    out.print(f"imported {v.id}: {v.n_layer} layers, {v.card.params:,} params, val loss {v.card.val_loss:.4f} "
-              f"({v.card.tokenizer['kind']} tokenizer) -> {v.dir}", highlight=False)
+    def say(message: str) -> None:
+        err.print(message, highlight=False)
+
+    v = import_checkpoint(open_store(store), ckpt, meta, name, overwrite, data_dir=data_dir, dataset=dataset,
+                          score=not no_eval, say=say)
+    c = v.card
+    val = f"val loss {c.val_loss:.4f} (whole split)" if c.val_loss is not None else "not scored"
+    reported = f", nanoGPT reported {c.reported_val_loss:.4f}" if c.reported_val_loss is not None else ""
+    out.print(f"imported {v.id}: {v.n_layer} layers, {c.params:,} params, {val}{reported} ({c.tokenizer['kind']} "
+              f"tokenizer) -> {v.dir}", highlight=False)

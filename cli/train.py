@@ -7,9 +7,18 @@ from typing import Annotated
 import typer
 
 from gptzoo.cli.common import DataDirOpt, StoreOpt, err, fail, handle_errors, open_store, out
-from gptzoo.zoo.presets import CANONICAL_DEPTHS
+from gptzoo.zoo.presets import BY_DEPTH, CANONICAL_DEPTHS, PROFILES
 
 Hyper = "Hyper-parameters (override the preset)"
+
+
+def _per_depth(profile: str, key: str) -> str:
+    """A preset value by depth for --help, from the presets themselves: '1 layer: 0.1, 4: 0.2, ..., 12+: 0.3'."""
+    entries = [(d, v[key]) for d, v in BY_DEPTH.get(profile, ()) if key in v]
+    if not entries:
+        return f"{PROFILES[profile][key]:g}"
+    parts = [f"{d}{'+' if i == len(entries) - 1 else ''}: {v:g}" for i, (d, v) in enumerate(entries)]
+    return "by depth (layers " + ", ".join(parts) + ")"
 
 
 @handle_errors
@@ -20,8 +29,10 @@ def train(
         bool, typer.Option("--all", help=f"Train every canonical depth ({', '.join(map(str, CANONICAL_DEPTHS))}).")
     ] = False,
     preset: Annotated[
-        str, typer.Option(help="Width profile: cpu (128 wide, nanoGPT's CPU recipe), gpu (384 wide, nanoGPT's "
-                          "shakespeare_char) or auto (gpu when CUDA is available).")
+        str, typer.Option(help="Width profile: cpu (128 wide, 2000 steps, a learning rate per depth that beats "
+                          "nanoGPT's), gpu (384 wide, nanoGPT's shakespeare_char with dropout growing with depth and "
+                          "early stopping), nanogpt-cpu / nanogpt-gpu (nanoGPT's exact recipes, for comparisons) or "
+                          "auto (gpu when CUDA is available, else cpu).")
     ] = "auto",
     max_iters: Annotated[int | None, typer.Option(min=1, help="Optimizer steps.", rich_help_panel=Hyper)] = None,
     n_embd: Annotated[int | None, typer.Option(min=1, help="Width.", rich_help_panel=Hyper)] = None,
@@ -31,9 +42,13 @@ def train(
     = None,
     grad_accum: Annotated[int | None, typer.Option(min=1, help="Micro-batches per step.", rich_help_panel=Hyper)]
     = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate.", rich_help_panel=Hyper)] = None,
-    min_lr: Annotated[float | None, typer.Option(help="Final learning rate (cosine floor).", rich_help_panel=Hyper)]
-    = None,
+    lr: Annotated[float | None, typer.Option(
+        help=f"Peak learning rate. [default: cpu {_per_depth('cpu', 'learning_rate')}; gpu "
+        f"{_per_depth('gpu', 'learning_rate')}; nanogpt-cpu/-gpu {PROFILES['nanogpt-cpu']['learning_rate']:g}]",
+        rich_help_panel=Hyper, show_default=False)] = None,
+    min_lr: Annotated[float | None, typer.Option(
+        help="Final learning rate (cosine floor). [default: a tenth of the preset's peak]", rich_help_panel=Hyper,
+        show_default=False)] = None,
     warmup_iters: Annotated[int | None, typer.Option(min=0, help="Warmup steps.", rich_help_panel=Hyper)] = None,
     weight_decay: Annotated[float | None, typer.Option(min=0, help="AdamW weight decay.", rich_help_panel=Hyper)]
     = None,
@@ -43,13 +58,21 @@ def train(
     = None,
     grad_clip: Annotated[float | None, typer.Option(min=0, help="Gradient-norm clip (0: off).", rich_help_panel=Hyper)]
     = None,
-    dropout: Annotated[float | None, typer.Option(min=0, max=0.99, help="Dropout.", rich_help_panel=Hyper)] = None,
+    dropout: Annotated[float | None, typer.Option(
+        min=0, max=0.99, help=f"Dropout. [default: cpu {_per_depth('cpu', 'dropout')}; gpu "
+        f"{_per_depth('gpu', 'dropout')}; nanogpt-gpu {PROFILES['nanogpt-gpu']['dropout']:g}]", rich_help_panel=Hyper,
+        show_default=False)] = None,
     bias: Annotated[bool | None, typer.Option("--bias/--no-bias", help="Biases in Linear/LayerNorm.",
                                               rich_help_panel=Hyper, show_default=False)] = None,
     eval_interval: Annotated[int | None, typer.Option(min=1, help="Evaluate and save every N steps.",
                                                       rich_help_panel=Hyper)] = None,
     eval_iters: Annotated[int | None, typer.Option(min=1, help="Batches per split per evaluation.",
                                                    rich_help_panel=Hyper)] = None,
+    patience: Annotated[int | None, typer.Option(
+        min=0, help="Early stopping: stop after N evaluations without a better validation loss; 0 turns it off. "
+        f"[default: {PROFILES['gpu']['patience']} for gpu, off for cpu and nanogpt-*] May change on --resume.",
+        rich_help_panel=Hyper, show_default=False)]
+    = None,
     seed: Annotated[int | None, typer.Option(help="Seed for init, dropout and data order.", rich_help_panel=Hyper)]
     = None,
     dataset: Annotated[str | None, typer.Option(help="Prepared dataset to train on. [default: shakespeare_char, "
@@ -73,8 +96,10 @@ def train(
 ) -> None:
     """Train a GPT at the chosen depth on tiny-Shakespeare (or a prepared dataset) into the store.
 
-    Evaluates every --eval-interval steps, keeps the best-val and the latest checkpoint (atomically), logs every
-    evaluation to train-log.jsonl and writes the variant's card.json. Ctrl-C saves and exits; --resume continues
+    Evaluates every --eval-interval steps on fixed windows, keeps the best-val and the latest checkpoint
+    (atomically), logs every evaluation to train-log.jsonl and writes the variant's card.json. When the run ends
+    (its last step, early stopping with --patience, or Ctrl-C) the best checkpoint is scored on the whole validation
+    split: that is the card's val_loss, and the card records where and why training stopped. --resume continues
     exactly where it stopped. Launch with `torchrun --nproc_per_node N` for DDP.
     """
     import torch
@@ -91,8 +116,8 @@ def train(
         max_iters=max_iters, n_embd=n_embd, n_head=n_head, block_size=block_size, batch_size=batch_size,
         gradient_accumulation_steps=grad_accum, learning_rate=lr, min_lr=min_lr, warmup_iters=warmup_iters,
         weight_decay=weight_decay, beta1=beta1, beta2=beta2, grad_clip=grad_clip, dropout=dropout, bias=bias,
-        eval_interval=eval_interval, eval_iters=eval_iters, seed=seed, dataset=dataset, device=device,
-        compile=compile_model,
+        eval_interval=eval_interval, eval_iters=eval_iters, patience=patience, seed=seed, dataset=dataset,
+        device=device, compile=compile_model,
     )
     the_store = open_store(store)
     for depth in CANONICAL_DEPTHS if all_depths else [layers]:
@@ -104,9 +129,10 @@ def train(
         if result.interrupted:
             err.print(f"interrupted at iter {result.iterations}: saved {v.dir}; continue with --resume")
             raise typer.Exit(130)
+        stopped = " (early stop: patience)" if result.stop_reason == "patience" else ""
         out.print(
-            f"{v.id}: val loss {v.card.val_loss:.4f} (best at iter {v.card.best_iter} of {result.iterations}), "
-            f"{v.card.params:,} params, {result.ms_per_iter:.1f} ms/iter, {result.tokens_per_s:,.0f} tok/s -> "
-            f"{v.dir}",
+            f"{v.id}: val loss {v.card.val_loss:.4f} on the whole validation split (best at iter {v.card.best_iter} "
+            f"of {result.iterations}{stopped}), {v.card.params:,} params, {result.ms_per_iter:.1f} ms/iter, "
+            f"{result.tokens_per_s:,.0f} tok/s -> {v.dir}",
             highlight=False,
         )

@@ -34,6 +34,7 @@ class TrainConfig:
     # evaluation
     eval_interval: int = 250  # evaluate (and save) every this many steps, and at the end
     eval_iters: int = 20  # batches per split per evaluation (fixed windows, so evaluations compare exactly)
+    patience: int = 0  # stop after this many evaluations without a new best validation loss (0: never)
     # run
     seed: int = 1337  # model init, dropout and data order all follow from it
     device: str = "auto"  # auto, cpu, cuda, cuda:N
@@ -62,6 +63,8 @@ class TrainConfig:
             raise BadValue(f"need 0 < min_lr <= learning_rate, got {self.min_lr} and {self.learning_rate}")
         if self.warmup_iters < 0 or not 0 <= self.dropout < 1:
             raise BadValue("warmup_iters must be >= 0 and dropout in [0, 1)")
+        if self.patience < 0:
+            raise BadValue(f"patience must be >= 0 (0 turns early stopping off), got {self.patience}")
 
     def approx_params(self) -> int:
         """Parameters in the transformer blocks (attention 4·d², MLP 8·d² per layer): what makes a run large."""

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from gptzoo.zoo import atomic, sources
+from gptzoo.zoo import datasets as dsmod
 from gptzoo.zoo.datasets import DataError, default_data_dir
 from gptzoo.zoo.names import check_name, to_name
 from gptzoo.zoo.tokenizers import CharTokenizer, GPT2Tokenizer, Tokenizer
@@ -93,3 +94,17 @@ def prepare(
     except OSError as e:
         raise DataError(f"cannot write dataset to {out}: {e.strerror or e}") from e
     return out
+
+
+def ensure(name: str, data_dir: Path | None = None, say=None) -> dsmod.Dataset:
+    """The prepared dataset `name`; a built-in one (shakespeare_char, shakespeare) that is not prepared yet is
+    prepared first, saying so through `say`. What `train`, `eval` and `import` all do."""
+    try:
+        return dsmod.load(name, data_dir)
+    except DataError:
+        if name not in BUILTIN or ((data_dir or default_data_dir()) / name / "meta.json").exists():
+            raise
+    if say:
+        say(f"dataset {name!r} is not prepared yet: preparing it now (once)")
+    prepare(name, data_dir)
+    return dsmod.load(name, data_dir)

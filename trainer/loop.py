@@ -1,5 +1,10 @@
 """The training loop: AdamW with cosine LR and warmup, gradient clipping and accumulation, fixed-window evaluation,
-atomic best/last checkpoints, exact resume, clean Ctrl-C, and DDP under torchrun."""
+early stopping (`patience`), atomic best/last checkpoints, exact resume, clean Ctrl-C, and DDP under torchrun.
+
+The periodic evaluations score fixed windows (cheap, and every evaluation scores the same tokens); they choose the
+best checkpoint. When the run ends (its last step, early stopping or Ctrl-C) the best checkpoint is scored once on the
+whole validation split, in full precision: that is the card's `val_loss`, the one figure every variant of the zoo,
+trained or imported, is compared by."""
 
 from __future__ import annotations
 
@@ -34,7 +39,9 @@ from gptzoo.zoo.sources import sha256_file
 # A fresh run past this many parameters asks for `--yes`: an extra zero on --layers should not start a day-long job.
 LARGE_PARAMS = 100_000_000
 # Fields a resumed run may change; everything else must match the checkpoint it continues.
-RESUMABLE_OVERRIDES = {"max_iters", "device", "compile", "eval_interval"}
+RESUMABLE_OVERRIDES = {"max_iters", "device", "compile", "eval_interval", "patience"}
+# Why a run stopped (card.stop_reason, TrainResult.stop_reason).
+STOP_MAX_ITERS, STOP_PATIENCE, STOP_INTERRUPTED, STOP_DIVERGED = "max_iters", "patience", "interrupted", "diverged"
 
 
 class TrainError(GptzooError):
@@ -45,10 +52,11 @@ class TrainError(GptzooError):
 class TrainResult:
     variant: storemod.Variant | None  # None on non-zero ranks
     iterations: int
-    best_val_loss: float
+    best_val_loss: float  # on the periodic evaluation's fixed windows (the card's val_loss is the whole split)
     interrupted: bool
     ms_per_iter: float  # median wall time of one optimizer step, evaluations excluded
     tokens_per_s: float
+    stop_reason: str = STOP_MAX_ITERS  # max_iters, patience or interrupted
 
 
 def lr_at(it: int, cfg: TrainConfig) -> float:
@@ -102,17 +110,6 @@ def resolve_config(layers: int, preset: str, overrides: dict, resume_from: dict 
         names = ", ".join(f"{k}={v} (saved {getattr(saved, k)})" for k, v in clash.items())
         raise TrainError(f"--resume cannot change {names}; only {', '.join(sorted(RESUMABLE_OVERRIDES))} may change")
     return replace(saved, **{k: v for k, v in overrides.items() if k in RESUMABLE_OVERRIDES})
-
-
-def ensure_dataset(name: str, data_dir: Path | None, say) -> dsmod.Dataset:
-    try:
-        return dsmod.load(name, data_dir)
-    except dsmod.DataError:
-        if name not in datamod.BUILTIN or ((data_dir or dsmod.default_data_dir()) / name / "meta.json").exists():
-            raise
-    say(f"dataset {name!r} is not prepared yet: preparing it now (once)")
-    datamod.prepare(name, data_dir)
-    return dsmod.load(name, data_dir)
 
 
 def train(
@@ -171,7 +168,7 @@ def train(
                                      f"move it away or pick another --name")
                 shutil.rmtree(vdir)
             vdir.mkdir(parents=True, exist_ok=True)
-            dataset = ensure_dataset(cfg.dataset, data_dir, progress.log)
+            dataset = datamod.ensure(cfg.dataset, data_dir, progress.log)
         distributed.barrier(dist)
         if not dist.master:
             dataset = dsmod.load(cfg.dataset, data_dir)
@@ -194,10 +191,12 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
     optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
     sampler = BatchSampler(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed + dist.rank)
     start_iter, best_val, prev_seconds, prev_tokens = 0, float("inf"), 0.0, 0
+    since_best = 0  # evaluations since the last new best (early stopping's counter; checkpointed for --resume)
     if resume_ckpt is not None:
         model.load_state_dict(checkpoint.strip_compile_prefix(resume_ckpt["model"]))
         optimizer.load_state_dict(resume_ckpt["optimizer"])
         start_iter, best_val = int(resume_ckpt["iter_num"]), float(resume_ckpt["best_val_loss"])
+        since_best = int(resume_ckpt.get("evals_since_best", 0))
         prev_seconds, prev_tokens = float(resume_ckpt["training_seconds"]), int(resume_ckpt["tokens_seen"])
         sampler.skip(start_iter * cfg.gradient_accumulation_steps)
         rng = resume_ckpt["rng"]
@@ -241,6 +240,7 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
             "model_args": gconf.to_dict(),
             "iter_num": it,
             "best_val_loss": best_val,
+            "evals_since_best": since_best,
             "config": cfg.to_dict(),
             "tokenizer": dataset.meta["tokenizer"],
             "dataset": _dataset_facts(dataset),
@@ -252,7 +252,7 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
         return ckpt
 
     def evaluate_and_save(it: int) -> None:
-        nonlocal best_val
+        nonlocal best_val, since_best
         losses = estimate(raw_model, splits, cfg.batch_size, eval_windows, device=device, autocast=autocast)
         if not all(math.isfinite(v) for v in losses.values()):
             diverged(it, losses["val"])
@@ -263,10 +263,11 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
             f.write(json.dumps(record, allow_nan=False) + "\n")
         progress.log(f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}")
         if losses["val"] < best_val:
-            best_val = losses["val"]
+            best_val, since_best = losses["val"], 0
             checkpoint.save(state(it, with_optimizer=False), vdir / storemod.CKPT_BEST)
             _write_card(store, vid, cfg, gconf, raw_model, dataset, it, losses, elapsed(), tokens_seen(it), step_times)
         else:  # a new best wrote the whole card, progress facts included
+            since_best += 1
             _update_progress_facts(store, vid, it, elapsed(), tokens_seen(it), step_times)
         checkpoint.save(state(it, with_optimizer=True), vdir / storemod.CKPT_LAST)
         last_saved[:] = [it]
@@ -274,6 +275,8 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
     def diverged(it: int, loss: float) -> None:
         """A non-finite loss: nothing more is saved (the weights are spoiled); the last good checkpoints stay."""
         kept = f"the checkpoints from iter {last_saved[0]} are kept" if last_saved else "nothing was saved"
+        if dist.master and (vdir / storemod.CARD).is_file():
+            _set_stop_facts(store, vid, it, STOP_DIVERGED)
         raise TrainError(f"training diverged: the loss is {loss} at iter {it} (lr {lr_at(it, cfg):.3g}); {kept}. "
                          f"Start over with a lower --lr (and --overwrite)")
 
@@ -287,6 +290,7 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
 
     old_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
     it = start_iter
+    reason = STOP_MAX_ITERS
     model.train()
     try:
         with progress:
@@ -295,7 +299,12 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
                 due = it % cfg.eval_interval == 0 or it == cfg.max_iters
                 if dist.master and due and (it != start_iter or resume_ckpt is None):
                     evaluate_and_save(it)
-                if it >= cfg.max_iters or it == stop_at or _stop_requested(stop, dist):
+                if it >= cfg.max_iters:
+                    break
+                patience_hit = dist.master and cfg.patience > 0 and since_best >= cfg.patience
+                wanted = _stop_wanted(stop, patience_hit, it == stop_at, dist)
+                if wanted:
+                    reason = wanted
                     break
                 lr = lr_at(it, cfg)
                 for group in optimizer.param_groups:
@@ -322,13 +331,20 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
                     if it > start_iter + 3:  # the first steps pay one-off allocation (and compile) costs
                         step_times.append(dt)
                     progress.step(it, step_loss, tokens_per_iter / max(dt, 1e-9))
-        interrupted = it < cfg.max_iters
+        interrupted = reason == STOP_INTERRUPTED
         if interrupted and dist.master:
             checkpoint.save(state(it, with_optimizer=True), vdir / storemod.CKPT_LAST)
             _update_progress_facts(store, vid, it, elapsed(), tokens_seen(it), step_times)
+        if dist.master:
+            if reason == STOP_PATIENCE:
+                progress.log(f"early stop at iter {it}: no better validation loss in {since_best} evaluations "
+                             f"(patience {cfg.patience})")
+            _set_stop_facts(store, vid, it, reason)
     finally:
         if old_handler is not None:
             signal.signal(signal.SIGINT, old_handler)
+    if dist.master:  # outside our SIGINT handler: a Ctrl-C here leaves the card's fixed-window figure, still consistent
+        score_best_on_whole_split(store, vid, dataset, device, progress.log)
 
     ms = statistics.median(step_times) * 1000 if step_times else float("nan")
     return TrainResult(
@@ -338,6 +354,7 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
         interrupted=interrupted,
         ms_per_iter=ms,
         tokens_per_s=tokens_per_iter / (ms / 1000) if step_times else float("nan"),
+        stop_reason=reason,
     )
 
 
@@ -347,13 +364,38 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _stop_requested(stop: dict, dist: distributed.Dist) -> bool:
-    """Every rank stops at the same step: the flag is OR-reduced across ranks."""
-    if not dist.enabled:
-        return stop["requested"]
-    flag = torch.tensor([1.0 if stop["requested"] else 0.0], device=dist.device)
-    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-    return bool(flag.item())
+def _stop_wanted(stop: dict, patience_hit: bool, at_stop_iter: bool, dist: distributed.Dist) -> str | None:
+    """Why to stop before the next step (early stopping, Ctrl-C, `stop_at`), or None. Every rank stops at the same
+    step: only rank 0 evaluates, so its patience verdict and every rank's Ctrl-C are MAX-reduced across ranks."""
+    code = 2 if patience_hit else 1 if (stop["requested"] or at_stop_iter) else 0
+    if dist.enabled:
+        flag = torch.tensor([float(code)], device=dist.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        code = int(flag.item())
+    return {0: None, 1: STOP_INTERRUPTED, 2: STOP_PATIENCE}[code]
+
+
+def score_best_on_whole_split(store: storemod.Store, vid: str, dataset: dsmod.Dataset, device: str = "cpu",
+                              say=None) -> float:
+    """Score the variant's best checkpoint on every window of the validation split, in full precision (no autocast,
+    no TF32), and make that the card's val_loss; the fixed-window figure stays as `val_loss_windows`."""
+    variant = store.load(vid)
+    card = variant.card
+    _, model = checkpoint.load_variant(variant)  # checks the checkpoint against the card
+    ev = card.eval or EvalFacts()
+    if say:
+        say(f"scoring the best checkpoint (iter {card.best_iter}) on the whole validation split")
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        val = estimate(model.to(device), {"val": dataset.val}, ev.batch_size, None, device=device)["val"]
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    train_windows = ev.train_windows if ev.train_windows is not None else ev.windows_per_split
+    card.val_loss = val
+    card.eval = EvalFacts(windows_per_split=None, train_windows=train_windows, batch_size=ev.batch_size)
+    store.save_card(card)
+    return val
 
 
 def _dataset_facts(dataset: dsmod.Dataset) -> dict:
@@ -366,7 +408,7 @@ def _write_card(store, vid, cfg, gconf, model, dataset, it, losses, seconds, tok
         id=vid, n_layer=gconf.n_layer, n_head=gconf.n_head, n_embd=gconf.n_embd, block_size=gconf.block_size,
         vocab_size=gconf.vocab_size, bias=gconf.bias, dropout=gconf.dropout, params=model.num_params(),
         tokenizer=dataset.meta["tokenizer"], dataset=DatasetFacts(**_dataset_facts(dataset)), preset=cfg.preset,
-        best_iter=it, val_loss=losses["val"], train_loss=losses["train"],
+        best_iter=it, val_loss=losses["val"], train_loss=losses["train"], val_loss_windows=losses["val"],
         eval=EvalFacts(windows_per_split=cfg.eval_iters * cfg.batch_size, batch_size=cfg.batch_size),
         checkpoint_sha256=sha256_file(store.variant_dir(vid) / storemod.CKPT_BEST),
         torch_version=str(torch.__version__), train_config=cfg.to_dict(),
@@ -386,4 +428,10 @@ def _set_progress_facts(card: Card, it: int, seconds: float, tokens: int, step_t
 def _update_progress_facts(store, vid, it, seconds, tokens, step_times) -> None:
     card = store.load(vid).card
     _set_progress_facts(card, it, seconds, tokens, step_times)
+    store.save_card(card)
+
+
+def _set_stop_facts(store, vid, it, reason) -> None:
+    card = store.load(vid).card
+    card.stopped_at_iter, card.stop_reason = it, reason
     store.save_card(card)

@@ -26,8 +26,11 @@ class DatasetFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class EvalFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
-    windows_per_split: int | None = None  # fixed evaluation windows per split; None: every window
+    """Which windows `val_loss` and `train_loss` were scored on, so `gptzoo eval` can score exactly the same ones."""
+
+    windows_per_split: int | None = None  # fixed windows of the validation split (and of train, see below); None: all
     batch_size: PositiveInt = 12  # windows per forward pass
+    train_windows: int | None = None  # fixed windows of the training split; None: the same as windows_per_split
 
 
 class OnnxFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -60,13 +63,20 @@ class Card(msgspec.Struct, kw_only=True, omit_defaults=True):
     params: int | None = None
     # quality (how good it is)
     dataset: DatasetFacts | None = None
-    val_loss: float | None = None  # at the best checkpoint, on `eval`'s windows of the validation split
-    train_loss: float | None = None
+    # val_loss: the best checkpoint on `eval`'s windows of the validation split. Training and import score it on the
+    # whole split (eval.windows_per_split None), so every variant's figure compares with every other's; a card whose
+    # training was killed before its end keeps the periodic evaluation's fixed-window figure (and says so in `eval`).
+    val_loss: float | None = None
+    train_loss: float | None = None  # the best checkpoint on the training split's fixed windows
     eval: EvalFacts | None = None
+    val_loss_windows: float | None = None  # the best checkpoint on the periodic evaluation's fixed windows (the log's)
+    reported_val_loss: float | None = None  # an imported variant's own figure, as its source measured it
     # training (how it got there)
     preset: str | None = None  # cpu or gpu width profile
     best_iter: int | None = None  # iteration of the best checkpoint
     iterations: int | None = None  # iterations run so far
+    stopped_at_iter: int | None = None  # where the last training run stopped (None: never ended cleanly)
+    stop_reason: str | None = None  # why: max_iters, patience (early stopping), interrupted (Ctrl-C), diverged
     tokens_seen: int | None = None
     training_seconds: float | None = None
     ms_per_iter: float | None = None  # median step time

@@ -3,11 +3,16 @@
 nanoGPT saves {model, optimizer, model_args, iter_num, best_val_loss, config}; weights may carry torch.compile's
 `_orig_mod.` prefix. A char-level dataset keeps its vocabulary in meta.pkl ({vocab_size, itos, stoi}); without one the
 model is taken to use GPT-2's BPE (nanoGPT pads that vocabulary to 50304; the extra ids are never produced by text).
+
+The import scores the checkpoint the zoo's way: on every window of the validation split of the dataset it was trained
+on (nanoGPT's `config["dataset"]`, or the one named), prepared first when it is a built-in one. That is the card's
+`val_loss`; nanoGPT's own `best_val_loss` (an estimate from random batches) is kept as `reported_val_loss`.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from collections import Counter
 from datetime import UTC, datetime
@@ -16,7 +21,9 @@ from pathlib import Path
 import torch
 
 from gptzoo.zoo import checkpoint
+from gptzoo.zoo import datasets as dsmod
 from gptzoo.zoo.card import GPT2_VOCAB, Card, DatasetFacts, EvalFacts, SourceFacts
+from gptzoo.zoo.evaluate import estimate
 from gptzoo.zoo.names import check_name, to_name
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.store import CARD, CKPT_BEST, Store, Variant, variant_id
@@ -58,9 +65,15 @@ def char_vocabulary(meta: dict, path: Path) -> str:
 
 
 def import_checkpoint(store: Store, ckpt_path: Path, meta_path: Path | None = None, name: str | None = None,
-                      overwrite: bool = False) -> Variant:
+                      overwrite: bool = False, data_dir: Path | None = None, dataset: str | None = None,
+                      score: bool = True, say=None) -> Variant:
+    """Import nanoGPT's `ckpt_path` as a store variant. With `score` (the default) its val_loss is measured on every
+    window of `dataset`'s validation split (default: the dataset nanoGPT trained on), prepared first if it is a built-in
+    one; without, the card has no val_loss, only the source's `reported_val_loss`."""
     if name is not None:
         check_name(name, "variant id")  # before reading anything
+    if dataset is not None:
+        check_name(dataset, "dataset name")
     ckpt = checkpoint.load(ckpt_path)
     model = checkpoint.build_model(ckpt)  # also checks the weights fit model_args
     cfg = model.config
@@ -76,7 +89,7 @@ def import_checkpoint(store: Store, ckpt_path: Path, meta_path: Path | None = No
                 f"vocabulary of {cfg.vocab_size} is too small for GPT-2 BPE: give the dataset's meta.pkl with --meta")
         tokenizer = {"kind": "gpt2", "encoding": "r50k_base"}
     config = ckpt.get("config") or {}
-    dataset = to_name(str(config.get("dataset", "nanogpt")), "nanogpt")
+    dataset = dataset or to_name(str(config.get("dataset", "nanogpt")), "nanogpt")
     vid = name or "nanogpt-" + variant_id(dataset, cfg.n_layer)
     vdir = store.variant_dir(vid)
     store.ensure_writable()
@@ -85,12 +98,39 @@ def import_checkpoint(store: Store, ckpt_path: Path, meta_path: Path | None = No
             raise checkpoint.CheckpointError(f"variant {vid} already exists; pass --name or --overwrite")
         if vdir.exists() and any(vdir.iterdir()) and not (vdir / CARD).exists():
             raise checkpoint.CheckpointError(f"{vdir} is not a gptzoo variant (no {CARD}); refusing to write into it")
-        return _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, config)
+        prepared = _scoring_dataset(dataset, tokenizer, data_dir, say) if score else None
+        return _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, config, prepared, say)
 
 
-def _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, config) -> Variant:
+def _scoring_dataset(name: str, tokenizer: dict, data_dir: Path | None, say) -> dsmod.Dataset:
+    """The prepared dataset to score the import on (preparing a built-in one), refused unless its tokenizer is the
+    checkpoint's: token ids must mean the same characters."""
+    from gptzoo.trainer.data import ensure
+
+    try:
+        prepared = ensure(name, data_dir, say)
+    except dsmod.DataError as e:
+        raise dsmod.DataError(f"{e}; to score the import on another prepared dataset pass --dataset NAME, or import it "
+                              f"unscored with --no-eval") from e
+    theirs = prepared.meta["tokenizer"]
+    same = (theirs == tokenizer) if tokenizer["kind"] == "char" else theirs.get("kind") == "gpt2"
+    if not same:
+        raise checkpoint.CheckpointError(
+            f"dataset {name!r} is tokenized differently from the checkpoint ({_describe(theirs)} vs "
+            f"{_describe(tokenizer)}), so it cannot score it; pass --dataset NAME or --no-eval")
+    return prepared
+
+
+def _describe(tokenizer: dict) -> str:
+    if tokenizer.get("kind") == "char":
+        return f"{len(tokenizer.get('chars', ''))} characters"
+    return str(tokenizer.get("kind"))
+
+
+def _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, config, prepared, say) -> Variant:
     cfg, vdir = model.config, store.variant_dir(vid)
     best = float(ckpt.get("best_val_loss", float("nan")))
+    reported = best if math.isfinite(best) else None
     saved = {
         "model": model.state_dict(),
         "model_args": cfg.to_dict(),
@@ -99,17 +139,27 @@ def _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, confi
         "config": {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))},
         "tokenizer": tokenizer,
     }
+    eval_iters, batch = int(config.get("eval_iters", 200)), int(config.get("batch_size", 12))
+    val = None
+    facts = DatasetFacts(name=dataset)
+    if prepared is not None:  # scored before anything is written: an interrupted import leaves nothing behind
+        if say:
+            say(f"scoring the checkpoint on the whole validation split of {dataset!r}")
+        val = estimate(model, {"val": prepared.val}, batch, None)["val"]
+        m = prepared.meta
+        facts = DatasetFacts(name=m["name"], kind=m["kind"], sha256=m["sha256"], n_train=m["n_train"],
+                             n_val=m["n_val"])
     vdir.mkdir(parents=True, exist_ok=True)
     checkpoint.save(saved, vdir / CKPT_BEST)
-    eval_iters, batch = int(config.get("eval_iters", 200)), int(config.get("batch_size", 12))
     card = Card(
         id=vid, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
         vocab_size=cfg.vocab_size, bias=cfg.bias, dropout=cfg.dropout, params=model.num_params(), tokenizer=tokenizer,
-        dataset=DatasetFacts(name=dataset),
+        dataset=facts,
         source=SourceFacts(kind="nanogpt", path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path)),
         iterations=saved["iter_num"], best_iter=saved["iter_num"],
-        val_loss=best,  # nanoGPT's own estimate (random batches), as it reported it
-        eval=EvalFacts(windows_per_split=eval_iters * batch, batch_size=batch),
+        val_loss=val,  # the zoo's figure: every window of the validation split (None when not scored)
+        reported_val_loss=reported,  # nanoGPT's own estimate (random batches), as it reported it
+        eval=EvalFacts(windows_per_split=None, train_windows=eval_iters * batch, batch_size=batch),
         checkpoint_sha256=sha256_file(vdir / CKPT_BEST), torch_version=str(torch.__version__),
         updated=datetime.now(UTC).isoformat(timespec="seconds"),
     )

@@ -1,8 +1,16 @@
-"""Depth presets: the zoo's canonical depths in two width profiles, as plain data.
+"""Depth presets: the zoo's canonical depths in width profiles, as plain data.
 
-A preset is a width profile (model width and training recipe) at a depth. `cpu` is nanoGPT's CPU recipe for
-shakespeare_char (4 layers reach val ~1.88 in 2000 iterations); `gpu` is nanoGPT's config/train_shakespeare_char.py
-(6 layers reach val ~1.47). Any depth >= 1 works; the canonical ones are what `gptzoo train --all` builds.
+A preset is a width profile (model width and training recipe) plus what changes with depth (`BY_DEPTH`).
+
+- `cpu` (128 wide, 2000 steps): nanoGPT's CPU model and step cost, with a learning-rate recipe per depth chosen by
+  measurement (docs/quality.md) that beats nanoGPT's recipe at every canonical depth.
+- `nanogpt-cpu`: nanoGPT's exact CPU recipe for shakespeare_char (lr 1e-3 -> 1e-4), kept for comparisons.
+- `gpu` (384 wide, up to 5000 steps): nanoGPT's config/train_shakespeare_char.py with dropout growing with depth
+  (deeper models overfit tiny-Shakespeare sooner) and early stopping (`patience`).
+- `nanogpt-gpu`: nanoGPT's config/train_shakespeare_char.py exactly (dropout 0.2 at every depth, no early stopping).
+
+Any depth >= 1 works: a depth takes the `BY_DEPTH` entry of the deepest canonical depth at or below it. The canonical
+depths are what `gptzoo train --all` builds.
 """
 
 from __future__ import annotations
@@ -22,14 +30,36 @@ _COMMON = dict(
     gradient_accumulation_steps=1,
     eval_interval=250,
     bias=False,
+    patience=0,
 )
+_CPU = dict(_COMMON, n_embd=128, n_head=4, block_size=64, batch_size=12, max_iters=2000, dropout=0.0, eval_iters=20)
+_GPU = dict(_COMMON, n_embd=384, n_head=6, block_size=256, batch_size=64, max_iters=5000, dropout=0.2, eval_iters=200)
 
 PROFILES: dict[str, dict] = {
+    "cpu": dict(_CPU, learning_rate=4e-3, min_lr=4e-4),
+    "nanogpt-cpu": _CPU,
+    # patience 4 evaluations (1000 steps): stops 6 and 12 layers >= 40% sooner than 5000 steps (see docs/quality.md)
+    "gpu": dict(_GPU, patience=4),
+    "nanogpt-gpu": _GPU,
+}
+
+# What changes with depth, per profile: (depth, values) in increasing depth. A depth uses the entry of the deepest
+# depth listed at or below it.
+BY_DEPTH: dict[str, tuple[tuple[int, dict], ...]] = {
     # fmt: off
-    "cpu": dict(_COMMON, n_embd=128, n_head=4, block_size=64, batch_size=12, max_iters=2000, dropout=0.0,
-                eval_iters=20),
-    "gpu": dict(_COMMON, n_embd=384, n_head=6, block_size=256, batch_size=64, max_iters=5000, dropout=0.2,
-                eval_iters=200),
+    # peak learning rate per depth, measured at 2000 steps (docs/quality.md); the floor stays a tenth of the peak
+    "cpu": (
+        (1, dict(learning_rate=4e-3, min_lr=4e-4)),
+        (4, dict(learning_rate=4e-3, min_lr=4e-4)),
+        (6, dict(learning_rate=4e-3, min_lr=4e-4)),
+        (12, dict(learning_rate=3e-3, min_lr=3e-4)),
+    ),
+    "gpu": (
+        (1, dict(dropout=0.1)),
+        (4, dict(dropout=0.2)),
+        (6, dict(dropout=0.25)),
+        (12, dict(dropout=0.3)),
+    ),
     # fmt: on
 }
 
@@ -43,10 +73,19 @@ def resolve_profile(name: str, cuda_available: bool) -> str:
     return name
 
 
+def depth_values(profile: str, n_layer: int) -> dict:
+    """The `BY_DEPTH` values for `profile` at depth `n_layer` (empty for a profile that does not vary with depth)."""
+    chosen: dict = {}
+    for depth, values in BY_DEPTH.get(profile, ()):
+        if depth <= n_layer:
+            chosen = values
+    return dict(chosen)
+
+
 def preset(profile: str, n_layer: int) -> dict:
     """The full set of hyper-parameters for `profile` at depth `n_layer`."""
     if n_layer < 1:
         raise BadValue(f"depth must be at least 1 layer, got {n_layer}")
     if profile not in PROFILES:
         raise BadValue(f"unknown preset {profile!r}; choose one of: {', '.join(PROFILES)}")
-    return dict(PROFILES[profile], n_layer=n_layer)
+    return dict(PROFILES[profile]) | depth_values(profile, n_layer) | {"n_layer": n_layer}

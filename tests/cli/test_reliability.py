@@ -183,7 +183,8 @@ def test_import_names_are_checked_and_derived_names_made_valid(tmp_path):
     _nanogpt_ckpt(tmp_path / "ckpt.pt")
     with open(tmp_path / "meta.pkl", "wb") as f:
         pickle.dump({"vocab_size": 4, "itos": dict(enumerate("abcd"))}, f)
-    args = ["import", "nanogpt", tmp_path / "ckpt.pt", "--meta", tmp_path / "meta.pkl", "--store", tmp_path / "s"]
+    args = ["import", "nanogpt", tmp_path / "ckpt.pt", "--meta", tmp_path / "meta.pkl", "--store", tmp_path / "s",
+            "--no-eval"]  # names only: there is no prepared `shakespeare-char` dataset to score it on
     assert_one_line_error(run(*args, "--name", "../up"), "invalid variant id", code=2)
     r = run(*args)
     assert r.exit_code == 0, r.output

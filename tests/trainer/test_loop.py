@@ -6,6 +6,8 @@ import torch
 from gptzoo.trainer.config import TrainConfig
 from gptzoo.trainer.loop import TrainError, lr_at, train
 from gptzoo.zoo import checkpoint
+from gptzoo.zoo.datasets import load
+from gptzoo.zoo.evaluate import eval_windows, mean_loss, model_loss_fn
 from gptzoo.zoo.store import CKPT_BEST, CKPT_LAST, TRAIN_LOG, Store
 from tests.conftest import TINY
 
@@ -22,9 +24,30 @@ def test_loss_falls_and_card_is_complete(trained_store):
     for key in ("id", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "params", "tokenizer", "dataset",
                 "iterations", "tokens_seen", "val_loss", "train_loss", "training_seconds", "torch_version"):
         assert getattr(card, key) is not None, key
-    assert card.val_loss == min(r["val_loss"] for r in log)
+    assert card.val_loss_windows == min(r["val_loss"] for r in log)  # the periodic evaluations chose the best
+    assert card.best_iter == min(log, key=lambda r: r["val_loss"])["iter"]
     assert card.iterations == 30 and card.tokens_seen == 30 * 8 * 32
     assert card.dataset.sha256.startswith("86c4e6aa")
+    assert card.stopped_at_iter == 30 and card.stop_reason == "max_iters"
+
+
+def test_card_val_loss_is_the_best_checkpoint_on_the_whole_split(trained_store, data_dir):
+    """One figure for the zoo: val_loss is the best checkpoint scored on every window of the validation split (not
+    the periodic evaluation's fixed windows); train_loss stays on the fixed windows the card names."""
+    v = Store(trained_store).load("shakespeare-char-2l")
+    card = v.card
+    ckpt = checkpoint.load(v.path(CKPT_BEST))
+    assert ckpt["iter_num"] == card.best_iter
+    model = checkpoint.build_model(ckpt)
+    dataset = load("shakespeare_char", data_dir)
+    whole = mean_loss(model_loss_fn(model), dataset.val, 32, 8, None)
+    windows = mean_loss(model_loss_fn(model), dataset.val, 32, 8, 4 * 8)
+    assert card.val_loss == pytest.approx(whole, abs=1e-6)
+    assert card.val_loss_windows == pytest.approx(windows, abs=1e-6)
+    assert len(eval_windows(len(dataset.val), 32, None)) > 100 > 4 * 8  # really a different, larger set
+    assert card.eval.windows_per_split is None and card.eval.train_windows == 4 * 8 and card.eval.batch_size == 8
+    train = mean_loss(model_loss_fn(model), dataset.train, 32, 8, 4 * 8)
+    assert card.train_loss == pytest.approx(train, abs=1e-6)
 
 
 def test_lr_schedule_warms_up_then_decays_to_min():
