@@ -19,7 +19,6 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from gptzoo.exports.parity import ParityError, check_parity
@@ -35,14 +34,15 @@ EXPORTER = f"torch.onnx.export(dynamo=True) torch {torch.__version__.split('+')[
 OPSET = 20
 
 
-def example_inputs(model: GPT, batch: int = 2, new: int = 3, past: int = 2) -> tuple[torch.Tensor, ...]:
-    """Inputs for tracing; every dynamic dimension >= 2 so none is specialised to 0 or 1."""
+def example_inputs(model: GPT, batch: int = 2, new: int = 4, wanted: int = 3, length: int = 9) -> tuple:
+    """Inputs for tracing: rows that already hold two tokens feed `new` more. Every dynamic dimension >= 2 and all
+    of them different, so none is specialised to a constant or tied to another."""
     c = model.config
-    ids = torch.randint(0, c.vocab_size, (batch, new))
-    pos = (torch.arange(new) + past).expand(batch, new).contiguous()
-    bias = torch.from_numpy(contract.attention_bias(np.zeros(batch, int), past, new))
-    kv = [torch.zeros(batch, c.n_head, past, c.head_dim) for _ in range(2 * c.n_layer)]
-    return (ids, pos, bias, *kv)
+    call = contract.Call.fill(0, torch.randint(0, c.vocab_size, (batch, new)).tolist(), [2] * batch, length,
+                              wanted=[list(range(wanted))] * batch)
+    arrays = (call.ids, call.positions, call.cache_index, call.bias, call.logits_index)
+    kv = [torch.zeros(shape) for shape in contract.GraphShape.of(c).slot_shapes(batch, length)]
+    return (*(torch.from_numpy(a) for a in arrays), *kv)
 
 
 def dynamic_shapes(n_layer: int) -> dict:
@@ -51,7 +51,7 @@ def dynamic_shapes(n_layer: int) -> dict:
     def dynamic(name: str) -> dict:
         return {i: torch.export.Dim.AUTO for i, d in enumerate(contract.dims(name)) if d}
 
-    fixed = {name: dynamic(name) for name in contract.input_names(n_layer)[:3]}
+    fixed = {name: dynamic(name) for name in contract.input_names(n_layer)[:5]}
     return {**fixed, "past": tuple(dynamic(name) for name in contract.past_names(n_layer))}
 
 
@@ -105,7 +105,7 @@ def export_model(model: GPT, path: Path, gptzoo_id: str, tokenizer: dict | None 
     c = model.config
     facts = {"gptzoo_id": gptzoo_id, "n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
              "block_size": c.block_size, "vocab_size": c.vocab_size, "tokenizer": tokenizer, "val_loss": val_loss,
-             "opset": OPSET, "exporter": EXPORTER}
+             "opset": OPSET, "exporter": EXPORTER, "cache_format": contract.CACHE_FORMAT}
     _export_to(model, path)
     _finish_graph(path, {k: facts[k] for k in contract.METADATA_KEYS})
 

@@ -5,9 +5,10 @@ embedding. Parameter names match nanoGPT's, so its checkpoints load unchanged.
 
 There is one transformer forward, `GPT.hidden_states`: training (`forward`) calls it with no cache, and then attention
 is plain causal through the fused `scaled_dot_product_attention(is_causal=True)`; a cached step (the module exported to
-ONNX and the torch generation backend, gptzoo.zoo.kv_step) calls it with explicit positions, an additive attention
-bias and every layer's past keys/values, and gets the grown cache back. So the exported graph is the code that was
-trained, and the export's parity check compares the two.
+ONNX and the torch generation backend, gptzoo.zoo.kv_step) calls it with explicit positions, every layer's slot cache,
+where in it the new tokens' keys/values go (`cache_index`) and an additive attention bias over the whole slot; it
+gets the written cache back. So the exported graph is the code that was trained, and the export's parity check
+compares the two.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-# One layer's cache: keys and values, each [batch, n_head, past_len, head_dim].
+# One layer's slot cache: keys [rows, n_head, head_dim, cache_length] (transposed) and values [rows, n_head,
+# cache_length, head_dim]; row b's tokens sit at the positions they were written to (gptzoo.zoo.step_contract).
 KVCache = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -70,29 +72,39 @@ class CausalSelfAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(config.head_dim)
 
     def forward(
-        self, x: torch.Tensor, attn_bias: torch.Tensor | None = None, past: KVCache | None = None
-    ) -> tuple[torch.Tensor, KVCache]:
-        """Attention output and this layer's keys/values (the past's and the new tokens'), each [B, nh, P+T, hd]."""
+        self,
+        x: torch.Tensor,
+        attn_bias: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        cache_index: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        """Attention output and, with a cache, this layer's cache with the new tokens' keys/values written in."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
         q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))  # [B, nh, T, hd]
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)
-            v = torch.cat([past[1], v], dim=2)
         drop = self.dropout if self.training else 0.0
-        if attn_bias is None:
+        if cache is None:
             # Training: every token sees itself and the tokens before it. is_causal lets torch pick its fused
             # (flash) kernel, the fast path; it means "causal from the first key", so it cannot serve a cache.
-            if past is not None:
-                raise ValueError("attention over past keys needs an attn_bias (gptzoo.zoo.step_contract)")
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
+            present = None
         else:
-            # A cached step: the caller's bias says which keys each query sees (its past, not the padding). Written
-            # out because it exports to a smaller ONNX graph than scaled_dot_product_attention with a mask.
-            att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale + attn_bias, dim=-1)
+            # A cached step: write the new keys/values into each row's slot at `cache_index` [B, T] (an index
+            # write, which onnxruntime does in place when the output is bound to the input's buffer, so no step
+            # copies the cache), then attend over the whole slot; the caller's bias [B, 1, T, cache_length] says
+            # which positions each query sees. Keys are kept transposed, [B, nh, hd, length], so a query's scores are
+            # a plain matrix product (onnxruntime's transposed-operand product was 3.5x slower on the cache).
+            # Written out because it exports to a smaller graph than scaled_dot_product_attention with a mask.
+            rows, heads = torch.arange(B).view(B, 1, 1), torch.arange(self.n_head).view(1, -1, 1)
+            dims = torch.arange(C // self.n_head).view(1, 1, -1, 1)
+            at = cache_index.view(B, 1, 1, T)
+            k = cache[0].index_put((rows.unsqueeze(-1), heads.unsqueeze(-1), dims, at), k.transpose(-2, -1))
+            v = cache[1].index_put((rows, heads, at.view(B, 1, T)), v)
+            att = torch.softmax((q @ k) * self.scale + attn_bias, dim=-1)
             y = F.dropout(att, drop) @ v if drop else att @ v
+            present = (k, v)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.resid_dropout(self.c_proj(y)), (k, v)
+        return self.resid_dropout(self.c_proj(y)), present
 
 
 class MLP(nn.Module):
@@ -116,9 +128,13 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, attn_bias: torch.Tensor | None = None, past: KVCache | None = None
-    ) -> tuple[torch.Tensor, KVCache]:
-        a, present = self.attn(self.ln_1(x), attn_bias, past)
+        self,
+        x: torch.Tensor,
+        attn_bias: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        cache_index: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        a, present = self.attn(self.ln_1(x), attn_bias, cache, cache_index)
         x = x + a
         return x + self.mlp(self.ln_2(x)), present
 
@@ -162,18 +178,22 @@ class GPT(nn.Module):
         idx: torch.Tensor,
         positions: torch.Tensor,
         attn_bias: torch.Tensor | None = None,
-        past: list[KVCache] | None = None,
-    ) -> tuple[torch.Tensor, list[KVCache]]:
+        cache: list[KVCache] | None = None,
+        cache_index: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[KVCache | None]]:
         """The transformer, embeddings to final LayerNorm: hidden states [B, T, n_embd] of tokens `idx` [B, T] at
-        `positions` (broadcastable to [B, T]) and every layer's keys/values, past and new.
+        `positions` (broadcastable to [B, T]) and every layer's cache with the new keys/values written in.
 
-        Without `attn_bias` and `past` attention is causal over `idx` (training). A cached step passes the past
-        keys/values and the additive bias [B, 1, T, P+T] that says which keys each query may see."""
+        Without a cache attention is causal over `idx` (training). A cached step passes every layer's slot cache,
+        where the new tokens go in it (`cache_index` [B, T]) and the additive bias [B, 1, T, cache_length] that says
+        which cached positions each query may see."""
+        if (cache is None) != (cache_index is None) or (cache is not None and attn_bias is None):
+            raise ValueError("a cached step needs the cache, cache_index and attn_bias (gptzoo.zoo.step_contract)")
         t = self.transformer
         x = t.drop(t.wte(idx) + t.wpe(positions))
         presents = []
-        for block, layer_past in zip(t.h, past or [None] * len(t.h), strict=True):
-            x, present = block(x, attn_bias, layer_past)
+        for block, layer_cache in zip(t.h, cache or [None] * len(t.h), strict=True):
+            x, present = block(x, attn_bias, layer_cache, cache_index)
             presents.append(present)
         return t.ln_f(x), presents
 
