@@ -32,8 +32,7 @@ def decode_call(model: OnnxModel, batch: int, context: int) -> tuple[object, Cal
     cache = model.new_cache(batch)
     for i, a in enumerate(cache.arrays):
         a[:] = np.random.default_rng(i).standard_normal(a.shape, dtype=np.float32)
-    call = Call.decode(0, np.ones(batch, np.int64), np.full(batch, context), np.ones(batch, bool),
-                       model.shape.cache_length)
+    call = Call.decode(0, np.ones(batch, np.int64), np.full(batch, context), np.ones(batch, bool))
     return cache, call
 
 

@@ -3,6 +3,9 @@
 What is exported is gptzoo.zoo.kv_step.CachedStep (the trained GPT's one forward, cache flattened); the graph's names,
 dimensions and metadata are gptzoo.zoo.step_contract's.
 
+Attention is exported as onnxruntime's GroupQueryAttention contrib op (gptzoo.exports.attention_op): the files run on
+onnxruntime, not on every ONNX runtime.
+
 Exporter: torch.onnx.export(dynamo=True), the default in torch 2.13. Against the legacy TorchScript exporter it writes
 a smaller graph (the legacy one rebuilds the mask in every layer and stores the tied embedding twice) and takes
 dynamic shapes from torch.export. Opset 20: the exporter's default, with native Gelu and LayerNormalization, and
@@ -21,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from gptzoo.exports.attention_op import translation_table
 from gptzoo.exports.parity import ParityError, check_parity
 from gptzoo.zoo import atomic, checkpoint
 from gptzoo.zoo import step_contract as contract
@@ -35,14 +39,15 @@ OPSET = 20
 
 
 def example_inputs(model: GPT, batch: int = 2, new: int = 4, wanted: int = 3, length: int = 9) -> tuple:
-    """Inputs for tracing: rows that already hold two tokens feed `new` more. Every dynamic dimension >= 2 and all
+    """Inputs for tracing: rows that hold two tokens already feed `new` more. Every dynamic dimension >= 2 and all
     of them different, so none is specialised to a constant or tied to another."""
     c = model.config
-    call = contract.Call.fill(0, torch.randint(0, c.vocab_size, (batch, new)).tolist(), [2] * batch, length,
-                              wanted=[list(range(wanted))] * batch)
-    arrays = (call.ids, call.positions, call.cache_index, call.bias, call.logits_index)
+    ids = torch.randint(0, c.vocab_size, (batch, new))
+    pos = (torch.arange(new) + 2).expand(batch, new).contiguous()
+    seqlens = torch.full((batch,), 2 + new - 1, dtype=torch.int32)
+    want = torch.arange(wanted).expand(batch, wanted).contiguous()
     kv = [torch.zeros(shape) for shape in contract.GraphShape.of(c).slot_shapes(batch, length)]
-    return (*(torch.from_numpy(a) for a in arrays), *kv)
+    return (ids, pos, seqlens, torch.tensor(2 + new, dtype=torch.int32), want, *kv)
 
 
 def dynamic_shapes(n_layer: int) -> dict:
@@ -63,7 +68,7 @@ def _export_to(model, path: Path) -> None:
         program = torch.onnx.export(
             CachedStep(model), example_inputs(model), input_names=contract.input_names(n),
             output_names=contract.output_names(n), dynamic_shapes=dynamic_shapes(n), dynamo=True, external_data=False,
-            optimize=True, opset_version=OPSET, verbose=False,
+            optimize=True, opset_version=OPSET, verbose=False, custom_translation_table=translation_table(),
         )
     program.save(str(path), external_data=False)
 

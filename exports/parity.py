@@ -60,9 +60,9 @@ def step_diff(reference: StepRunner, candidate: StepRunner, batch: int, seed: in
     ids = torch.randint(0, s.vocab_size, (batch, prefill + steps), generator=g).numpy()
     worst = 0.0
     caches = reference.new_cache(batch + 1), candidate.new_cache(batch + 1)
-    L, everyone = s.cache_length, np.ones(batch, bool)
-    calls = [Call.fill(1, ids[:, :prefill].tolist(), [0] * batch, L)]
-    calls += [Call.decode(1, ids[:, i], np.full(batch, i), everyone, L) for i in range(prefill, prefill + steps)]
+    everyone = np.ones(batch, bool)
+    calls = [Call.fill(1, ids[:, :prefill], np.zeros(batch, np.int64))]
+    calls += [Call.decode(1, ids[:, i], np.full(batch, i), everyone) for i in range(prefill, prefill + steps)]
     for call in calls:
         want = reference.run(caches[0], call)
         got = candidate.run(caches[1], call)

@@ -87,7 +87,7 @@ def nanogpt_tok_s(model: GPT, n_tokens: int, prompt: int) -> float:
 def prefill_tok_s(runner: StepRunner) -> float:
     T = runner.shape.block_size
     ids = np.random.default_rng(0).integers(0, runner.shape.vocab_size, T).tolist()
-    cache, call = runner.new_cache(1), Call.fill(0, [ids], [0], runner.shape.cache_length)
+    cache, call = runner.new_cache(1), Call.fill(0, [ids], [0])
     t0 = time.perf_counter()
     runner.run(cache, call)
     return T / (time.perf_counter() - t0)

@@ -137,10 +137,10 @@ class Batch:
             raise BadValue("a batch needs at least one slot and a prefill chunk of at least one token")
         self.model, self.tok, self.policy = model, tokenizer, policy
         self.block = model.shape.block_size
-        self.length = model.shape.cache_length
         self.cache = model.new_cache(slots)
         self.slots, self.prefill_chunk = slots, prefill_chunk
         self._free = list(range(slots))  # a heap: the lowest free slot first keeps the decode call's range short
+        self._owner: list[Row | None] = [None] * slots
         self.rows: list[Row] = []
         self.calls = 0  # session calls made, for tests and profiling
         self.stats = StepStats()
@@ -168,6 +168,7 @@ class Batch:
             raise BadValue(f"{len(rows)} rows do not fit: {len(self._free)} of {self.slots} cache slots are free")
         for r in rows:
             r.slot, r.cached, r.pending, r.prompting = heapq.heappop(self._free), 0, list(r.prompt), True
+            self._owner[r.slot] = r
         self.rows += rows
 
     def remove(self, rows: list[Row]) -> None:
@@ -176,7 +177,7 @@ class Batch:
             return
         for r in rows:
             heapq.heappush(self._free, r.slot)
-            r.slot = -1
+            self._owner[r.slot], r.slot = None, -1
         self.rows = [r for r in self.rows if r.slot >= 0]
 
     # -- one step ---------------------------------------------------------------------------------------------
@@ -229,21 +230,23 @@ class Batch:
 
     def _decode(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
         """One call over the slots from the lowest to the highest of `feeds`, one token each; slots in between that
-        are free or busy elsewhere feed padding."""
+        are free or busy elsewhere feed a token that lands past what they hold (gptzoo.zoo.step_contract)."""
         lo = min(r.slot for r, _ in feeds)
         B = max(r.slot for r, _ in feeds) - lo + 1
-        tokens, starts, live = np.zeros(B, np.int64), np.zeros(B, np.int64), np.zeros(B, bool)
+        tokens, live = np.zeros(B, np.int64), np.zeros(B, bool)
+        starts = np.array([r.cached if r else 0 for r in self._owner[lo : lo + B]], np.int64)
         at = np.empty(len(feeds), np.int64)
         for i, (r, t) in enumerate(feeds):
             b = at[i] = r.slot - lo
-            tokens[b], starts[b], live[b] = t[0], r.cached, True
-        logits = self._run(Call.decode(lo, tokens, starts, live, self.length))
+            tokens[b], live[b] = t[0], True
+        logits = self._run(Call.decode(lo, tokens, starts, live))
         if ready := self._advance(feeds, got_rows):
             got_logits.append(logits[at[ready], 0])
 
     def _feed(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
-        """One call for rows in neighbouring slots that feed equally many tokens."""
-        call = Call.fill(feeds[0][0].slot, [t for _, t in feeds], [r.cached for r, _ in feeds], self.length)
+        """One call for rows in neighbouring slots that feed equally many tokens from the start of their slots, or
+        for one row."""
+        call = Call.fill(feeds[0][0].slot, [t for _, t in feeds], [r.cached for r, _ in feeds])
         logits = self._run(call)
         if ready := self._advance(feeds, got_rows):
             got_logits.append(logits[ready, 0])
@@ -285,11 +288,13 @@ class Batch:
 
 
 def _runs(feeds: list[tuple[Row, list[int]]]) -> list[list[tuple[Row, list[int]]]]:
-    """Split feeds (sorted by slot) into runs of neighbouring slots with equally many tokens: one call each."""
+    """Split feeds (sorted by slot) into calls: runs of neighbouring slots that feed equally many tokens from the
+    start of their slots (fresh prompts, re-prefilled windows), every other feed alone."""
     runs: list[list[tuple[Row, list[int]]]] = []
     for f in feeds:
         last = runs[-1][-1] if runs else None
-        if last and f[0].slot == last[0].slot + 1 and len(f[1]) == len(last[1]):
+        fresh = f[0].cached == 0 and last is not None and last[0].cached == 0
+        if fresh and f[0].slot == last[0].slot + 1 and len(f[1]) == len(last[1]):
             runs[-1].append(f)
         else:
             runs.append([f])
@@ -325,19 +330,18 @@ def policy_nll(model: StepRunner, streams: np.ndarray, policy: str) -> float:
         raise BadValue(f"unknown context policy {policy!r}")
     S, N = streams.shape
     B = model.shape.block_size
-    L = model.shape.cache_length
     cache, w0, total = model.new_cache(S), 0, 0.0
     everyone = np.ones(S, bool)
     for i in range(N - 1):
         if i - w0 >= B:  # the window is full
             if policy == "exact":
-                logits = model.run(cache, Call.fill(0, streams[:, i - B + 1 : i + 1].tolist(), [0] * S, L))
+                logits = model.run(cache, Call.fill(0, streams[:, i - B + 1 : i + 1], np.zeros(S, np.int64)))
                 total += _nll(logits[:, -1], streams[:, i + 1])
                 continue
             w0 = i - B // 2
-            model.run(cache, Call.fill(0, streams[:, w0:i].tolist(), [0] * S, L))
+            model.run(cache, Call.fill(0, streams[:, w0:i], np.zeros(S, np.int64)))
         p = i - w0
-        logits = model.run(cache, Call.decode(0, streams[:, i], np.full(S, p), everyone, L))
+        logits = model.run(cache, Call.decode(0, streams[:, i], np.full(S, p), everyone))
         total += _nll(logits[:, -1], streams[:, i + 1])
     return total / (S * (N - 1))
 

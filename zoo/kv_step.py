@@ -23,7 +23,7 @@ def flatten(cache: list[KVCache]) -> list[torch.Tensor]:
 
 class CachedStep(nn.Module):
     """GPT.hidden_states with the cache as flat positional tensors, because a graph's inputs and outputs are flat
-    (input_ids, position_ids, cache_index, attn_bias, logits_index, past_key_0, past_value_0, … -> logits,
+    (input_ids, position_ids, seqlens_k, total_length, logits_index, past_key_0, past_value_0, … -> logits,
     present_key_0, …), and only the wanted positions through the output head (a prefill needs one row of logits,
     not one per prompt token)."""
 
@@ -31,8 +31,8 @@ class CachedStep(nn.Module):
         super().__init__()
         self.gpt = model.eval()
 
-    def forward(self, input_ids, position_ids, cache_index, attn_bias, logits_index, *past):
-        x, presents = self.gpt.hidden_states(input_ids, position_ids, attn_bias, pair_up(past), cache_index)
+    def forward(self, input_ids, position_ids, seqlens_k, total_length, logits_index, *past):
+        x, presents = self.gpt.hidden_states(input_ids, position_ids, pair_up(past), (seqlens_k, total_length))
         x = torch.gather(x, 1, logits_index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
         return (self.gpt.lm_head(x), *flatten(presents))
 
@@ -55,7 +55,7 @@ class TorchModel:
     @torch.inference_mode()
     def run(self, cache: list[torch.Tensor], call: Call) -> np.ndarray:
         rows = slice(call.first, call.first + call.rows)
-        inputs = (call.ids, call.positions, call.cache_index, call.bias, call.logits_index)
+        inputs = (call.ids, call.positions, call.seqlens_k, call.total_length, call.logits_index)
         out = self.step_module(*(torch.from_numpy(a) for a in inputs), *(c[rows] for c in cache))
         for c, written in zip(cache, out[1:], strict=True):
             c[rows] = written

@@ -5,10 +5,10 @@ embedding. Parameter names match nanoGPT's, so its checkpoints load unchanged.
 
 There is one transformer forward, `GPT.hidden_states`: training (`forward`) calls it with no cache, and then attention
 is plain causal through the fused `scaled_dot_product_attention(is_causal=True)`; a cached step (the module exported to
-ONNX and the torch generation backend, gptzoo.zoo.kv_step) calls it with explicit positions, every layer's slot cache,
-where in it the new tokens' keys/values go (`cache_index`) and an additive attention bias over the whole slot; it
-gets the written cache back. So the exported graph is the code that was trained, and the export's parity check
-compares the two.
+ONNX and the torch generation backend, gptzoo.zoo.kv_step) calls it with explicit positions, every layer's slot cache
+and each row's length, and gets the written cache back; its attention is `cached_attention`, whose export is
+onnxruntime's fused GroupQueryAttention. So the exported graph is the code that was trained, and the export's parity
+check compares the two.
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-# One layer's slot cache: keys [rows, n_head, head_dim, cache_length] (transposed) and values [rows, n_head,
-# cache_length, head_dim]; row b's tokens sit at the positions they were written to (gptzoo.zoo.step_contract).
+# One layer's slot cache: keys and values, each [rows, n_head, cache_length, head_dim]; row b's tokens sit at the
+# positions they were written to (gptzoo.zoo.step_contract).
 KVCache = tuple[torch.Tensor, torch.Tensor]
+# A cached step's row lengths: seqlens_k [B] (int32, each row's length after the step, minus one) and total_length
+# (int32 scalar, the longest row's length): onnxruntime GroupQueryAttention's own inputs.
+Lengths = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -60,6 +63,39 @@ class GPTConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+@torch.library.custom_op("gptzoo::cached_attention", mutates_args=())
+def cached_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    past_key: torch.Tensor,
+    past_value: torch.Tensor,
+    seqlens_k: torch.Tensor,
+    total_length: torch.Tensor,
+    n_head: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attention of T new tokens over each row's slot cache: the new tokens' keys/values are written into row b's
+    slot at positions seqlens_k[b] + 1 - T .. seqlens_k[b], and query j sees positions 0 .. seqlens_k[b] + 1 - T + j.
+    q, k, v: [B, T, C] (heads side by side); caches [B, n_head, length, head_dim]. Returns the output [B, T, C] and
+    both caches with the writes. This is the meaning of onnxruntime's GroupQueryAttention (com.microsoft), which the
+    export maps it to: there the write happens in place and only each row's own length is read."""
+    B, T, C = q.shape
+    L = past_key.shape[2]
+    q, k, v = (z.view(B, T, n_head, C // n_head).transpose(1, 2) for z in (q, k, v))  # [B, nh, T, hd]
+    at = seqlens_k.long().view(B, 1) + 1 - T + torch.arange(T).view(1, T)  # [B, T] where each token goes
+    rows, heads, where = torch.arange(B).view(B, 1, 1), torch.arange(n_head).view(1, n_head, 1), at.view(B, 1, T)
+    keys, values = past_key.index_put((rows, heads, where), k), past_value.index_put((rows, heads, where), v)
+    seen = torch.arange(L).view(1, 1, L) <= at.view(B, T, 1)  # [B, T, L]
+    att = ((q @ keys.transpose(-2, -1)) * scale).masked_fill(~seen.unsqueeze(1), float("-inf")).softmax(-1)
+    return (att @ values).transpose(1, 2).reshape(B, T, C), keys, values
+
+
+@cached_attention.register_fake
+def _(q, k, v, past_key, past_value, seqlens_k, total_length, n_head, scale):
+    return torch.empty_like(q), torch.empty_like(past_key), torch.empty_like(past_value)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -72,39 +108,23 @@ class CausalSelfAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(config.head_dim)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        attn_bias: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        cache_index: torch.Tensor | None = None,
+        self, x: torch.Tensor, cache: KVCache | None = None, lengths: Lengths | None = None
     ) -> tuple[torch.Tensor, KVCache | None]:
         """Attention output and, with a cache, this layer's cache with the new tokens' keys/values written in."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))  # [B, nh, T, hd]
-        drop = self.dropout if self.training else 0.0
         if cache is None:
             # Training: every token sees itself and the tokens before it. is_causal lets torch pick its fused
             # (flash) kernel, the fast path; it means "causal from the first key", so it cannot serve a cache.
+            q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))
+            drop = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
-            present = None
-        else:
-            # A cached step: write the new keys/values into each row's slot at `cache_index` [B, T] (an index
-            # write, which onnxruntime does in place when the output is bound to the input's buffer, so no step
-            # copies the cache), then attend over the whole slot; the caller's bias [B, 1, T, cache_length] says
-            # which positions each query sees. Keys are kept transposed, [B, nh, hd, length], so a query's scores are
-            # a plain matrix product (onnxruntime's transposed-operand product was 3.5x slower on the cache).
-            # Written out because it exports to a smaller graph than scaled_dot_product_attention with a mask.
-            rows, heads = torch.arange(B).view(B, 1, 1), torch.arange(self.n_head).view(1, -1, 1)
-            dims = torch.arange(C // self.n_head).view(1, 1, -1, 1)
-            at = cache_index.view(B, 1, 1, T)
-            k = cache[0].index_put((rows.unsqueeze(-1), heads.unsqueeze(-1), dims, at), k.transpose(-2, -1))
-            v = cache[1].index_put((rows, heads, at.view(B, 1, T)), v)
-            att = torch.softmax((q @ k) * self.scale + attn_bias, dim=-1)
-            y = F.dropout(att, drop) @ v if drop else att @ v
-            present = (k, v)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.resid_dropout(self.c_proj(y)), present
+            y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+            return self.resid_dropout(self.c_proj(y)), None
+        # A cached step (inference only): see cached_attention.
+        y, keys, values = torch.ops.gptzoo.cached_attention(q, k, v, cache[0], cache[1], *lengths, self.n_head,
+                                                            self.scale)
+        return self.c_proj(y), (keys, values)
 
 
 class MLP(nn.Module):
@@ -128,13 +148,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        attn_bias: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        cache_index: torch.Tensor | None = None,
+        self, x: torch.Tensor, cache: KVCache | None = None, lengths: Lengths | None = None
     ) -> tuple[torch.Tensor, KVCache | None]:
-        a, present = self.attn(self.ln_1(x), attn_bias, cache, cache_index)
+        a, present = self.attn(self.ln_1(x), cache, lengths)
         x = x + a
         return x + self.mlp(self.ln_2(x)), present
 
@@ -177,23 +193,21 @@ class GPT(nn.Module):
         self,
         idx: torch.Tensor,
         positions: torch.Tensor,
-        attn_bias: torch.Tensor | None = None,
         cache: list[KVCache] | None = None,
-        cache_index: torch.Tensor | None = None,
+        lengths: Lengths | None = None,
     ) -> tuple[torch.Tensor, list[KVCache | None]]:
         """The transformer, embeddings to final LayerNorm: hidden states [B, T, n_embd] of tokens `idx` [B, T] at
         `positions` (broadcastable to [B, T]) and every layer's cache with the new keys/values written in.
 
-        Without a cache attention is causal over `idx` (training). A cached step passes every layer's slot cache,
-        where the new tokens go in it (`cache_index` [B, T]) and the additive bias [B, 1, T, cache_length] that says
-        which cached positions each query may see."""
-        if (cache is None) != (cache_index is None) or (cache is not None and attn_bias is None):
-            raise ValueError("a cached step needs the cache, cache_index and attn_bias (gptzoo.zoo.step_contract)")
+        Without a cache attention is causal over `idx` (training). A cached step passes every layer's slot cache and
+        the rows' `lengths` (seqlens_k [B], total_length: see cached_attention)."""
+        if (cache is None) != (lengths is None):
+            raise ValueError("a cached step needs both the cache and the rows' lengths (gptzoo.zoo.step_contract)")
         t = self.transformer
         x = t.drop(t.wte(idx) + t.wpe(positions))
         presents = []
         for block, layer_cache in zip(t.h, cache or [None] * len(t.h), strict=True):
-            x, present = block(x, attn_bias, layer_cache, cache_index)
+            x, present = block(x, layer_cache, lengths)
             presents.append(present)
         return t.ln_f(x), presents
 

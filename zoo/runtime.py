@@ -60,8 +60,7 @@ class OnnxModel:
         if profile_prefix:  # onnxruntime's per-operator profile (benchmarks/profile_decode.py)
             opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
         try:
-            self.session = ort.InferenceSession(str(path), opts, providers=choose_providers(device),
-                                                disabled_optimizers=["MatMulScaleFusion"])
+            self.session = ort.InferenceSession(str(path), opts, providers=choose_providers(device))
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise OnnxLoadError(f"cannot load {path}: {first_line(e)}") from e
         self.provider = self.session.get_providers()[0]
@@ -78,7 +77,7 @@ class OnnxModel:
         """Logits [B, K, V]; the call's keys/values are written into its slots of `cache` in place."""
         io = self.session.io_binding()
         for name, a in ((contract.INPUT_IDS, call.ids), (contract.POSITION_IDS, call.positions),
-                        (contract.CACHE_INDEX, call.cache_index), (contract.ATTN_BIAS, call.bias),
+                        (contract.SEQLENS_K, call.seqlens_k), (contract.TOTAL_LENGTH, call.total_length),
                         (contract.LOGITS_INDEX, call.logits_index)):
             io.bind_cpu_input(name, a)
         io.bind_output(contract.LOGITS, "cpu")  # first: get_outputs() lists outputs in the order they were bound

@@ -42,13 +42,14 @@ def test_graph_is_the_step_contract(exported_store):
         return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
 
     kv = [f"{x}_{kind}_{i}" for x in ("past", "present") for i in range(2) for kind in ("key", "value")]
-    assert [vi.name for vi in m.graph.input] == ["input_ids", "position_ids", "cache_index", "attn_bias",
+    assert [vi.name for vi in m.graph.input] == ["input_ids", "position_ids", "seqlens_k", "total_length",
                                                   "logits_index", *kv[:4]]
     assert [vi.name for vi in m.graph.output] == ["logits", *kv[4:]]
     assert [vi.name for vi in m.graph.input] == contract.input_names(2)
     assert [vi.name for vi in m.graph.output] == contract.output_names(2)
-    assert dims(m.graph.input[3]) == ["batch", 1, "new_tokens", "cache_length"]
+    assert dims(m.graph.input[2]) == ["batch"] and dims(m.graph.input[3]) == []
     assert dims(m.graph.input[4]) == ["batch", "wanted"]
+    assert "GroupQueryAttention" in {n.op_type for n in m.graph.node}  # onnxruntime's in-place attention
     assert dims(m.graph.output[0]) == ["batch", "wanted", 65]
     assert dims(m.graph.output[1]) == ["batch", 2, "cache_length", 16]
     for vi in [*m.graph.input, *m.graph.output]:

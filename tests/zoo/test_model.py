@@ -56,7 +56,7 @@ def test_inference_forward_returns_last_position_only():
 def cached_step(step: CachedStep, call: Call, cache: list[torch.Tensor]):
     """One call of the exported module on the call's slots of `cache`; the written slots are put back."""
     rows = slice(call.first, call.first + call.rows)
-    arrays = (call.ids, call.positions, call.cache_index, call.bias, call.logits_index)
+    arrays = (call.ids, call.positions, call.seqlens_k, call.total_length, call.logits_index)
     out = step(*(torch.from_numpy(a) for a in arrays), *(c[rows] for c in cache))
     for c, written in zip(cache, out[1:], strict=True):
         c[rows] = written
@@ -72,34 +72,40 @@ def test_exported_step_with_a_cache_equals_the_training_forward():
     plain causal pass (the training path, scaled_dot_product_attention(is_causal=True))."""
     model = GPT(TINY).eval()
     idx = torch.randint(0, TINY.vocab_size, (2, 12))
-    L = TINY.block_size + 1
     with torch.no_grad():
         full, _ = model(idx, idx)
         step, cache = CachedStep(model), new_cache(3)
         # rows in slots 1 and 2: slot 0 must stay untouched; every prompt position's logits wanted
-        steps = [cached_step(step, Call.fill(1, idx[:, :7].tolist(), [0, 0], L, wanted=[list(range(7))] * 2), cache)]
+        steps = [cached_step(step, Call.fill(1, idx[:, :7].numpy(), [0, 0], wanted=list(range(7))), cache)]
         for i in range(7, 12):
-            call = Call.decode(1, idx[:, i].numpy(), np.full(2, i), np.ones(2, bool), L)
+            call = Call.decode(1, idx[:, i].numpy(), np.full(2, i), np.ones(2, bool))
             steps.append(cached_step(step, call, cache))
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
     assert all(float(c[0].abs().max()) == 0.0 for c in cache)  # the call's slots only
-    assert all(float(c[1:, :, :12].abs().min(dim=-1).values.max()) > 0 for c in cache)  # 12 positions written
+    assert all(float(c[1:, :, :12].abs().amax(dim=-1).min()) > 0 for c in cache)  # 12 positions written
+    assert all(float(c[1:, :, 12:].abs().max()) == 0.0 for c in cache)  # and no more
 
 
-def test_padding_and_neighbours_are_invisible():
-    """A shorter row in a call is padded (its padding writes the scratch column, which nobody sees), and what other
-    rows wrote in their slots, or an earlier owner left in this one, never reaches a row."""
+def test_rows_of_different_lengths_and_an_earlier_owner_are_invisible():
+    """Rows decode together each at its own length, and what an earlier owner left in a slot (or a neighbour holds)
+    never reaches a row: the same logits as each row alone in a clean cache."""
     model = GPT(TINY).eval()
-    idx = torch.randint(0, TINY.vocab_size, (1, 6))
-    L = TINY.block_size + 1
+    a, b = torch.randint(0, TINY.vocab_size, (1, 9)), torch.randint(0, TINY.vocab_size, (1, 5))
     with torch.no_grad():
-        alone = cached_step(CachedStep(model), Call.fill(0, idx.tolist(), [0], L), new_cache(1))
+        alone = []
+        for ids in (a, b):
+            cache, n = new_cache(1), ids.size(1)
+            cached_step(CachedStep(model), Call.fill(0, ids[:, :-1].numpy(), [0]), cache)
+            alone.append(cached_step(CachedStep(model), Call.decode(0, ids[:, -1].numpy(), np.array([n - 1]),
+                                                                    np.ones(1, bool)), cache))
         dirty = new_cache(2)
         for c in dirty:
-            c.normal_()  # an earlier owner's keys/values
-        beside = cached_step(CachedStep(model), Call.fill(0, [[1, 2, 3, 4, 5, 6, 7, 8, 9], idx[0].tolist()], [0, 0], L),
-                             dirty)
-    torch.testing.assert_close(beside[1:], alone, atol=1e-5, rtol=1e-5)
+            c.normal_()  # an earlier owner's keys and values
+        cached_step(CachedStep(model), Call.fill(0, a[:, :-1].numpy(), [0]), dirty)
+        cached_step(CachedStep(model), Call.fill(1, b[:, :-1].numpy(), [0]), dirty)
+        together = cached_step(CachedStep(model), Call.decode(0, np.array([a[0, -1], b[0, -1]]), np.array([8, 4]),
+                                                              np.ones(2, bool)), dirty)
+    torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=1e-5)
 
 
 def test_exported_module_is_only_an_adapter():
@@ -128,7 +134,7 @@ def test_a_cached_step_needs_its_cache_index_and_bias():
     model = GPT(TINY).eval()
     idx = torch.randint(0, TINY.vocab_size, (1, 4))
     cache = list(zip(new_cache(1)[0::2], new_cache(1)[1::2], strict=True))
-    with pytest.raises(ValueError, match="needs the cache, cache_index and attn_bias"):
+    with pytest.raises(ValueError, match="needs both the cache and the rows' lengths"):
         model.hidden_states(idx, torch.arange(4), cache=cache)
 
 

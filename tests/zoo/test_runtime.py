@@ -22,11 +22,11 @@ def test_a_call_writes_its_slots_in_place_and_nothing_else(onnx_model):
     pointers = [v.data_ptr() for v in cache.values]
     before = [a.copy() for a in cache.arrays]
     assert all(not a.any() for a in before)  # zeroed
-    onnx_model.run(cache, Call.fill(1, [[5, 6, 7], [8, 9, 10]], [0, 0], onnx_model.shape.cache_length))
+    onnx_model.run(cache, Call.fill(1, [[5, 6, 7], [8, 9, 10]], [0, 0]))
     assert [v.data_ptr() for v in cache.values] == pointers  # the same buffers: no copy came back
     for a in cache.arrays:  # the numpy memory behind the OrtValues holds the new keys/values
         assert not a[0].any() and not a[3].any()  # slots outside the call untouched
-        assert np.abs(a[1:3, :, :3]).min(axis=-1).all() and not a[1:3, :, 3:-1].any()  # 3 positions, no more
+        assert np.abs(a[1:3, :, :3]).max(axis=-1).all() and not a[1:3, :, 3:].any()  # 3 positions, no more
 
 
 def test_the_step_equals_a_plain_causal_pass_whatever_the_slot_held(onnx_model):
@@ -35,17 +35,16 @@ def test_the_step_equals_a_plain_causal_pass_whatever_the_slot_held(onnx_model):
     cache = onnx_model.new_cache(3)
     for a in cache.arrays:
         a[:] = np.random.default_rng(1).normal(size=a.shape)  # an earlier owner's keys and values
-    L = onnx_model.shape.cache_length
-    got = [onnx_model.run(cache, Call.fill(1, ids[:, :12].tolist(), [0, 0], L))[:, 0]]
+    got = [onnx_model.run(cache, Call.fill(1, ids[:, :12], [0, 0]))[:, 0]]
     for i in range(12, 20):
-        got.append(onnx_model.run(cache, Call.decode(1, ids[:, i], np.full(2, i), np.ones(2, bool), L))[:, 0])
+        got.append(onnx_model.run(cache, Call.decode(1, ids[:, i], np.full(2, i), np.ones(2, bool)))[:, 0])
     np.testing.assert_allclose(np.stack(got, 1), full[:, 11:], atol=1e-5)
 
 
 def test_a_call_outside_the_cache_is_refused(onnx_model):
     cache = onnx_model.new_cache(2)
     with pytest.raises(IndexError, match="outside a cache of 2"):
-        onnx_model.run(cache, Call.fill(1, [[1], [2]], [0, 0], onnx_model.shape.cache_length))
+        onnx_model.run(cache, Call.fill(1, [[1], [2]], [0, 0]))
 
 
 def test_a_file_of_the_earlier_cache_format_says_export_again(tmp_path):
