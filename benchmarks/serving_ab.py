@@ -5,7 +5,8 @@
 
 Each `--server NAME=GPTZOO:STORE` is a `gptzoo` executable (a checkout's venv, so two source trees can be compared)
 and the store it serves; every server runs as `gptzoo serve --cpus 0 --threads 1` on its own port. The clients are
-this checkout's `gptzoo loadtest --cpus 1` (streaming, tokens from `usage`). After one warm-up per server, every
+this checkout's `gptzoo loadtest --cpus 1` (streaming, tokens from `usage`); every run's report is kept in
+./serving_ab.json. After one warm-up per server, every
 round runs every level against every server in turn (the order alternates between rounds), so all of them see the
 same noise of a shared machine. It prints, per server: median tokens/s per level with the range, p50/p99 TTFT, the
 ratios the issue asks for (32 ÷ 1 streams; p99 TTFT at the top level ÷ p50 TTFT at one stream), and, with --engine,
@@ -107,6 +108,7 @@ def main() -> None:
             p.terminate()
         for p in procs:
             p.wait(30)
+    Path("serving_ab.json").write_text(json.dumps({f"{k[0]} c{k[1]}": v for k, v in results.items()}, indent=1))
     top = levels[-1]
     print("| server | clients | tok/s (median) | range | TTFT p50 / p99 ms | e2e p50 ms | errors |")
     print("|---|---|---|---|---|---|---|")
@@ -118,7 +120,7 @@ def main() -> None:
             ttft50 = statistics.median(x["ttft_ms"]["p50"] for x in runs)
             ttft99 = statistics.median(x["ttft_ms"]["p99"] for x in runs)
             e2e = statistics.median(x["e2e_ms"]["p50"] for x in runs)
-            errors = sum(x["failed"] for x in runs)
+            errors = sum(x["requests"]["failed"] for x in runs)
             summary[name, c] = (statistics.median(tps), ttft50, ttft99)
             print(f"| {name} | {c} | {statistics.median(tps):,.0f} | {min(tps):,.0f}–{max(tps):,.0f} | "
                   f"{ttft50:.1f} / {ttft99:.1f} | {e2e:.1f} | {errors} |")

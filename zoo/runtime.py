@@ -75,18 +75,24 @@ class OnnxModel:
 
     def run(self, cache: SlotCache, call: contract.Call) -> np.ndarray:
         """Logits [B, K, V]; the call's keys/values are written into its slots of `cache` in place."""
-        io = self.session.io_binding()
+        io = cache.bindings.get((self, call.first, call.rows))
+        if io is None:  # the slots' bindings, made once per slot range (binding costs more than a small step)
+            io = self.session.io_binding()
+            for i, (past, present) in enumerate(zip(self._past, self._present, strict=True)):
+                at, shape = cache.pointer(i, call.first, call.rows), (call.rows, *cache.shapes[i][1:])
+                io.bind_input(past, self.device, 0, np.float32, shape, at)
+                io.bind_output(present, self.device, 0, np.float32, shape, at)  # the same memory: written in place
+            cache.bindings[self, call.first, call.rows] = io
         for name, a in ((contract.INPUT_IDS, call.ids), (contract.POSITION_IDS, call.positions),
                         (contract.SEQLENS_K, call.seqlens_k), (contract.TOTAL_LENGTH, call.total_length),
                         (contract.LOGITS_INDEX, call.logits_index)):
             io.bind_cpu_input(name, a)
-        io.bind_output(contract.LOGITS, "cpu")  # first: get_outputs() lists outputs in the order they were bound
-        for i, (past, present) in enumerate(zip(self._past, self._present, strict=True)):
-            at, shape = cache.pointer(i, call.first, call.rows), (call.rows, *cache.shapes[i][1:])
-            io.bind_input(past, self.device, 0, np.float32, shape, at)
-            io.bind_output(present, self.device, 0, np.float32, shape, at)  # the same memory: written in place
+        # a new array every call (a kept one would take the next call's logits under the caller's feet), written by
+        # onnxruntime directly: no output objects to wrap and copy
+        logits = np.empty((call.rows, call.logits_index.shape[1], self.shape.vocab_size), np.float32)
+        io.bind_output(contract.LOGITS, "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
         self.session.run_with_iobinding(io)
-        return io.get_outputs()[0].numpy()
+        return logits
 
 
 class SlotCache:
@@ -103,6 +109,7 @@ class SlotCache:
         self.arrays = zeros if device == "cpu" else []
         self.values = [ort.OrtValue.ortvalue_from_numpy(z, device, 0) for z in zeros]
         self.slot_bytes = [int(np.prod(shape[1:])) * 4 for shape in shapes]
+        self.bindings: dict = {}  # (model, first slot, rows) -> the onnxruntime IO binding of those slots
 
     @property
     def slots(self) -> int:
