@@ -3,16 +3,15 @@
     python benchmarks/serving_ab.py --server after=.venv/bin/gptzoo:/tmp/lt-new \\
         --server before=/path/to/old/.venv/bin/gptzoo:/tmp/lt-store --levels 1,8,32 --rounds 3
 
-Each `--server NAME=GPTZOO:STORE` is a `gptzoo` executable (a checkout's venv, so two source trees can be compared)
-and the store it serves; every server runs as `gptzoo serve --cpus 0 --threads 1` on its own port. The clients are
-this checkout's `gptzoo loadtest --cpus 1` (streaming, tokens from `usage`); every run's report is kept in
-./serving_ab.json. After one warm-up per server, every
-round runs every level against every server in turn (the order alternates between rounds), so all of them see the
-same noise of a shared machine. It prints, per server: median tokens/s per level with the range, p50/p99 TTFT, the
-ratios the issue asks for (32 ÷ 1 streams; p99 TTFT at the top level ÷ p50 TTFT at one stream), and, with --engine,
-the engine's in-process batch-N tokens/s (`gptzoo bench`-style greedy decoding on the same thread count, pinned to
-core 0) for the service ÷ engine ratios.
-"""
+Each `--server NAME=GPTZOO:STORE[:ARGS]` is a `gptzoo` executable (a checkout's venv, so two source trees can be
+compared), the store it serves and more `gptzoo serve` arguments (e.g. `--stream-interval 0`); every server runs as
+`gptzoo serve --cpus 0 --threads 1` on its own port. The clients are this checkout's `gptzoo loadtest --cpus 1`
+(streaming, tokens from `usage`); every run's report is kept in ./serving_ab.json. After one warm-up per server, every
+round runs every level against every server in turn (the order alternates between rounds), so all of them see the same
+noise of a shared machine. It prints, per server: median tokens/s per level with the range, p50/p99 TTFT, the ratios the
+issue asks for (32 ÷ 1 streams; p99 TTFT at the top level ÷ p50 TTFT at one stream), and, with --engine, the engine's
+in-process batch-N tokens/s (`gptzoo bench`-style greedy decoding on the same thread count, pinned to core 0) for the
+service ÷ engine ratios."""
 
 from __future__ import annotations
 
@@ -29,9 +28,9 @@ import httpx
 HERE = Path(sys.executable).parent
 
 
-def start(name: str, exe: str, store: str, port: int, model: str) -> subprocess.Popen:
+def start(name: str, exe: str, store: str, port: int, extra: list[str]) -> subprocess.Popen:
     cmd = [exe, "serve", "--store", store, "--port", str(port), "--cpus", "0", "--threads", "1",
-           "--log-level", "warning"]
+           "--log-level", "warning", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -76,7 +75,7 @@ print(json.dumps(out))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--server", action="append", required=True, metavar="NAME=GPTZOO:STORE")
+    ap.add_argument("--server", action="append", required=True, metavar="NAME=GPTZOO:STORE[:SERVE ARGS]")
     ap.add_argument("--model", default="4l")
     ap.add_argument("--levels", default="1,8,32")
     ap.add_argument("--rounds", type=int, default=3)
@@ -85,12 +84,14 @@ def main() -> None:
     ap.add_argument("--engine", action="store_true", help="also measure the engine in-process (batch = each level)")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
-    servers = []
+    servers, extras = [], []
     for i, spec in enumerate(args.server):
         name, rest = spec.split("=", 1)
-        exe, store = rest.split(":", 1)
+        exe, store, *extra = rest.split(":", 2)
         servers.append((name, exe, store, 8851 + i))
-    procs = [start(name, exe, store, port, args.model) for name, exe, store, port in servers]
+        extras.append(extra[0].split() if extra else [])
+    procs = [start(name, exe, store, port, extra)
+             for (name, exe, store, port), extra in zip(servers, extras, strict=True)]
     results: dict[tuple[str, int], list[dict]] = {}
     try:
         for _, _, _, port in servers:

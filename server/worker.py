@@ -56,6 +56,7 @@ class Job:
         self.finished = False
         self.deadline = math.inf  # perf_counter time to be admitted by; set on submit to arrival + request_timeout
         self.seen = 0  # tokens already accounted for in the latency metrics
+        self.streaming = False  # its first event went out (later text may be held for a stream interval)
         self.last_token_at = 0.0
 
     def cancel(self) -> None:
@@ -96,6 +97,8 @@ class ModelWorker:
         self.peak_rows = 0  # the most rows decoded together so far (tests and tuning)
         # events of the current step by destination loop; only the worker thread touches it (no lock)
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
+        self._urgent = False  # the outbox holds a first token or an ending: hand it off now
+        self._handed_at = 0.0  # perf_counter time of the last hand-off
         self._gauges()
 
     @property
@@ -234,22 +237,30 @@ class ModelWorker:
                 batch = self._new_batch()
             self.m.running.set(len(batch.rows))
             self.m.slots_used.set(len(batch.rows))
-            self._hand_off()
+            self._hand_off(force=not batch.rows)  # before the thread may sleep: nothing stays behind
         with self._cv:
             left = [r.tag for r in batch.rows] + list(self._pending)
             self._pending.clear()
         for job in left:
             self._fail(job, 503, "the server stopped before this request finished", "shutting_down")
-        self._hand_off()
+        self._hand_off(force=True)
 
     def _post(self, job: Job, event: Event) -> None:
+        if not isinstance(event, TextDelta) or not job.streaming:
+            self._urgent = True  # a first token (time to first token) or an ending is never held back
+            job.streaming = True
         self._outbox.setdefault(job.loop, []).append((job, event))
 
-    def _hand_off(self) -> None:
-        """Everything this step produced, to the event loops that wait for it: one cross-thread call per loop."""
+    def _hand_off(self, force: bool = False) -> None:
+        """What the steps produced, to the event loops that wait for it: one cross-thread call per loop. Text in the
+        middle of streams waits until `stream_interval` passed since the last hand-off (the stream sends what piled
+        up as one chunk): a hand-off wakes the event loop, which on a busy core costs more than a small model's step."""
         if not self._outbox:
             return
-        outbox, self._outbox = self._outbox, {}
+        now = time.perf_counter()
+        if not (force or self._urgent or now - self._handed_at >= self.settings.stream_interval):
+            return
+        outbox, self._outbox, self._urgent, self._handed_at = self._outbox, {}, False, now
         for loop, events in outbox.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
                 loop.call_soon_threadsafe(_deliver, events)
