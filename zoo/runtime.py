@@ -17,6 +17,8 @@ from gptzoo.zoo import step_contract as contract
 from gptzoo.zoo.errors import BadValue, GptzooError, first_line
 from gptzoo.zoo.step_contract import GraphShape
 
+MIN_ONNXRUNTIME = (1, 20)
+
 
 class OnnxLoadError(GptzooError):
     """The ONNX file cannot be loaded or does not fit the zoo's graph contract."""
@@ -51,6 +53,10 @@ class OnnxModel:
         path = Path(path)
         if not path.is_file():
             raise OnnxLoadError(f"no ONNX file at {path}")
+        if tuple(int(x) for x in ort.__version__.split(".")[:2]) < MIN_ONNXRUNTIME:
+            # older GroupQueryAttention kernels mix up the lengths of rows decoded together: wrong text, no error
+            raise OnnxLoadError(f"onnxruntime {ort.__version__} is too old for gptzoo's graphs: install "
+                                f"onnxruntime>={'.'.join(map(str, MIN_ONNXRUNTIME))}")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         threads = threads or int(os.environ.get("GPTZOO_THREADS", "0"))

@@ -60,3 +60,11 @@ def test_a_file_of_the_earlier_cache_format_says_export_again(tmp_path):
     onnx.save(model, tmp_path / "model.onnx")
     with pytest.raises(OnnxLoadError, match="earlier gptzoo .* export it again"):
         OnnxModel(tmp_path / "model.onnx", device="cpu")
+
+
+def test_an_onnxruntime_too_old_for_the_attention_op_is_refused(exported_store, monkeypatch):
+    import onnxruntime
+
+    monkeypatch.setattr(onnxruntime, "__version__", "1.19.2")  # its GroupQueryAttention mixes up row lengths
+    with pytest.raises(OnnxLoadError, match=r"too old .* install onnxruntime>=1.20"):
+        OnnxModel(Store(exported_store).load("shakespeare-char-2l").path("model.onnx"), device="cpu")
