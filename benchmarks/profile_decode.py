@@ -2,6 +2,7 @@
 
     python benchmarks/profile_decode.py --layers 12 --batch 1 32 --context 128
 
+It measures the machine's memory read bandwidth first (the floor of a batch-1 step is reading every weight once).
 For a random-weight 384-wide model at each depth, it times one cached decode call alone (`OnnxModel.run`: IO binding,
 the slot cache written in place) and the whole `Batch.step` (sampling, masks, bookkeeping), then profiles the session
 and sums kernel time by operator type.
@@ -36,6 +37,19 @@ def decode_call(model: OnnxModel, batch: int, context: int) -> tuple[object, Cal
     return cache, call
 
 
+def read_bandwidth_gbs(mb: int = 512, runs: int = 5) -> float:
+    """This machine's single-thread memory read speed: a numpy sum over a buffer far larger than the caches (the
+    median of `runs`)."""
+    a = np.ones(mb * 2**20 // 4, np.float32)
+    a.sum()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        a.sum()
+        times.append(time.perf_counter() - t0)
+    return a.nbytes / statistics.median(times) / 1e9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, nargs="+", default=[1, 12])
@@ -44,6 +58,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=50)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
+    bandwidth = read_bandwidth_gbs()
+    print(f"memory read bandwidth (one thread, numpy sum over 512 MiB): {bandwidth:.1f} GB/s", flush=True)
     for name, torch_model in random_models(tuple(args.layers)):
         path = export_random(torch_model, tmp)
         model = OnnxModel(path, threads=1)
@@ -82,7 +98,9 @@ def main() -> None:
             total = sum(by_op.values())
             top = ", ".join(f"{k} {100 * v / total:.0f}%" for k, v in sorted(by_op.items(), key=lambda x: -x[1])[:6])
             print(f"{name} batch {b} context {args.context}: session.run {run_ms:.3f} ms, Batch.step {step_ms:.3f} ms "
-                  f"(python {step_ms - run_ms:+.3f} ms); fp32 weights {weights_mb:.0f} MB; kernels: {top}", flush=True)
+                  f"(python {step_ms - run_ms:+.3f} ms); fp32 weights {weights_mb:.0f} MB, streaming floor "
+                  f"{weights_mb / bandwidth:.2f} ms, step ÷ floor {step_ms / (weights_mb / bandwidth):.2f}; kernels: "
+                  f"{top}", flush=True)
 
 
 if __name__ == "__main__":
