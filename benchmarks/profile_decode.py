@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gptzoo.measure.bench import any_vocabulary, export_random, random_models
+from gptzoo.measure.bench import any_vocabulary, export_random, random_models, read_bandwidth_gbs
 from gptzoo.zoo.generate import Batch
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams
@@ -37,19 +37,6 @@ def decode_call(model: OnnxModel, batch: int, context: int) -> tuple[object, Cal
     return cache, call
 
 
-def read_bandwidth_gbs(mb: int = 512, runs: int = 5) -> float:
-    """This machine's single-thread memory read speed: a numpy sum over a buffer far larger than the caches (the
-    median of `runs`)."""
-    a = np.ones(mb * 2**20 // 4, np.float32)
-    a.sum()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        a.sum()
-        times.append(time.perf_counter() - t0)
-    return a.nbytes / statistics.median(times) / 1e9
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--layers", type=int, nargs="+", default=[1, 12])
@@ -59,7 +46,7 @@ def main() -> None:
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
     bandwidth = read_bandwidth_gbs()
-    print(f"memory read bandwidth (one thread, numpy sum over 512 MiB): {bandwidth:.1f} GB/s", flush=True)
+    print(f"memory read bandwidth (one thread, numpy sum over 400 MiB): {bandwidth:.1f} GB/s", flush=True)
     for name, torch_model in random_models(tuple(args.layers)):
         path = export_random(torch_model, tmp)
         model = OnnxModel(path, threads=1)

@@ -56,6 +56,18 @@ def any_vocabulary(n: int) -> CharTokenizer:
     return CharTokenizer("".join(chr(0x100 + i) for i in range(n)))
 
 
+def read_bandwidth_gbs(mb: int = 400, repeats: int = 5) -> float:
+    """This machine's single-thread memory read speed: a numpy sum (every byte read once) over an array far larger
+    than the caches, the median of `repeats`. A batch-1 decode step cannot beat reading every weight once."""
+    a = np.ones(mb * 1024 * 1024 // 8)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a.sum()
+        times.append(time.perf_counter() - t0)
+    return a.nbytes / statistics.median(times) / 1e9
+
+
 def _median(fn, repeats: int) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
