@@ -10,25 +10,12 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-from gptzoo.measure.bench import any_vocabulary, decode_run, export_random, random_models
+from gptzoo.measure.bench import any_vocabulary, decode_run, export_random, random_models, read_bandwidth_gbs
 from gptzoo.zoo.runtime import OnnxModel
-
-
-def read_bandwidth_gbs(mb: int = 400, repeats: int = 5) -> float:
-    """One core reading a large array (a sum touches every byte once)."""
-    a = np.ones(mb * 1024 * 1024 // 8)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a.sum()
-        times.append(time.perf_counter() - t0)
-    return a.nbytes / statistics.median(times) / 1e9
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import os
 import statistics
@@ -84,10 +85,11 @@ def child(store: Path, models: list[str], tokens: int, repeats: int) -> dict:
             for n in ENGINE_BATCHES:
                 wall, cpu = [], []
                 for _ in range(repeats):
-                    b = Batch(model, tok, policy="half")
-                    rows = [b.new_row(p, SamplingParams(max_tokens=tokens + 1, temperature=temperature, seed=i))
+                    b = new_batch(Batch, model, tok, n)
+                    rows = [b.new_row(p, SamplingParams(max_tokens=tokens + 2, temperature=temperature, seed=i))
                             for i, p in enumerate(prompts(n, n))]
                     b.add(rows)
+                    b.step()  # the prompts (a tree with slots feeds them in its first step)
                     t0, c0 = time.perf_counter(), time.thread_time()
                     for _ in range(tokens):
                         b.step()
@@ -191,7 +193,7 @@ def interleaved(store: Path, models: list[str], other: Path, slices: int = 40, s
             for mode, temperature in (("greedy", 0.0), ("sampled", 1.0)):
                 batches = {}
                 for name, mod in (("before", theirs), ("after", ours)):
-                    b = mod.Batch(model, tok, policy="half")
+                    b = new_batch(mod.Batch, model, tok, n)
                     rs = np.random.default_rng(n)
                     b.add([b.new_row(rs.integers(0, tok.vocab_size, int(rs.integers(8, 33))).tolist(),
                                      SamplingParams(max_tokens=10**6, temperature=temperature, seed=i))
@@ -206,6 +208,13 @@ def interleaved(store: Path, models: list[str], other: Path, slices: int = 40, s
                         us[name].append((time.thread_time() - c0) * 1e6 / steps)
                 a, b = statistics.median(us["before"]), statistics.median(us["after"])
                 print(f"| {vid} | {n} | {mode} | {a:,.0f} | {b:,.0f} | {b / a:.2f} |", flush=True)
+
+
+def new_batch(Batch, model, tok, rows: int):
+    """A Batch of either tree: one with a slot cache is sized for its rows."""
+    if "slots" in inspect.signature(Batch).parameters:
+        return Batch(model, tok, policy="half", slots=rows)
+    return Batch(model, tok, policy="half")
 
 
 def main() -> None:

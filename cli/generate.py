@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from typing import Annotated
@@ -29,17 +30,26 @@ def generate_cmd(
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (onnx backend).")] = "auto",
     threads: Annotated[int | None, typer.Option(min=1, help="Threads for onnxruntime/torch. [default: all cores]",
                                                 show_default=False)] = None,
+    draft: Annotated[str | None, typer.Option(help="A shallower variant (id or alias, e.g. 1l) that drafts tokens for "
+                                                   "this one to verify (speculative decoding): the same text at "
+                                                   "temperature 0, the same distribution above it, faster when the "
+                                                   "draft guesses well.", show_default=False)] = None,
+    draft_tokens: Annotated[int, typer.Option(min=1, max=16, help="Tokens the draft proposes per round.")] = 4,
     store: StoreOpt = None,
 ) -> None:
     """Generate text from a variant and print the completion (without the prompt) to stdout.
 
-    Timing and the execution provider go to stderr.
+    Timing and the execution provider go to stderr (with --draft also the acceptance rate and the tokens per call of
+    the target).
     """
     from gptzoo.zoo.generate import generate
     from gptzoo.zoo.sampling import SamplingParams
     from gptzoo.zoo.tokenizers import from_spec
 
-    variant = open_store(store).resolve(model=model, layers=layers)
+    the_store = open_store(store)
+    variant = the_store.resolve(model=model, layers=layers)
+    if draft is not None and (backend != "onnx" or policy != "half"):
+        fail("--draft needs the onnx backend and the half context policy", code=2)
     if backend == "onnx":
         from gptzoo.zoo.runtime import OnnxLoadError, open_variant
 
@@ -70,12 +80,42 @@ def generate_cmd(
         sys.stdout.write(delta)
         sys.stdout.flush()
 
+    drafter = _open_draft(the_store, variant, draft, device, threads) if draft is not None else None
     t0 = time.perf_counter()
-    (result,) = generate(runner, tokenizer, [prompt], params, policy=policy, on_text=on_text if stream else None)
+    if drafter is None:
+        (result,) = generate(runner, tokenizer, [prompt], params, policy=policy, on_text=on_text if stream else None)
+    else:
+        from gptzoo.zoo import speculative
+
+        result, spec = speculative.generate(runner, drafter, tokenizer, prompt, params, k=draft_tokens,
+                                            on_text=(lambda d: on_text(0, d)) if stream else None)
     dt = time.perf_counter() - t0
     if not stream:
         sys.stdout.write(result.text)
     sys.stdout.write("\n")
     n = len(result.tokens)
+    drafted = (f", drafted by {draft}: {100 * spec.acceptance:.0f}% of {spec.drafted} proposals accepted, "
+               f"{n / max(spec.target_calls, 1):.2f} tokens per target call" if drafter is not None else "")
     err.print(f"[dim]{variant.id} on {runner.provider}: {n} tokens in {dt:.2f} s ({n / dt:,.0f} tok/s), "
-              f"finish_reason={result.finish_reason}[/]", highlight=False)
+              f"finish_reason={result.finish_reason}{drafted}[/]", highlight=False)
+
+
+def _open_draft(store, target, draft: str, device: str, threads: int | None):
+    """The draft variant's exported model, refused early when it cannot draft for `target`."""
+    from gptzoo.zoo.runtime import OnnxLoadError, open_variant
+
+    depth = re.fullmatch(r"(\d+)l", draft)  # an alias: that depth of the target's dataset
+    d = store.resolve(layers=int(depth[1]), dataset=target.dataset_name) if depth else store.resolve(model=draft)
+    if d.id == target.id:
+        fail(f"--draft {draft} is the target itself: pick a shallower variant")
+    if d.card.tokenizer != target.card.tokenizer or d.card.vocab_size != target.card.vocab_size:
+        fail(f"{d.id} cannot draft for {target.id}: another tokenizer or vocabulary")
+    if not d.exported:
+        fail(f"{d.id} is not exported yet: run `gptzoo export --model {d.id}`")
+    if d.card.n_layer >= target.card.n_layer:
+        err.print(f"[yellow]warning: the draft {d.id} ({d.card.n_layer} layers) is not shallower than {target.id} "
+                  f"({target.card.n_layer}): it will rarely save time[/]", highlight=False)
+    try:
+        return open_variant(d, device=device, threads=threads)
+    except OnnxLoadError as e:
+        fail(str(e))

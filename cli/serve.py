@@ -33,7 +33,18 @@ def serve_cmd(
     ] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,
     max_prompt_tokens: Annotated[int, typer.Option(min=1, help="Longest prompt accepted, in tokens.")] = 4096,
-    max_batch_size: Annotated[int, typer.Option(min=1, help="Requests decoded together per model.")] = 32,
+    max_batch_size: Annotated[
+        int, typer.Option(min=1, help="Requests decoded together per model: the KV-cache slots allocated at load.")
+    ] = 32,
+    prefill_chunk: Annotated[
+        int, typer.Option(min=1, help="Prompt tokens fed per engine step at most: a long prompt joins over several "
+                                      "steps instead of stalling the running streams.")
+    ] = 256,
+    stream_interval: Annotated[
+        float, typer.Option(min=0, max=1000, help="Milliseconds a stream's text may wait to go out with the next "
+                                                 "tokens as one chunk (first tokens and ends go at once); 0: every "
+                                                 "token as it comes.")
+    ] = 5.0,
     max_queue: Annotated[
         int, typer.Option(min=1, help="Requests waiting per model beyond the batch; more get 429 with Retry-After.")
     ] = 256,
@@ -92,6 +103,7 @@ def serve_cmd(
     choose_providers(device)  # a clear error now (e.g. cuda without onnxruntime-gpu), not one per model later
     settings = Settings.build(store=str(the_store.root), device=device, api_key=api_key, max_tokens=max_tokens,
                               max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size,
+                              prefill_chunk=prefill_chunk, stream_interval=stream_interval / 1000,
                               max_waiting=max_queue, request_timeout=request_timeout,
                               shutdown_timeout=shutdown_timeout, body_timeout=body_timeout, threads=threads)
     # uvicorn's workers (and the single in-process app) build the app from these variables.

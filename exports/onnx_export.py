@@ -3,6 +3,9 @@
 What is exported is gptzoo.zoo.kv_step.CachedStep (the trained GPT's one forward, cache flattened); the graph's names,
 dimensions and metadata are gptzoo.zoo.step_contract's.
 
+Attention is exported as onnxruntime's GroupQueryAttention contrib op (gptzoo.exports.attention_op): the files run on
+onnxruntime, not on every ONNX runtime.
+
 Exporter: torch.onnx.export(dynamo=True), the default in torch 2.13. Against the legacy TorchScript exporter it writes
 a smaller graph (the legacy one rebuilds the mask in every layer and stores the tied embedding twice) and takes
 dynamic shapes from torch.export. Opset 20: the exporter's default, with native Gelu and LayerNormalization, and
@@ -19,9 +22,9 @@ import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from gptzoo.exports.attention_op import translation_table
 from gptzoo.exports.parity import ParityError, check_parity
 from gptzoo.zoo import atomic, checkpoint
 from gptzoo.zoo import step_contract as contract
@@ -35,14 +38,16 @@ EXPORTER = f"torch.onnx.export(dynamo=True) torch {torch.__version__.split('+')[
 OPSET = 20
 
 
-def example_inputs(model: GPT, batch: int = 2, new: int = 3, past: int = 2) -> tuple[torch.Tensor, ...]:
-    """Inputs for tracing; every dynamic dimension >= 2 so none is specialised to 0 or 1."""
+def example_inputs(model: GPT, batch: int = 2, new: int = 4, wanted: int = 3, length: int = 9) -> tuple:
+    """Inputs for tracing: rows that hold two tokens already feed `new` more. Every dynamic dimension >= 2 and all
+    of them different, so none is specialised to a constant or tied to another."""
     c = model.config
     ids = torch.randint(0, c.vocab_size, (batch, new))
-    pos = (torch.arange(new) + past).expand(batch, new).contiguous()
-    bias = torch.from_numpy(contract.attention_bias(np.zeros(batch, int), past, new))
-    kv = [torch.zeros(batch, c.n_head, past, c.head_dim) for _ in range(2 * c.n_layer)]
-    return (ids, pos, bias, *kv)
+    pos = (torch.arange(new) + 2).expand(batch, new).contiguous()
+    seqlens = torch.full((batch,), 2 + new - 1, dtype=torch.int32)
+    want = torch.arange(wanted).expand(batch, wanted).contiguous()
+    kv = [torch.zeros(shape) for shape in contract.GraphShape.of(c).slot_shapes(batch, length)]
+    return (ids, pos, seqlens, torch.tensor(2 + new, dtype=torch.int32), want, *kv)
 
 
 def dynamic_shapes(n_layer: int) -> dict:
@@ -51,7 +56,7 @@ def dynamic_shapes(n_layer: int) -> dict:
     def dynamic(name: str) -> dict:
         return {i: torch.export.Dim.AUTO for i, d in enumerate(contract.dims(name)) if d}
 
-    fixed = {name: dynamic(name) for name in contract.input_names(n_layer)[:3]}
+    fixed = {name: dynamic(name) for name in contract.input_names(n_layer)[:5]}
     return {**fixed, "past": tuple(dynamic(name) for name in contract.past_names(n_layer))}
 
 
@@ -63,7 +68,7 @@ def _export_to(model, path: Path) -> None:
         program = torch.onnx.export(
             CachedStep(model), example_inputs(model), input_names=contract.input_names(n),
             output_names=contract.output_names(n), dynamic_shapes=dynamic_shapes(n), dynamo=True, external_data=False,
-            optimize=True, opset_version=OPSET, verbose=False,
+            optimize=True, opset_version=OPSET, verbose=False, custom_translation_table=translation_table(),
         )
     program.save(str(path), external_data=False)
 
@@ -105,7 +110,7 @@ def export_model(model: GPT, path: Path, gptzoo_id: str, tokenizer: dict | None 
     c = model.config
     facts = {"gptzoo_id": gptzoo_id, "n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
              "block_size": c.block_size, "vocab_size": c.vocab_size, "tokenizer": tokenizer, "val_loss": val_loss,
-             "opset": OPSET, "exporter": EXPORTER}
+             "opset": OPSET, "exporter": EXPORTER, "cache_format": contract.CACHE_FORMAT}
     _export_to(model, path)
     _finish_graph(path, {k: facts[k] for k in contract.METADATA_KEYS})
 

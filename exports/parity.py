@@ -1,7 +1,8 @@
 """Parity of an exported graph with the torch model it came from; run on every export, figures go in the card.
 
-1. logits: a prefill and up to 32 cached decode steps at batch 1 and 3, max |onnxruntime - torch| (fp32 gate 1e-4),
-   where torch runs the same cached step (gptzoo.zoo.kv_step.TorchModel) through the forward that was trained;
+1. logits: a prefill and up to 32 cached decode steps at batch 1 and 3 (in slots that are not the first of their
+   cache), max |onnxruntime - torch| (fp32 gate 1e-4), where torch runs the same cached step
+   (gptzoo.zoo.kv_step.TorchModel) through the forward that was trained;
 2. tokens: a 300-token greedy generation that runs past block_size, onnxruntime (exact policy) vs nanoGPT's
    cache-free `generate(top_k=1)` in torch: every token must be identical.
 """
@@ -19,7 +20,7 @@ from gptzoo.zoo.kv_step import TorchModel
 from gptzoo.zoo.model import GPT
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams
-from gptzoo.zoo.step_contract import StepRunner, attention_bias
+from gptzoo.zoo.step_contract import Call, StepRunner
 
 LOGIT_TOLERANCE = 1e-4
 GREEDY_TOKENS = 300
@@ -50,22 +51,22 @@ def logit_diff(model: GPT, onnx: StepRunner, batch: int, seed: int = 0) -> float
 
 def step_diff(reference: StepRunner, candidate: StepRunner, batch: int, seed: int = 0) -> float:
     """Max |Δlogits| of two backends of the step fed the same prefill and cached decode steps, each on its own
-    cache."""
+    cache. The rows sit in slots 1.. of a cache with one more slot, so a call that wrote outside its slots (or read
+    a neighbour's) would show."""
     s = reference.shape
     prefill = min(8, s.block_size // 2)
     steps = min(DECODE_STEPS, s.block_size - prefill)
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, s.vocab_size, (batch, prefill + steps), generator=g).numpy()
     worst = 0.0
-    past_r, past_c, done = reference.empty_past(batch), candidate.empty_past(batch), 0
-    for T in [prefill] + [1] * steps:
-        chunk = ids[:, done : done + T]
-        pos = np.broadcast_to(np.arange(done, done + T), (batch, T)).copy()
-        bias = attention_bias(np.zeros(batch, int), done, T)
-        want, past_r = reference.step(chunk, pos, bias, past_r)
-        got, past_c = candidate.step(chunk, pos, bias, past_c)
+    caches = reference.new_cache(batch + 1), candidate.new_cache(batch + 1)
+    everyone = np.ones(batch, bool)
+    calls = [Call.fill(1, ids[:, :prefill], np.zeros(batch, np.int64))]
+    calls += [Call.decode(1, ids[:, i], np.full(batch, i), everyone) for i in range(prefill, prefill + steps)]
+    for call in calls:
+        want = reference.run(caches[0], call)
+        got = candidate.run(caches[1], call)
         worst = max(worst, float(np.abs(got - want).max()))
-        done += T
     return worst
 
 

@@ -34,7 +34,9 @@ def quantize_variant(store: Store, variant: Variant, data_dir: Path | None = Non
     dataset = dsmod.for_variant(variant, data_dir)
     say(f"quantizing {variant.id} to int8 (dynamic, weights only)")
     with atomic.atomic_path(qdir / ONNX) as tmp:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8)
+        # ONNX shape inference cannot see through the GroupQueryAttention contrib op: say what type lies beyond it
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8,
+                         extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
         m = onnx.load(str(tmp))
         props = {p.key: p.value for p in m.metadata_props}
         del m.metadata_props[:]

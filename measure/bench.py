@@ -25,7 +25,7 @@ from gptzoo.zoo.kv_step import TorchModel
 from gptzoo.zoo.model import GPT, GPTConfig
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams
-from gptzoo.zoo.step_contract import StepRunner, attention_bias
+from gptzoo.zoo.step_contract import Call, StepRunner
 from gptzoo.zoo.tokenizers import CharTokenizer
 
 RANDOM_DEPTHS = (1, 4, 6, 12)
@@ -56,6 +56,18 @@ def any_vocabulary(n: int) -> CharTokenizer:
     return CharTokenizer("".join(chr(0x100 + i) for i in range(n)))
 
 
+def read_bandwidth_gbs(mb: int = 400, repeats: int = 5) -> float:
+    """This machine's single-thread memory read speed: a numpy sum (every byte read once) over an array far larger
+    than the caches, the median of `repeats`. A batch-1 decode step cannot beat reading every weight once."""
+    a = np.ones(mb * 1024 * 1024 // 8)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a.sum()
+        times.append(time.perf_counter() - t0)
+    return a.nbytes / statistics.median(times) / 1e9
+
+
 def _median(fn, repeats: int) -> float:
     return statistics.median(fn() for _ in range(repeats))
 
@@ -63,11 +75,12 @@ def _median(fn, repeats: int) -> float:
 def decode_run(runner: StepRunner, tok, batch: int, n_tokens: int, prompt: int, seed: int = 0) -> tuple[float, float]:
     """(seconds to the first token, tokens/s of the decode after it, all rows together) for greedy decoding."""
     rng = np.random.default_rng(seed)
-    b = Batch(runner, tok, policy="half")
+    b = Batch(runner, tok, policy="half", slots=batch)
     rows = [b.new_row(rng.integers(0, runner.shape.vocab_size, prompt).tolist(),
                       SamplingParams(max_tokens=n_tokens, temperature=0.0)) for _ in range(batch)]
     t0 = time.perf_counter()
     b.add(rows)
+    b.step()  # the prompts, and every row's first token
     t1 = time.perf_counter()
     for _ in range(n_tokens - 1):
         b.step()
@@ -85,10 +98,10 @@ def nanogpt_tok_s(model: GPT, n_tokens: int, prompt: int) -> float:
 
 def prefill_tok_s(runner: StepRunner) -> float:
     T = runner.shape.block_size
-    ids = np.random.default_rng(0).integers(0, runner.shape.vocab_size, (1, T))
-    bias, pos = attention_bias(np.zeros(1, int), 0, T), np.arange(T)[None]
+    ids = np.random.default_rng(0).integers(0, runner.shape.vocab_size, T).tolist()
+    cache, call = runner.new_cache(1), Call.fill(0, [ids], [0])
     t0 = time.perf_counter()
-    runner.step(ids, pos, bias, runner.empty_past(1))
+    runner.run(cache, call)
     return T / (time.perf_counter() - t0)
 
 
@@ -162,7 +175,7 @@ class PolicyRow:
 
 def long_generation(runner: StepRunner, tok, n_tokens: int, policy: str, batch: int = 1) -> float:
     rng = np.random.default_rng(0)
-    b = Batch(runner, tok, policy=policy)
+    b = Batch(runner, tok, policy=policy, slots=batch)
     rows = [b.new_row(rng.integers(0, runner.shape.vocab_size, 16).tolist(),
                       SamplingParams(max_tokens=n_tokens, temperature=0.0)) for _ in range(batch)]
     t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""A load generator for an OpenAI-style `/v1/completions` endpoint: N concurrent clients (asyncio + httpx), each
+"""A load generator for an OpenAI-style `/v1/completions` endpoint: N concurrent clients (asyncio + aiohttp), each
 sending one request after the other, streamed (Server-Sent Events) or not, for a number of requests and/or a
 duration. It measures per request the time to first token (TTFT), the inter-token latencies (ITL, the gaps between
 text chunks), the end-to-end latency and the completion tokens, and classifies failures by kind.
@@ -8,6 +8,10 @@ coalesces the deltas that pile up while a client is behind), so streamed request
 `stream_options.include_usage` and take `completion_tokens` from the final usage chunk. A server that ignores it
 gets its text chunks counted instead, and the report says so (`tokens_from`), never silently. ITL stays a gap between
 chunks: with coalescing, one gap may cover several tokens.
+
+The client must stay light: pinned to one core next to a one-core server, a heavy client measures its own event
+loop (httpx's layered stream iteration kept the core ~90% busy at 32 streams and made the client's TTFT mostly
+its own queueing). So aiohttp, its C HTTP parser, one `readline` per SSE line, and json.loads on `data:` lines only.
 
 It is a plain HTTP client: nothing here imports the rest of gptzoo.server, so it can load any OpenAI-compatible
 server. Every run is bounded: at most MAX_REQUESTS requests, MAX_DURATION_S seconds of issuing, MAX_CONCURRENCY
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import ipaddress
 import json
 import math
@@ -33,14 +38,19 @@ from typing import TYPE_CHECKING
 
 from gptzoo.zoo.errors import BadValue
 
-if TYPE_CHECKING:
-    import httpx  # imported where used: the CLI reads this module's limits without the `serve` extra
+if TYPE_CHECKING:  # imported where used: the CLI reads this module's limits without the `serve` extra
+    import aiohttp
+    import yarl
 
 MAX_REQUESTS = 100_000
 MAX_DURATION_S = 3600.0
 MAX_CONCURRENCY = 1024
 DEFAULT_REQUESTS = 100  # when neither a request count nor a duration is given
 MAX_RETRY_AFTER_S = 1.0  # a client told to back off (429) waits Retry-After, at most this long
+# After data: [DONE], how long a stream may take to end its HTTP body (the chunked terminator usually follows at
+# once). Waiting keeps the connection alive for the next request; a server that leaves the body open is not an error,
+# its connection is closed instead.
+DRAIN_S = 1.0
 
 # Failure kinds, in report order. stream_error: the server reported an error event inside a started stream.
 ERROR_KINDS = ("http_429", "http_503", "http_4xx", "http_5xx", "timeout", "connection", "protocol", "stream_error")
@@ -167,7 +177,7 @@ def _error_message(body: bytes) -> str:
     return str(obj)[:200]
 
 
-def _retry_after(response: httpx.Response) -> float:
+def _retry_after(response: aiohttp.ClientResponse) -> float:
     try:
         return max(0.0, float(response.headers.get("retry-after", 0)))
     except ValueError:
@@ -185,68 +195,94 @@ def _payload(cfg: LoadConfig, index: int) -> dict:
     return body
 
 
-async def one_request(client: httpx.AsyncClient, cfg: LoadConfig, index: int) -> tuple[RequestResult, float]:
+async def one_request(client: aiohttp.ClientSession, cfg: LoadConfig, index: int) -> tuple[RequestResult, float]:
     """Sends request `index`; returns its result and how long the client should wait before its next request
     (Retry-After on a 429, capped)."""
-    import httpx
+    import aiohttp
 
     t0 = time.perf_counter()
     result = RequestResult(ok=False)
     backoff = 0.0
     try:
-        async with asyncio.timeout(cfg.timeout):
-            async with client.stream("POST", "/v1/completions", json=_payload(cfg, index)) as response:
-                result.status = response.status_code
-                if response.status_code != 200:
-                    body = await response.aread()
-                    if response.status_code == 429:
+        async with asyncio.timeout(cfg.timeout) as deadline:
+            async with client.post(_endpoint(cfg.url, "v1/completions"), json=_payload(cfg, index),
+                                   allow_redirects=False) as response:
+                result.status = response.status
+                if response.status != 200:
+                    body = await response.read()
+                    if response.status == 429:
                         backoff = min(_retry_after(response), MAX_RETRY_AFTER_S)
-                    raise _Failed(classify_status(response.status_code), _error_message(body), response.status_code)
+                    raise _Failed(classify_status(response.status), _error_message(body), response.status)
                 if cfg.stream:
                     await _read_stream(response, t0, result)
+                    deadline.reschedule(None)  # the answer is complete: what follows [DONE] is only drained
+                    await _drain(response.content)
                 else:
-                    _read_json(await response.aread(), result)
+                    _read_json(await response.read(), result)
     except _Failed as f:
         result.error, result.message = f.kind, f.message
-    except (TimeoutError, httpx.TimeoutException):
+    except TimeoutError:  # asyncio's (the same class since 3.11) and aiohttp's own (ServerTimeoutError)
         result.error, result.message = "timeout", f"no complete answer within {cfg.timeout:g} s"
-    except (httpx.RemoteProtocolError, httpx.DecodingError) as e:
-        result.error, result.message = "protocol", str(e) or type(e).__name__
-    except httpx.TransportError as e:
-        result.error, result.message = "connection", str(e) or type(e).__name__
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as e:
+        # closed before or inside an answer, a body that does not decode, a response head that does not parse
+        result.error, result.message = "protocol", _exc_message(e)
+    except aiohttp.ClientError as e:  # ClientConnectorError (refused, DNS), ClientOSError (reset), ...
+        result.error, result.message = "connection", _exc_message(e)
     else:
         result.ok = True
     result.e2e_s = time.perf_counter() - t0
     return result, backoff
 
 
-async def _read_stream(response: httpx.Response, t0: float, result: RequestResult) -> None:
+def _exc_message(e: BaseException) -> str:
+    return str(e) or type(e).__name__
+
+
+@functools.lru_cache(maxsize=64)
+def _endpoint(base: str, path: str) -> yarl.URL:
+    """base (check_url's: no trailing slash, any path prefix kept) + "/" + path, parsed once."""
+    import yarl
+
+    return yarl.URL(f"{base}/{path}")
+
+
+async def _read_stream(response: aiohttp.ClientResponse, t0: float, result: RequestResult) -> None:
+    from aiohttp.http_exceptions import HttpProcessingError
+
     ctype = response.headers.get("content-type", "")
     if not ctype.startswith("text/event-stream"):
         raise _Failed("protocol", f"expected text/event-stream, got {ctype or 'no content type'}", 200)
+    content = response.content
+    readline, loads, clock = content.readline, json.loads, time.perf_counter
     last = None
     chunks, usage_tokens, done = 0, None, False
-    async for line in response.aiter_lines():
-        if not line.startswith("data:"):
+    while True:
+        try:
+            line = await readline()  # bytes up to and including b"\n"; b"" at the end of the body
+        except (ValueError, HttpProcessingError) as e:  # a line over the reader's limit: LineTooLong (older
+            raise _Failed("protocol", f"event line too long: {e}", 200) from None  # aiohttp: ValueError)
+        if not line:
+            break
+        if not line.startswith(b"data:"):
             continue  # blank separators, event:, id:, comments
-        data = line[len("data:"):].strip()
-        if data == "[DONE]":
+        data = line[5:].strip()
+        if data == b"[DONE]":
             done = True
             break
         try:
-            obj = json.loads(data)
-        except ValueError:
-            raise _Failed("protocol", f"invalid JSON in event: {data[:80]}", 200) from None
+            obj = loads(data)
+        except ValueError:  # UnicodeDecodeError included
+            raise _Failed("protocol", f"invalid JSON in event: {_text(data[:80])}", 200) from None
         if not isinstance(obj, dict):
-            raise _Failed("protocol", f"unexpected event: {data[:80]}", 200)
+            raise _Failed("protocol", f"unexpected event: {_text(data[:80])}", 200)
         if "error" in obj:
-            raise _Failed("stream_error", _error_message(data.encode()), 200)
+            raise _Failed("stream_error", _error_message(data), 200)
         usage = obj.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
             usage_tokens = usage["completion_tokens"]
         for choice in obj.get("choices") or []:
             if choice.get("text"):
-                now = time.perf_counter()
+                now = clock()
                 if last is None:
                     result.ttft_s = now - t0
                 else:
@@ -260,6 +296,27 @@ async def _read_stream(response: httpx.Response, t0: float, result: RequestResul
         result.tokens, result.tokens_from = usage_tokens, "usage"
     else:  # a server that ignores stream_options: a chunk may hold several tokens (or none), so flagged
         result.tokens, result.tokens_from = chunks, "chunks"
+
+
+async def _drain(content: aiohttp.StreamReader) -> None:
+    """Reads what follows [DONE] up to the end of the body, so the connection goes back to the pool: leaving before
+    the body's end (the chunked terminator often arrives in the next read) would close it, and the next request
+    would open a new one. Bounded by DRAIN_S, not by the request's timeout: what arrives there is not looked at,
+    and failing to read it is no failure of the request (its connection is closed instead)."""
+    import aiohttp
+
+    if content.is_eof():
+        return
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            while await content.readany():
+                pass
+    except (TimeoutError, aiohttp.ClientError):
+        pass
+
+
+def _text(data: bytes) -> str:
+    return data.decode(errors="replace")
 
 
 def _read_json(body: bytes, result: RequestResult) -> None:
@@ -296,28 +353,42 @@ def _config_dict(cfg: LoadConfig) -> dict:
             "temperature": cfg.temperature, "seed": cfg.seed, "stream": cfg.stream, "timeout_s": cfg.timeout}
 
 
-def _client(cfg: LoadConfig) -> httpx.AsyncClient:
-    import httpx
+def _client(cfg: LoadConfig) -> aiohttp.ClientSession:
+    """One session for the probe and every client: a pool of concurrency + 1 keep-alive connections (+1 for the
+    probe), no proxy from the environment, no timeout of its own (each request runs under asyncio.timeout)."""
+    try:
+        import aiohttp
+    except ModuleNotFoundError as e:
+        if e.name != "aiohttp":
+            raise
+        raise LoadTestError("`gptzoo loadtest` needs aiohttp, which is not installed: pip install 'gptzoo[serve]'") \
+            from None
 
-    headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else {}
+    headers = {"Authorization": f"Bearer {cfg.api_key}"} if cfg.api_key else None
     n = cfg.concurrency + 1  # +1 for the probe
-    return httpx.AsyncClient(base_url=cfg.url, headers=headers, timeout=cfg.timeout, trust_env=False,
-                             limits=httpx.Limits(max_connections=n, max_keepalive_connections=n))
+    connector = aiohttp.TCPConnector(limit=n, limit_per_host=0, force_close=False)
+    return aiohttp.ClientSession(connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(),
+                                 trust_env=False, raise_for_status=False)
 
 
-async def probe(client: httpx.AsyncClient, cfg: LoadConfig) -> list[str] | None:
+async def probe(client: aiohttp.ClientSession, cfg: LoadConfig) -> list[str] | None:
     """GET /v1/models: raises LoadTestError when the server cannot be reached; returns the ids and aliases it
     lists (None when it answered something else, e.g. 401)."""
-    import httpx
+    import aiohttp
 
     try:
-        r = await client.get("/v1/models", timeout=min(cfg.timeout, 10.0))
-    except httpx.HTTPError as e:
-        raise LoadTestError(f"cannot reach {cfg.url}: {str(e) or type(e).__name__}") from None
-    if r.status_code != 200:
+        async with asyncio.timeout(min(cfg.timeout, 10.0)):
+            async with client.get(_endpoint(cfg.url, "v1/models"), allow_redirects=False) as r:
+                status, body = r.status, await r.read()
+    except TimeoutError:
+        raise LoadTestError(f"cannot reach {cfg.url}: no answer to GET /v1/models within "
+                            f"{min(cfg.timeout, 10.0):g} s") from None
+    except aiohttp.ClientError as e:
+        raise LoadTestError(f"cannot reach {cfg.url}: {_exc_message(e)}") from None
+    if status != 200:
         return None
     try:
-        data = r.json()["data"]
+        data = json.loads(body)["data"]
         names = [m["id"] for m in data]
         names += [a for m in data for a in m.get("aliases") or []]
     except (ValueError, KeyError, TypeError):

@@ -47,7 +47,7 @@ def token_latencies(variant: Variant, n_tokens: int = 200, threads: int = 1) -> 
     """Per-token wall times (seconds) of one greedy single-stream generation on onnxruntime."""
     model = OnnxModel(variant.path("model.onnx"), threads=threads)
     tok = from_spec(variant.card.tokenizer)
-    batch = Batch(model, tok, policy="half")
+    batch = Batch(model, tok, policy="half", slots=1)
     prompt = [0] * min(8, model.shape.block_size)
     row = batch.new_row(prompt, SamplingParams(max_tokens=n_tokens + 1, temperature=0.0))
     batch.add([row])

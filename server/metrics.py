@@ -33,11 +33,18 @@ CANCELLED = Counter("gptzoo_requests_cancelled", "Completion requests whose clie
                     LABELS)
 BATCH_SIZE = Histogram("gptzoo_batch_size", "Rows decoded together in one decode step.", LABELS,
                        buckets=buckets.BATCH_ROWS)
-STEP_TIME = Histogram("gptzoo_engine_step_seconds", "Wall time of one engine call: phase=prefill admits new "
-                      "requests into the batch, phase=decode advances every row by one token.", (*LABELS, "phase"),
-                      buckets=buckets.STEP_SECONDS)
-PREFILL_TOKENS = Histogram("gptzoo_prefill_tokens_per_step", "Prompt tokens prefilled together when requests join "
-                           "the batch.", LABELS, buckets=buckets.PREFILL_TOKENS)
+STEP_TIME = Histogram("gptzoo_engine_step_seconds", "Wall time of an engine step's calls: phase=prefill feeds prompt "
+                      "chunks and window re-prefills, phase=decode advances every decoding row by one token.",
+                      (*LABELS, "phase"), buckets=buckets.STEP_SECONDS)
+PREFILL_TOKENS = Histogram("gptzoo_prefill_tokens_per_step", "Tokens fed by an engine step's prefill calls (prompt "
+                           "chunks, capped by --prefill-chunk, and window re-prefills).", LABELS,
+                           buckets=buckets.PREFILL_TOKENS)
+CACHE_SLOTS = Gauge("gptzoo_cache_slots", "KV-cache slots of the model's batch (its --max-batch-size rows, allocated "
+                    "once at load).", LABELS, multiprocess_mode="livesum")
+CACHE_SLOTS_USED = Gauge("gptzoo_cache_slots_in_use", "KV-cache slots held by running requests.", LABELS,
+                         multiprocess_mode="livesum")
+CACHE_BYTES = Gauge("gptzoo_cache_bytes", "Memory of the model's KV cache (every layer's keys and values, all slots).",
+                    LABELS, multiprocess_mode="livesum")
 RUNNING = Gauge("gptzoo_requests_running", "Completion requests being decoded.", LABELS, multiprocess_mode="livesum")
 WAITING = Gauge("gptzoo_requests_waiting", "Completion requests queued for a batch slot.", LABELS,
                 multiprocess_mode="livesum")
@@ -66,3 +73,5 @@ class ModelMetrics:
         self.prefill_time = STEP_TIME.labels(**labels, phase="prefill")
         self.decode_time = STEP_TIME.labels(**labels, phase="decode")
         self.prefill_tokens = PREFILL_TOKENS.labels(**labels)
+        self.slots, self.slots_used = CACHE_SLOTS.labels(**labels), CACHE_SLOTS_USED.labels(**labels)
+        self.cache_bytes = CACHE_BYTES.labels(**labels)

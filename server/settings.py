@@ -29,6 +29,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_prompt_tokens: Positive = 4096  # longer prompts are refused (the model reads only its last block_size)
     max_body_bytes: Positive = 1_000_000  # larger request bodies get 413
     max_batch_size: Positive = 32  # requests decoded together per model (continuous batching; 32 measured best)
+    # Prompt tokens fed per decode step at most (chunked prefill): a long prompt joins over several steps instead of
+    # stalling every running stream for its whole prefill; window re-prefills are not counted (they are a row's decode).
+    prefill_chunk: Positive = 256
+    # Seconds a stream's text may wait to go out with the next tokens (one SSE chunk instead of one per token; a first
+    # token and a stream's end go out at once). Waking the event loop per token costs more than a small model's
+    # decode step on a busy core; 0 sends every token as it comes.
+    stream_interval: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.005
     max_waiting: Positive = 256  # requests queued per model beyond the batch before 429 (`--max-queue`)
     # Seconds a request may wait for a batch slot; then 503 queue_timeout with Retry-After. Admitted requests are not
     # timed: max_tokens bounds them and a client that leaves cancels its row, so admitted work is never thrown away

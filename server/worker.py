@@ -1,16 +1,17 @@
 """One model, one thread: load the ONNX session, warm it up, then decode requests with continuous batching.
 
-onnxruntime's `run` blocks and `Batch` is not thread-safe, so a dedicated thread owns both. Requests (`Job`s) queue
-up; between decode steps the thread admits waiting jobs into the running Batch (one prefill call for all of them,
-up to max_batch_size rows) and drops finished or cancelled ones. Results go back to the event loop that submitted
-the job as typed events (gptzoo.server.events) on the job's asyncio.Queue: TextDelta while streaming, then Done or
-Failed. A step's events for every row travel together: one `loop.call_soon_threadsafe` per event loop per step
-(each one is a write to the loop's self-pipe, a system call and a wake-up), not one per token per row. The worker
-measures latency, tokens and refusals; the request's outcome is counted once, on the HTTP side
-(gptzoo.server.outcomes).
+onnxruntime's `run` blocks and `Batch` is not thread-safe, so a dedicated thread owns both. Requests (`Job`s) queue up;
+between steps the thread admits waiting jobs into the running Batch (each takes a free slot of the model's KV cache,
+max_batch_size slots allocated once) and drops finished or cancelled ones; every step feeds prompts in chunks
+(prefill_chunk tokens at most) beside the rows that decode, so an arrival neither waits for nor stalls the others.
+Results go back to the event loop that submitted the job as typed events (gptzoo.server.events) on the job's
+asyncio.Queue: TextDelta while streaming, then Done or Failed. A step's events for every row travel together: one
+`loop.call_soon_threadsafe` per event loop per step (each one is a write to the loop's self-pipe, a system call and a
+wake-up), not one per token per row. The worker measures latency, tokens and refusals; the request's outcome is counted
+once, on the HTTP side (gptzoo.server.outcomes).
 
-Refusals (429 queue full, 503 queue timeout or shutting down) carry Retry-After and count in gptzoo_requests_refused.
-On shutdown the worker drains: no new jobs, queued and running ones go on until the drain deadline.
+Refusals (429 queue full, 503 queue timeout or shutting down) carry Retry-After and count in gptzoo_requests_refused. On
+shutdown the worker drains: no new jobs, queued and running ones go on until the drain deadline.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Job:
         self.finished = False
         self.deadline = math.inf  # perf_counter time to be admitted by; set on submit to arrival + request_timeout
         self.seen = 0  # tokens already accounted for in the latency metrics
+        self.streaming = False  # its first event went out (later text may be held for a stream interval)
         self.last_token_at = 0.0
 
     def cancel(self) -> None:
@@ -95,6 +97,8 @@ class ModelWorker:
         self.peak_rows = 0  # the most rows decoded together so far (tests and tuning)
         # events of the current step by destination loop; only the worker thread touches it (no lock)
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
+        self._urgent = False  # the outbox holds a first token or an ending: hand it off now
+        self._handed_at = 0.0  # perf_counter time of the last hand-off
         self._gauges()
 
     @property
@@ -158,8 +162,9 @@ class ModelWorker:
         model = open_variant(self.variant, self.settings.device, self.settings.threads)
         self.model, self.tokenizer, self.provider = model, tokenizer, model.provider
         # Warm-up: a real prefill and decode step, so the first request pays no one-off session costs.
-        batch = Batch(model, tokenizer, self.settings.policy)
+        batch = Batch(model, tokenizer, self.settings.policy, slots=1)
         batch.add([batch.new_row([0, 0], SamplingParams(max_tokens=2, temperature=0))])
+        batch.step()
         batch.step()
 
     def _gauges(self) -> None:
@@ -196,8 +201,15 @@ class ModelWorker:
         metrics.REFUSED.labels(**self.labels, reason=code).inc()
         return ApiError(status, message, code=code, headers={"Retry-After": retry_after})
 
+    def _new_batch(self) -> Batch:
+        s = self.settings
+        batch = Batch(self.model, self.tokenizer, s.policy, slots=s.max_batch_size, prefill_chunk=s.prefill_chunk)
+        self.m.slots.set(batch.slots)
+        self.m.cache_bytes.set(batch.cache_bytes)
+        return batch
+
     def _serve(self) -> None:
-        batch = Batch(self.model, self.tokenizer, self.settings.policy)
+        batch = self._new_batch()
         while True:
             with self._cv:
                 while not self._pending and not batch.rows and not self._stopping:
@@ -222,24 +234,33 @@ class ModelWorker:
                 for job in [r.tag for r in batch.rows] + new:
                     self._fail(job, 500, f"generation failed: {first_line(e)}",
                                "generation_failed")
-                batch = Batch(self.model, self.tokenizer, self.settings.policy)
+                batch = self._new_batch()
             self.m.running.set(len(batch.rows))
-            self._hand_off()
+            self.m.slots_used.set(len(batch.rows))
+            self._hand_off(force=not batch.rows)  # before the thread may sleep: nothing stays behind
         with self._cv:
             left = [r.tag for r in batch.rows] + list(self._pending)
             self._pending.clear()
         for job in left:
             self._fail(job, 503, "the server stopped before this request finished", "shutting_down")
-        self._hand_off()
+        self._hand_off(force=True)
 
     def _post(self, job: Job, event: Event) -> None:
+        if not isinstance(event, TextDelta) or not job.streaming:
+            self._urgent = True  # a first token (time to first token) or an ending is never held back
+            job.streaming = True
         self._outbox.setdefault(job.loop, []).append((job, event))
 
-    def _hand_off(self) -> None:
-        """Everything this step produced, to the event loops that wait for it: one cross-thread call per loop."""
+    def _hand_off(self, force: bool = False) -> None:
+        """What the steps produced, to the event loops that wait for it: one cross-thread call per loop. Text in the
+        middle of streams waits until `stream_interval` passed since the last hand-off (the stream sends what piled
+        up as one chunk): a hand-off wakes the event loop, which on a busy core costs more than a small model's step."""
         if not self._outbox:
             return
-        outbox, self._outbox = self._outbox, {}
+        now = time.perf_counter()
+        if not (force or self._urgent or now - self._handed_at >= self.settings.stream_interval):
+            return
+        outbox, self._outbox, self._urgent, self._handed_at = self._outbox, {}, False, now
         for loop, events in outbox.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
                 loop.call_soon_threadsafe(_deliver, events)
@@ -264,7 +285,8 @@ class ModelWorker:
         self._pending = keep
 
     def _advance(self, batch: Batch, new: list[Job]) -> None:
-        """Admit `new` (one prefill), decode one step for every row, hand back what finished."""
+        """Admit `new` (each takes a free slot), run one step (prompt chunks and one token for every decoding row),
+        hand back what finished."""
         now = time.perf_counter()
         rows = []
         for job in new:
@@ -272,22 +294,18 @@ class ModelWorker:
             self.m.prompt_tokens.inc(len(job.prompt_ids))
             on_text = (lambda delta, job=job: self._post(job, TextDelta(delta))) if job.stream else None
             rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job))
-        if rows:
-            t0 = time.perf_counter()
-            batch.add(rows)
-            t1 = time.perf_counter()
-            self.m.prefill_time.observe(t1 - t0)
-            self.m.prefill_tokens.observe(sum(len(job.prompt_ids) for job in new))
-            self.peak_rows = max(self.peak_rows, len(batch.rows))
-            self._account(rows, t1)
-            self._hand_off()  # the first tokens go out now: waiting for the step would add it to their TTFT
-        if active := sum(not r.done for r in batch.rows):
-            self.m.batch_size.observe(active)
-            t0 = time.perf_counter()
-            batch.step()
-            t1 = time.perf_counter()
-            self.m.decode_time.observe(t1 - t0)
-            self._account(batch.rows, t1)
+        batch.add(rows)
+        self.peak_rows = max(self.peak_rows, len(batch.rows))
+        batch.step()
+        t = time.perf_counter()
+        st = batch.stats
+        if st.prefill_tokens:
+            self.m.prefill_time.observe(st.prefill_seconds)
+            self.m.prefill_tokens.observe(st.prefill_tokens)
+        if st.decode_rows:
+            self.m.batch_size.observe(st.decode_rows)
+            self.m.decode_time.observe(st.decode_seconds)
+        self._account(batch.rows, t)
         self._retire(batch, time.perf_counter())
 
     def _retire(self, batch: Batch, now: float, cut: bool = False) -> None:
@@ -298,6 +316,7 @@ class ModelWorker:
             return
         batch.remove(leaving)
         self.m.running.set(len(batch.rows))
+        self.m.slots_used.set(len(batch.rows))
         for r in leaving:
             if r.done:
                 self._finish(r.tag, now, r)

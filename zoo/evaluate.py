@@ -10,7 +10,7 @@ import torch
 
 from gptzoo.zoo.errors import BadValue
 from gptzoo.zoo.model import GPT
-from gptzoo.zoo.step_contract import StepRunner, attention_bias
+from gptzoo.zoo.step_contract import StepRunner, logits_without_cache
 
 
 def eval_windows(n_tokens: int, block_size: int, max_windows: int | None) -> np.ndarray:
@@ -78,8 +78,7 @@ def onnx_loss_fn(model: StepRunner):
 
     def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         B, T = x.shape
-        pos = np.broadcast_to(np.arange(T), (B, T)).copy()
-        logits, _ = model.step(x.numpy(), pos, attention_bias(np.zeros(B, int), 0, T), model.empty_past(B))
+        logits = logits_without_cache(model, x.numpy())
         return torch.nn.functional.cross_entropy(torch.from_numpy(logits).view(B * T, -1), y.view(-1))
 
     return fn

@@ -1,10 +1,11 @@
 """Generation on any backend of the cached step (a gptzoo.zoo.step_contract.StepRunner: onnxruntime or torch):
 prefill, cached decode, nanoGPT-exact context cropping, batching.
 
-A `Batch` holds rows (sequences) that share one KV cache of length S. Rows are left-padded inside it, so one
-session call per step decodes every row, and one sampling call samples them all; each row has its own positions,
-sampling parameters, random stream and stop sequences. Rows may join (prefilled in their own call, then merged) and
-leave between steps: that is what continuous batching in the server builds on.
+A `Batch` holds rows (sequences) over one slot cache (gptzoo.zoo.step_contract): each row owns a slot, and one session
+call per step decodes every row, one sampling call samples them all; each row has its own positions, sampling
+parameters, random stream and stop sequences. Rows join (their prompt fed by the next steps, in chunks under a token
+budget, beside the decoding rows) and leave between steps without copying any cache: that is what continuous
+batching in the server builds on.
 
 Context policies, when a row's window (block_size tokens) is full:
 - `exact`: as nanoGPT's `generate`, every further token re-runs the last block_size tokens with no cache (the
@@ -16,6 +17,8 @@ Context policies, when a row's window (block_size tokens) is full:
 from __future__ import annotations
 
 import codecs
+import heapq
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,7 +26,7 @@ import numpy as np
 
 from gptzoo.zoo.errors import BadValue
 from gptzoo.zoo.sampling import SamplingParams, sample, sample_rows
-from gptzoo.zoo.step_contract import StepRunner, attention_bias
+from gptzoo.zoo.step_contract import Call, StepRunner
 from gptzoo.zoo.tokenizers import Tokenizer
 
 POLICIES = ("exact", "half")
@@ -85,9 +88,10 @@ class Row:
     text: StopText
     rng: np.random.Generator
     generated: list[int] = field(default_factory=list)
-    cached: int = 0  # tokens of this row's window held in the shared cache
-    pad: int = 0  # left padding of this row in the shared cache
-    uncached: bool = False  # exact policy past the window: recomputed alone every step
+    slot: int = -1  # this row's slot in the batch's cache (-1: not in a batch)
+    cached: int = 0  # positions 0 .. cached-1 of the slot hold this row's window
+    pending: list[int] = field(default_factory=list)  # tokens to write before the next one can be sampled
+    prompting: bool = False  # pending is (the rest of) the prompt: fed in chunks under the step's budget
     finish_reason: str | None = None  # "stop" or "length" when done
     on_text: Callable[[str], None] | None = None
     tag: object = None  # the caller's handle (e.g. a server request)
@@ -109,15 +113,37 @@ class Result:
     prompt_tokens: int
 
 
+@dataclass
+class StepStats:
+    """What the last step did, for metrics: tokens written by multi-token calls (prompts, re-prefills) and rows
+    decoded, and the time each kind of call took."""
+
+    prefill_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_rows: int = 0
+    decode_seconds: float = 0.0
+
+
 class Batch:
-    def __init__(self, model: StepRunner, tokenizer: Tokenizer, policy: str = "half"):
+    """Rows decoding together over one slot cache of `slots` rows (fixed: rows take and free slots, the cache is
+    never copied or resized). `prefill_chunk`: prompt tokens fed per step at most (None: no limit), so a long prompt
+    does not stall the rows already decoding."""
+
+    def __init__(self, model: StepRunner, tokenizer: Tokenizer, policy: str = "half", slots: int = 8,
+                 prefill_chunk: int | None = None):
         if policy not in POLICIES:
             raise BadValue(f"unknown context policy {policy!r}; choose one of: {', '.join(POLICIES)}")
+        if slots < 1 or (prefill_chunk is not None and prefill_chunk < 1):
+            raise BadValue("a batch needs at least one slot and a prefill chunk of at least one token")
         self.model, self.tok, self.policy = model, tokenizer, policy
         self.block = model.shape.block_size
+        self.cache = model.new_cache(slots)
+        self.slots, self.prefill_chunk = slots, prefill_chunk
+        self._free = list(range(slots))  # a heap: the lowest free slot first keeps the decode call's range short
+        self._owner: list[Row | None] = [None] * slots
         self.rows: list[Row] = []
-        self.past: list[np.ndarray] = model.empty_past(0)
         self.calls = 0  # session calls made, for tests and profiling
+        self.stats = StepStats()
 
     # -- rows joining and leaving -------------------------------------------------------------------------------
     def new_row(self, prompt_ids: list[int], params: SamplingParams, on_text=None, tag=None) -> Row:
@@ -126,96 +152,117 @@ class Batch:
         rng = np.random.default_rng(params.seed)
         return Row(prompt_ids[-self.block :], params, StopText(self.tok, params.stop), rng, on_text=on_text, tag=tag)
 
+    @property
+    def cache_bytes(self) -> int:
+        """Memory of the slot cache: every layer's keys and values for every slot (float32)."""
+        return sum(int(np.prod(shape)) * 4 for shape in self.model.shape.slot_shapes(self.slots))
+
+    @property
+    def free_slots(self) -> int:
+        return len(self._free)
+
     def add(self, rows: list[Row]) -> None:
-        """Prefill `rows` together in one call (left-padded), sample each one's first token, merge them in."""
-        if not rows:
-            return
-        L = max(len(r.prompt) for r in rows)
-        ids = np.zeros((len(rows), L), dtype=np.int64)
-        pos = np.zeros((len(rows), L), dtype=np.int64)
-        pads = np.array([L - len(r.prompt) for r in rows])
-        for i, r in enumerate(rows):
-            ids[i, pads[i] :] = r.prompt
-            pos[i, pads[i] :] = np.arange(len(r.prompt))
-        bias = attention_bias(pads, past_len=0, new=L)
-        logits, present = self._run(ids, pos, bias, self.model.empty_past(len(rows)))
-        for i, r in enumerate(rows):
-            r.pad, r.cached = int(pads[i]), len(r.prompt)
-        self._merge(rows, present)
-        self._accept(rows, logits[:, -1])
+        """Give each row a free slot; their prompts are fed by the next steps (chunked under the budget), and a
+        row's first token comes in the step that feeds the end of its prompt."""
+        if len(rows) > len(self._free):
+            raise BadValue(f"{len(rows)} rows do not fit: {len(self._free)} of {self.slots} cache slots are free")
+        for r in rows:
+            r.slot, r.cached, r.pending, r.prompting = heapq.heappop(self._free), 0, list(r.prompt), True
+            self._owner[r.slot] = r
+        self.rows += rows
 
     def remove(self, rows: list[Row]) -> None:
+        """Free the rows' slots: nothing is copied; whatever they hold is hidden from the next owner by the bias."""
         if not rows:
-            return  # the common case, every step: indexing would copy the whole cache for nothing
-        keep = [i for i, r in enumerate(self.rows) if r not in rows]
-        self.rows = [self.rows[i] for i in keep]
-        self.past = [p[keep] for p in self.past]
-        self._trim()
+            return
+        for r in rows:
+            heapq.heappush(self._free, r.slot)
+            self._owner[r.slot], r.slot = None, -1
+        self.rows = [r for r in self.rows if r.slot >= 0]
 
     # -- one step ---------------------------------------------------------------------------------------------
     def step(self) -> list[Row]:
-        """Decode one token for every unfinished row; returns the rows that finished in this step. Per step, not per
-        row: one decode call, one re-prefill call for the rows whose window filled, one sampling call."""
-        active = [r for r in self.rows if not r.done]
-        if not active:
-            return []
-        full = [r for r in active if r.cached >= self.block and not r.uncached]
-        if full and self.policy == "exact":
-            for r in full:
-                r.uncached = True
-        elif full:
-            self._reprefill(full)
-        uncached = [r for r in active if r.uncached] if self.policy == "exact" else []
-        rows, logits = self._decode_cached() if len(uncached) < len(active) else ([], None)
-        if uncached:  # exact policy past the window: each row recomputes its window alone
-            logits = [] if logits is None else [logits]
-            for r in uncached:
-                window = np.array([r.context[-self.block :]], dtype=np.int64)
-                T = window.shape[1]
-                bias = attention_bias(np.zeros(1, int), 0, T)
-                out, _ = self._run(window, np.arange(T)[None], bias, self.model.empty_past(1))
-                logits.append(out[:, -1])
-            rows, logits = rows + uncached, np.concatenate(logits)
-        self._accept(rows, logits)
-        return [r for r in active if r.done]
-
-    def _decode_cached(self) -> tuple[list[Row], np.ndarray]:
-        """One call for all rows: each feeds its last sampled token (not yet in the cache). Returns the rows that
-        decoded and their next-token logits."""
-        S = self.past[0].shape[2]
-        ids = np.array([[r.generated[-1]] for r in self.rows], dtype=np.int64)
-        pos = np.array([[min(r.cached, self.block - 1)] for r in self.rows], dtype=np.int64)
-        pads = np.array([S if (r.uncached or r.done) else r.pad for r in self.rows])
-        logits, self.past = self._run(ids, pos, attention_bias(pads, S, 1), self.past)
-        live, rows = [], []
-        for i, r in enumerate(self.rows):
-            if r.uncached or r.done:
-                r.pad = S + 1  # its slot holds nothing it will use
+        """Advance every unfinished row by one token, and feed waiting prompts up to the chunk budget; returns the
+        rows that finished in this step. Per step, not per row: one call for every row that feeds one token, one
+        call per run of neighbouring slots that feed equally many (re-prefills of full windows, prompt chunks), one
+        sampling call for every row that got its logits."""
+        self.stats = StepStats()
+        single, multi = [], []
+        budget = self.prefill_chunk if self.prefill_chunk is not None else float("inf")
+        for r in self.rows:
+            if r.done:
+                continue
+            if not r.pending:  # it sampled a token last step: feed it
+                self._next_feed(r)
+            if r.prompting:
+                n = min(len(r.pending), budget)
+                if n <= 0:
+                    continue  # the budget is spent: the rest of the prompts wait for the next step
+                budget -= n
             else:
-                r.cached += 1
-                live.append(i)
-                rows.append(r)
-        self._trim()
-        return rows, logits[:, -1] if len(rows) == len(self.rows) else logits[live, -1]
+                n = len(r.pending)
+            (single if n == 1 else multi).append((r, r.pending[:n]))
+        if not single and not multi:
+            return []
+        got_rows, got_logits = [], []
+        if multi:
+            t0 = time.perf_counter()
+            for feeds in _runs(sorted(multi, key=lambda f: f[0].slot)):
+                self._feed(feeds, got_rows, got_logits)
+                self.stats.prefill_tokens += sum(len(t) for _, t in feeds)
+            self.stats.prefill_seconds = time.perf_counter() - t0
+        if single:
+            t0 = time.perf_counter()
+            self._decode(single, got_rows, got_logits)
+            self.stats.decode_rows, self.stats.decode_seconds = len(single), time.perf_counter() - t0
+        if got_rows:
+            self._accept(got_rows, np.concatenate(got_logits) if len(got_logits) > 1 else got_logits[0])
+        return [r for r, _ in single + multi if r.done]
 
-    def _reprefill(self, rows: list[Row]) -> None:
-        """Recompute the last half window of each of `rows` (without the last token, which the next decode feeds)
-        in one call, and put each in its row's cache slot. Every such window has the same length: no padding."""
-        T = self.block // 2
-        ids = np.array([r.context[-1 - T : -1] for r in rows], dtype=np.int64)
-        pos = np.tile(np.arange(T), (len(rows), 1))
-        _, present = self._run(ids, pos, attention_bias(np.zeros(len(rows), int), 0, T),
-                               self.model.empty_past(len(rows)))
-        S = self.past[0].shape[2]
-        if T > S:
-            self._grow(T - S)
-            S = T
-        for j, r in enumerate(rows):
-            i = self.rows.index(r)
-            for p, q in zip(self.past, present, strict=True):  # plain slices: no fancy-index copies
-                p[i] = 0.0
-                p[i, :, S - T :] = q[j]
-            r.pad, r.cached = S - T, T
+    def _next_feed(self, r: Row) -> None:
+        """What a row that just sampled feeds next: that token, or, with its window full, a recomputed window."""
+        if r.cached < self.block:
+            r.pending = [r.generated[-1]]
+        elif self.policy == "half":  # re-prefill half a window and the new token, then decode from the cache again
+            r.cached, r.pending = 0, r.context[-(self.block // 2 + 1) :]
+        else:  # exact: as nanoGPT, the last block_size tokens again, with no cache to reuse (positions shift)
+            r.cached, r.pending = 0, r.context[-self.block :]
+
+    def _decode(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
+        """One call over the slots from the lowest to the highest of `feeds`, one token each; slots in between that
+        are free or busy elsewhere feed a token that lands past what they hold (gptzoo.zoo.step_contract)."""
+        lo = min(r.slot for r, _ in feeds)
+        B = max(r.slot for r, _ in feeds) - lo + 1
+        tokens, live = np.zeros(B, np.int64), np.zeros(B, bool)
+        starts = np.array([r.cached if r else 0 for r in self._owner[lo : lo + B]], np.int64)
+        at = np.empty(len(feeds), np.int64)
+        for i, (r, t) in enumerate(feeds):
+            b = at[i] = r.slot - lo
+            tokens[b], live[b] = t[0], True
+        logits = self._run(Call.decode(lo, tokens, starts, live))
+        if ready := self._advance(feeds, got_rows):
+            got_logits.append(logits[at[ready], 0])
+
+    def _feed(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
+        """One call for rows in neighbouring slots that feed equally many tokens from the start of their slots, or
+        for one row."""
+        call = Call.fill(feeds[0][0].slot, [t for _, t in feeds], [r.cached for r, _ in feeds])
+        logits = self._run(call)
+        if ready := self._advance(feeds, got_rows):
+            got_logits.append(logits[ready, 0])
+
+    def _advance(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row]) -> list[int]:
+        """The fed tokens are in the cache now; rows with nothing left to feed are ready to sample (their indices
+        in `feeds`)."""
+        ready = []
+        for i, (r, t) in enumerate(feeds):
+            r.cached += len(t)
+            r.pending = r.pending[len(t) :]
+            if not r.pending:
+                r.prompting = False
+                ready.append(i)
+                got_rows.append(r)
+        return ready
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def _accept(self, rows: list[Row], logits: np.ndarray) -> None:
@@ -235,36 +282,23 @@ class Batch:
             if delta and r.on_text:
                 r.on_text(delta)
 
-    def _run(self, ids, pos, bias, past):
+    def _run(self, call: Call) -> np.ndarray:
         self.calls += 1
-        return self.model.step(ids, pos, bias.astype(np.float32, copy=False), past)
+        return self.model.run(self.cache, call)
 
-    def _merge(self, rows: list[Row], present: list[np.ndarray]) -> None:
-        S_old, S_new = self.past[0].shape[2], present[0].shape[2]
-        if S_new > S_old:
-            self._grow(S_new - S_old)
-        elif S_old > S_new:
-            present = [np.pad(p, ((0, 0), (0, 0), (S_old - S_new, 0), (0, 0))) for p in present]
-            for r in rows:
-                r.pad += S_old - S_new
-        self.past = [np.concatenate([a, b], axis=0) for a, b in zip(self.past, present, strict=True)]
-        self.rows += rows
 
-    def _grow(self, n: int) -> None:
-        self.past = [np.pad(p, ((0, 0), (0, 0), (n, 0), (0, 0))) for p in self.past]
-        for r in self.rows:
-            r.pad += n
-
-    def _trim(self) -> None:
-        """Drop cache columns that are padding for every row, so S stays near the longest live window."""
-        if not self.rows:
-            self.past = self.model.empty_past(0)
-            return
-        m = min(r.pad for r in self.rows)
-        if m > 0:
-            self.past = [np.ascontiguousarray(p[:, :, m:]) for p in self.past]
-            for r in self.rows:
-                r.pad -= m
+def _runs(feeds: list[tuple[Row, list[int]]]) -> list[list[tuple[Row, list[int]]]]:
+    """Split feeds (sorted by slot) into calls: runs of neighbouring slots that feed equally many tokens from the
+    start of their slots (fresh prompts, re-prefilled windows), every other feed alone."""
+    runs: list[list[tuple[Row, list[int]]]] = []
+    for f in feeds:
+        last = runs[-1][-1] if runs else None
+        fresh = f[0].cached == 0 and last is not None and last[0].cached == 0
+        if fresh and f[0].slot == last[0].slot + 1 and len(f[1]) == len(last[1]):
+            runs[-1].append(f)
+        else:
+            runs.append([f])
+    return runs
 
 
 def generate(
@@ -277,13 +311,12 @@ def generate(
 ) -> list[Result]:
     """Generate a completion for each prompt, all rows in one batch; `on_text(row, delta)` streams text."""
     params_list = params if isinstance(params, list) else [params] * len(prompts)
-    batch = Batch(model, tokenizer, policy)
+    batch = Batch(model, tokenizer, policy, slots=max(len(prompts), 1))
     rows = []
     for i, (p, sp) in enumerate(zip(prompts, params_list, strict=True)):
         cb = (lambda d, i=i: on_text(i, d)) if on_text else None
         rows.append(batch.new_row(tokenizer.encode(p), sp, on_text=cb))
     batch.add(rows)
-    batch.remove([r for r in rows if r.done])
     while batch.rows:
         batch.remove(batch.step())
     return [Result(r.text.text, r.generated, r.finish_reason, len(r.prompt)) for r in rows]
@@ -297,22 +330,18 @@ def policy_nll(model: StepRunner, streams: np.ndarray, policy: str) -> float:
         raise BadValue(f"unknown context policy {policy!r}")
     S, N = streams.shape
     B = model.shape.block_size
-    zeros = np.zeros(S, int)
-    past, w0, total = model.empty_past(S), 0, 0.0
+    cache, w0, total = model.new_cache(S), 0, 0.0
+    everyone = np.ones(S, bool)
     for i in range(N - 1):
         if i - w0 >= B:  # the window is full
             if policy == "exact":
-                win = streams[:, i - B + 1 : i + 1]
-                logits, _ = model.step(win, np.broadcast_to(np.arange(B), (S, B)).copy(), attention_bias(zeros, 0, B),
-                                       model.empty_past(S))
+                logits = model.run(cache, Call.fill(0, streams[:, i - B + 1 : i + 1], np.zeros(S, np.int64)))
                 total += _nll(logits[:, -1], streams[:, i + 1])
                 continue
             w0 = i - B // 2
-            T = i - w0
-            _, past = model.step(streams[:, w0:i], np.broadcast_to(np.arange(T), (S, T)).copy(),
-                                 attention_bias(zeros, 0, T), model.empty_past(S))
+            model.run(cache, Call.fill(0, streams[:, w0:i], np.zeros(S, np.int64)))
         p = i - w0
-        logits, past = model.step(streams[:, i : i + 1], np.full((S, 1), p), attention_bias(zeros, p, 1), past)
+        logits = model.run(cache, Call.decode(0, streams[:, i], np.full(S, p), everyone))
         total += _nll(logits[:, -1], streams[:, i + 1])
     return total / (S * (N - 1))
 

@@ -1,6 +1,6 @@
 """The cached step in torch: `CachedStep`, the module exported to ONNX, and `TorchModel`, which runs it directly as
 the torch backend of generation. Both are thin: the transformer is GPT.hidden_states, the code that was trained; the
-graph contract (names, shapes, bias) is gptzoo.zoo.step_contract."""
+graph contract (names, shapes, slots, bias) is gptzoo.zoo.step_contract."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from gptzoo.zoo.model import GPT, KVCache
-from gptzoo.zoo.step_contract import GraphShape
+from gptzoo.zoo.step_contract import Call, GraphShape
 
 
 def pair_up(flat: tuple[torch.Tensor, ...]) -> list[KVCache]:
@@ -23,35 +23,40 @@ def flatten(cache: list[KVCache]) -> list[torch.Tensor]:
 
 class CachedStep(nn.Module):
     """GPT.hidden_states with the cache as flat positional tensors, because a graph's inputs and outputs are flat
-    (input_ids, position_ids, attn_bias, past_key_0, past_value_0, … -> logits, present_key_0, …)."""
+    (input_ids, position_ids, seqlens_k, total_length, logits_index, past_key_0, past_value_0, … -> logits,
+    present_key_0, …), and only the wanted positions through the output head (a prefill needs one row of logits,
+    not one per prompt token)."""
 
     def __init__(self, model: GPT):
         super().__init__()
         self.gpt = model.eval()
 
-    def forward(self, input_ids, position_ids, attn_bias, *past):
-        x, presents = self.gpt.hidden_states(input_ids, position_ids, attn_bias, pair_up(past))
+    def forward(self, input_ids, position_ids, seqlens_k, total_length, logits_index, *past):
+        x, presents = self.gpt.hidden_states(input_ids, position_ids, pair_up(past), (seqlens_k, total_length))
+        x = torch.gather(x, 1, logits_index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
         return (self.gpt.lm_head(x), *flatten(presents))
 
 
 class TorchModel:
     """The step run by torch on a checkpoint's model, a gptzoo.zoo.step_contract.StepRunner like the onnxruntime
     backend: lets the generation loop compare backends (`gptzoo generate --backend torch`, `gptzoo bench`) and the
-    export's parity check compare the graph with the torch model."""
+    export's parity check compare the graph with the torch model. Its cache is a list of torch tensors; the written
+    slots are copied back into it (a reference backend, not the fast path)."""
 
     provider = "torch"
 
     def __init__(self, model: GPT):
         self.step_module = CachedStep(model)
         self.shape = GraphShape.of(model.config)
-        self.dtype = np.float32
 
-    def empty_past(self, batch: int) -> list[np.ndarray]:
-        return self.shape.empty_past(batch, self.dtype)
+    def new_cache(self, slots: int, length: int | None = None) -> list[torch.Tensor]:
+        return [torch.zeros(shape) for shape in self.shape.slot_shapes(slots, length)]
 
     @torch.inference_mode()
-    def step(
-        self, ids: np.ndarray, positions: np.ndarray, bias: np.ndarray, past: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        out = self.step_module(*(torch.from_numpy(a) for a in (ids, positions, bias, *past)))
-        return out[0].numpy(), [t.numpy() for t in out[1:]]
+    def run(self, cache: list[torch.Tensor], call: Call) -> np.ndarray:
+        rows = slice(call.first, call.first + call.rows)
+        inputs = (call.ids, call.positions, call.seqlens_k, call.total_length, call.logits_index)
+        out = self.step_module(*(torch.from_numpy(a) for a in inputs), *(c[rows] for c in cache))
+        for c, written in zip(cache, out[1:], strict=True):
+            c[rows] = written
+        return out[0].numpy()

@@ -5,9 +5,10 @@ embedding. Parameter names match nanoGPT's, so its checkpoints load unchanged.
 
 There is one transformer forward, `GPT.hidden_states`: training (`forward`) calls it with no cache, and then attention
 is plain causal through the fused `scaled_dot_product_attention(is_causal=True)`; a cached step (the module exported to
-ONNX and the torch generation backend, gptzoo.zoo.kv_step) calls it with explicit positions, an additive attention
-bias and every layer's past keys/values, and gets the grown cache back. So the exported graph is the code that was
-trained, and the export's parity check compares the two.
+ONNX and the torch generation backend, gptzoo.zoo.kv_step) calls it with explicit positions, every layer's slot cache
+and each row's length, and gets the written cache back; its attention is `cached_attention`, whose export is
+onnxruntime's fused GroupQueryAttention. So the exported graph is the code that was trained, and the export's parity
+check compares the two.
 """
 
 from __future__ import annotations
@@ -20,8 +21,12 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-# One layer's cache: keys and values, each [batch, n_head, past_len, head_dim].
+# One layer's slot cache: keys and values, each [rows, n_head, cache_length, head_dim]; row b's tokens sit at the
+# positions they were written to (gptzoo.zoo.step_contract).
 KVCache = tuple[torch.Tensor, torch.Tensor]
+# A cached step's row lengths: seqlens_k [B] (int32, each row's length after the step, minus one) and total_length
+# (int32 scalar, the longest row's length): onnxruntime GroupQueryAttention's own inputs.
+Lengths = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
@@ -58,6 +63,39 @@ class GPTConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+@torch.library.custom_op("gptzoo::cached_attention", mutates_args=())
+def cached_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    past_key: torch.Tensor,
+    past_value: torch.Tensor,
+    seqlens_k: torch.Tensor,
+    total_length: torch.Tensor,
+    n_head: int,
+    scale: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Attention of T new tokens over each row's slot cache: the new tokens' keys/values are written into row b's
+    slot at positions seqlens_k[b] + 1 - T .. seqlens_k[b], and query j sees positions 0 .. seqlens_k[b] + 1 - T + j.
+    q, k, v: [B, T, C] (heads side by side); caches [B, n_head, length, head_dim]. Returns the output [B, T, C] and
+    both caches with the writes. This is the meaning of onnxruntime's GroupQueryAttention (com.microsoft), which the
+    export maps it to: there the write happens in place and only each row's own length is read."""
+    B, T, C = q.shape
+    L = past_key.shape[2]
+    q, k, v = (z.view(B, T, n_head, C // n_head).transpose(1, 2) for z in (q, k, v))  # [B, nh, T, hd]
+    at = seqlens_k.long().view(B, 1) + 1 - T + torch.arange(T).view(1, T)  # [B, T] where each token goes
+    rows, heads, where = torch.arange(B).view(B, 1, 1), torch.arange(n_head).view(1, n_head, 1), at.view(B, 1, T)
+    keys, values = past_key.index_put((rows, heads, where), k), past_value.index_put((rows, heads, where), v)
+    seen = torch.arange(L).view(1, 1, L) <= at.view(B, T, 1)  # [B, T, L]
+    att = ((q @ keys.transpose(-2, -1)) * scale).masked_fill(~seen.unsqueeze(1), float("-inf")).softmax(-1)
+    return (att @ values).transpose(1, 2).reshape(B, T, C), keys, values
+
+
+@cached_attention.register_fake
+def _(q, k, v, past_key, past_value, seqlens_k, total_length, n_head, scale):
+    return torch.empty_like(q), torch.empty_like(past_key), torch.empty_like(past_value)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -70,29 +108,23 @@ class CausalSelfAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(config.head_dim)
 
     def forward(
-        self, x: torch.Tensor, attn_bias: torch.Tensor | None = None, past: KVCache | None = None
-    ) -> tuple[torch.Tensor, KVCache]:
-        """Attention output and this layer's keys/values (the past's and the new tokens'), each [B, nh, P+T, hd]."""
+        self, x: torch.Tensor, cache: KVCache | None = None, lengths: Lengths | None = None
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        """Attention output and, with a cache, this layer's cache with the new tokens' keys/values written in."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
-        q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))  # [B, nh, T, hd]
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)
-            v = torch.cat([past[1], v], dim=2)
-        drop = self.dropout if self.training else 0.0
-        if attn_bias is None:
+        if cache is None:
             # Training: every token sees itself and the tokens before it. is_causal lets torch pick its fused
             # (flash) kernel, the fast path; it means "causal from the first key", so it cannot serve a cache.
-            if past is not None:
-                raise ValueError("attention over past keys needs an attn_bias (gptzoo.zoo.step_contract)")
+            q, k, v = (z.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for z in (q, k, v))
+            drop = self.dropout if self.training else 0.0
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=drop, is_causal=True)
-        else:
-            # A cached step: the caller's bias says which keys each query sees (its past, not the padding). Written
-            # out because it exports to a smaller ONNX graph than scaled_dot_product_attention with a mask.
-            att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale + attn_bias, dim=-1)
-            y = F.dropout(att, drop) @ v if drop else att @ v
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.resid_dropout(self.c_proj(y)), (k, v)
+            y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+            return self.resid_dropout(self.c_proj(y)), None
+        # A cached step (inference only): see cached_attention.
+        y, keys, values = torch.ops.gptzoo.cached_attention(q, k, v, cache[0], cache[1], *lengths, self.n_head,
+                                                            self.scale)
+        return self.c_proj(y), (keys, values)
 
 
 class MLP(nn.Module):
@@ -116,9 +148,9 @@ class Block(nn.Module):
         self.mlp = MLP(config)
 
     def forward(
-        self, x: torch.Tensor, attn_bias: torch.Tensor | None = None, past: KVCache | None = None
-    ) -> tuple[torch.Tensor, KVCache]:
-        a, present = self.attn(self.ln_1(x), attn_bias, past)
+        self, x: torch.Tensor, cache: KVCache | None = None, lengths: Lengths | None = None
+    ) -> tuple[torch.Tensor, KVCache | None]:
+        a, present = self.attn(self.ln_1(x), cache, lengths)
         x = x + a
         return x + self.mlp(self.ln_2(x)), present
 
@@ -161,19 +193,21 @@ class GPT(nn.Module):
         self,
         idx: torch.Tensor,
         positions: torch.Tensor,
-        attn_bias: torch.Tensor | None = None,
-        past: list[KVCache] | None = None,
-    ) -> tuple[torch.Tensor, list[KVCache]]:
+        cache: list[KVCache] | None = None,
+        lengths: Lengths | None = None,
+    ) -> tuple[torch.Tensor, list[KVCache | None]]:
         """The transformer, embeddings to final LayerNorm: hidden states [B, T, n_embd] of tokens `idx` [B, T] at
-        `positions` (broadcastable to [B, T]) and every layer's keys/values, past and new.
+        `positions` (broadcastable to [B, T]) and every layer's cache with the new keys/values written in.
 
-        Without `attn_bias` and `past` attention is causal over `idx` (training). A cached step passes the past
-        keys/values and the additive bias [B, 1, T, P+T] that says which keys each query may see."""
+        Without a cache attention is causal over `idx` (training). A cached step passes every layer's slot cache and
+        the rows' `lengths` (seqlens_k [B], total_length: see cached_attention)."""
+        if (cache is None) != (lengths is None):
+            raise ValueError("a cached step needs both the cache and the rows' lengths (gptzoo.zoo.step_contract)")
         t = self.transformer
         x = t.drop(t.wte(idx) + t.wpe(positions))
         presents = []
-        for block, layer_past in zip(t.h, past or [None] * len(t.h), strict=True):
-            x, present = block(x, attn_bias, layer_past)
+        for block, layer_cache in zip(t.h, cache or [None] * len(t.h), strict=True):
+            x, present = block(x, layer_cache, lengths)
             presents.append(present)
         return t.ln_f(x), presents
 

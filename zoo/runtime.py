@@ -1,6 +1,9 @@
-"""An exported variant on onnxruntime: session creation (provider choice, threads) and one cached step.
+"""An exported variant on onnxruntime: session creation (provider choice, threads), the slot cache, one cached step.
 
-The graph's contract is gptzoo.zoo.step_contract; this module checks a file against it and feeds it numpy arrays.
+The graph's contract is gptzoo.zoo.step_contract; this module checks a file against it and runs it with IO binding:
+the cache lives in OrtValues on the session's device, a call binds its slots (a pointer into the buffer, no copy) as
+both the `past_*` input and the `present_*` output, so the graph's index write updates the cache in place. Only
+token ids, positions, the bias and the wanted logits cross between numpy and the device.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import numpy as np
 from gptzoo.zoo import step_contract as contract
 from gptzoo.zoo.errors import BadValue, GptzooError, first_line
 from gptzoo.zoo.step_contract import GraphShape
+
+MIN_ONNXRUNTIME = (1, 20)
 
 
 class OnnxLoadError(GptzooError):
@@ -41,46 +46,98 @@ class OnnxModel:
     """One InferenceSession over a zoo ONNX file, a gptzoo.zoo.step_contract.StepRunner. `provider` says where it
     really runs: with the CPU-only wheel, asking for CUDA silently falls back, so the session is asked, not assumed."""
 
-    def __init__(self, path: Path | str, device: str = "auto", threads: int | None = None):
+    def __init__(self, path: Path | str, device: str = "auto", threads: int | None = None,
+                 profile_prefix: str | None = None):
         import onnxruntime as ort
 
         path = Path(path)
         if not path.is_file():
             raise OnnxLoadError(f"no ONNX file at {path}")
+        if tuple(int(x) for x in ort.__version__.split(".")[:2]) < MIN_ONNXRUNTIME:
+            # older GroupQueryAttention kernels mix up the lengths of rows decoded together: wrong text, no error
+            raise OnnxLoadError(f"onnxruntime {ort.__version__} is too old for gptzoo's graphs: install "
+                                f"onnxruntime>={'.'.join(map(str, MIN_ONNXRUNTIME))}")
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         threads = threads or int(os.environ.get("GPTZOO_THREADS", "0"))
         if threads:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
+        if profile_prefix:  # onnxruntime's per-operator profile (benchmarks/profile_decode.py)
+            opts.enable_profiling, opts.profile_file_prefix = True, profile_prefix
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=choose_providers(device))
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise OnnxLoadError(f"cannot load {path}: {first_line(e)}") from e
         self.provider = self.session.get_providers()[0]
+        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
         self.meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.shape = _graph_shape(self.session, self.meta, path)
-        self.input_names = contract.input_names(self.shape.n_layer)
-        self.dtype = np.float32
+        n = self.shape.n_layer
+        self._past, self._present = contract.past_names(n), contract.present_names(n)
 
-    def empty_past(self, batch: int) -> list[np.ndarray]:
-        return self.shape.empty_past(batch, self.dtype)
+    def new_cache(self, slots: int, length: int | None = None) -> SlotCache:
+        return SlotCache(self.shape.slot_shapes(slots, length), self.device)
 
-    def step(
-        self, ids: np.ndarray, positions: np.ndarray, bias: np.ndarray, past: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Logits [B, T, V] for new tokens `ids` [B, T] and the grown cache (every layer's keys and values)."""
-        out = self.session.run(None, dict(zip(self.input_names, (ids, positions, bias, *past), strict=True)))
-        return out[0], out[1:]
+    def run(self, cache: SlotCache, call: contract.Call) -> np.ndarray:
+        """Logits [B, K, V]; the call's keys/values are written into its slots of `cache` in place."""
+        io = cache.bindings.get((self, call.first, call.rows))
+        if io is None:  # the slots' bindings, made once per slot range (binding costs more than a small step)
+            io = self.session.io_binding()
+            for i, (past, present) in enumerate(zip(self._past, self._present, strict=True)):
+                at, shape = cache.pointer(i, call.first, call.rows), (call.rows, *cache.shapes[i][1:])
+                io.bind_input(past, self.device, 0, np.float32, shape, at)
+                io.bind_output(present, self.device, 0, np.float32, shape, at)  # the same memory: written in place
+            cache.bindings[self, call.first, call.rows] = io
+        for name, a in ((contract.INPUT_IDS, call.ids), (contract.POSITION_IDS, call.positions),
+                        (contract.SEQLENS_K, call.seqlens_k), (contract.TOTAL_LENGTH, call.total_length),
+                        (contract.LOGITS_INDEX, call.logits_index)):
+            io.bind_cpu_input(name, a)
+        # a new array every call (a kept one would take the next call's logits under the caller's feet), written by
+        # onnxruntime directly: no output objects to wrap and copy
+        logits = np.empty((call.rows, call.logits_index.shape[1], self.shape.vocab_size), np.float32)
+        io.bind_output(contract.LOGITS, "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
+        self.session.run_with_iobinding(io)
+        return logits
+
+
+class SlotCache:
+    """Every layer's keys and values for a number of slots: OrtValues on the session's device (zeroed), one per
+    tensor, shapes as gptzoo.zoo.step_contract.GraphShape.slot_shapes."""
+
+    def __init__(self, shapes: list[tuple[int, int, int, int]], device: str):
+        import onnxruntime as ort
+
+        self.shapes, self.device = shapes, device
+        zeros = [np.zeros(shape, np.float32) for shape in shapes]
+        # On the CPU an OrtValue wraps its numpy buffer (keep the arrays: they own the memory); on a GPU the zeros
+        # are copied to the device once.
+        self.arrays = zeros if device == "cpu" else []
+        self.values = [ort.OrtValue.ortvalue_from_numpy(z, device, 0) for z in zeros]
+        self.slot_bytes = [int(np.prod(shape[1:])) * 4 for shape in shapes]
+        self.bindings: dict = {}  # (model, first slot, rows) -> the onnxruntime IO binding of those slots
+
+    @property
+    def slots(self) -> int:
+        return self.shapes[0][0]
+
+    def pointer(self, tensor: int, first: int, rows: int) -> int:
+        """Where slot `first` of one cache tensor starts: a call binds its slots by address, without a copy."""
+        if first < 0 or first + rows > self.slots:
+            raise IndexError(f"slots {first}..{first + rows - 1} outside a cache of {self.slots}")
+        return self.values[tensor].data_ptr() + first * self.slot_bytes[tensor]
 
 
 def _graph_shape(session, meta: dict, path: Path) -> GraphShape:
     names = [i.name for i in session.get_inputs()]
-    n_layer = (len(names) - 3) // 2
+    n_layer = (len(names) - 5) // 2
     outputs = [o.name for o in session.get_outputs()]
+    if names[:3] == [contract.INPUT_IDS, contract.POSITION_IDS, "attn_bias"]:
+        raise OnnxLoadError(f"{path} was exported by an earlier gptzoo (a growing cache, not slots): export it again "
+                            "with `gptzoo export`")
     if n_layer < 1 or names != contract.input_names(n_layer) or outputs != contract.output_names(n_layer):
         raise OnnxLoadError(f"{path} is not a gptzoo KV-cache graph (inputs: {', '.join(names[:6])}…)")
-    past = session.get_inputs()[3].shape  # [batch, n_head, past, head_dim]
+    past = session.get_inputs()[6].shape  # past_value_0: [batch, n_head, cache_length, head_dim]
     try:
         block_size, vocab_size = (int(meta[k]) for k in contract.RUNTIME_METADATA_KEYS)
         return GraphShape(n_layer=n_layer, n_head=int(past[1]), head_dim=int(past[3]), block_size=block_size,

@@ -1,20 +1,33 @@
 """The contract of one cached step: what the exported ONNX graph takes and returns, and what every backend that runs
 it (onnxruntime in gptzoo.zoo.runtime, torch in gptzoo.zoo.kv_step) promises the generation loop.
 
-Inputs (batch B, new tokens T, past length P, all dynamic):
-    input_ids     int64 [B, T]
-    position_ids  int64 [B, T]          absolute positions; per row, so left-padded rows line up
-    attn_bias     float [B, 1, T, P+T]  0 where a query may attend, MASKED (a large negative) elsewhere
-    past_key_i, past_value_i  float [B, n_head, P, head_dim] for every layer i (P may be 0)
-Outputs:
-    logits        float [B, T, vocab]
-    present_key_i, present_value_i  float [B, n_head, P+T, head_dim]
-Metadata (ONNX metadata_props, strings; JSON for anything else): METADATA_KEYS, of which the runtime needs
-RUNTIME_METADATA_KEYS.
+The cache is a set of slots: every layer's keys and values live in preallocated buffers [slots, n_head, length,
+head_dim]; a row of generation owns one slot, and position p of a row's window sits at column p of its slot. A step
+feeds each of its rows T new tokens, which the graph writes at the end of the row's slot (its length says where) and
+attends causally over the row's positions 0 .. its length. The attention is onnxruntime's GroupQueryAttention
+(com.microsoft): it reads only each row's own length, and when a call binds the `present_*` outputs to the
+`past_*` buffers (IO binding) it writes the new keys/values in place, so no step copies the cache. Its limits on the
+CPU shape the calls: every row of a call feeds the same number of tokens, and a call that feeds more than one token
+per row to rows that already hold some has one row. A slot has length block_size + 1: the last column takes what
+idle rows of a decode call write.
 
-The caller builds positions and the bias (`attention_bias`), which keeps the graph free of shape arithmetic and lets
-one graph serve prefill, decode, chunked prefill and batches of rows with different lengths. The server and exports
-already on disk rely on these names and shapes: change them only with a new export format.
+Inputs (call rows B, new tokens T, logits wanted K, slot length L, all dynamic):
+    input_ids      int64 [B, T]
+    position_ids   int64 [B, T]          positions in the window (the learned position embedding)
+    seqlens_k      int32 [B]             each row's length after this call, minus one: its tokens go to positions
+                                         seqlens_k + 1 - T .. seqlens_k of its slot
+    total_length   int32 []              the longest row's length after this call
+    logits_index   int64 [B, K]          which of the T tokens to return logits for
+    past_key_i, past_value_i  float [B, n_head, L, head_dim] for every layer i: the call's slots
+Outputs:
+    logits         float [B, K, vocab]
+    present_key_i, present_value_i: the same slots, written
+Metadata (ONNX metadata_props, strings; JSON for anything else): METADATA_KEYS, of which the runtime needs
+RUNTIME_METADATA_KEYS; `cache_format` tells this contract ("slots") from the first one (a growing, concatenated
+cache), whose files must be exported again.
+
+The caller builds positions and lengths, which keeps the graph free of shape arithmetic and lets one graph serve
+prefill, decode, chunked prefill, re-prefill of a full window and verification of drafted tokens.
 
 Plain numpy and names only, so the exporter (gptzoo.exports), both backends and the generation loop can import it.
 """
@@ -26,19 +39,18 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-INPUT_IDS, POSITION_IDS, ATTN_BIAS, LOGITS = "input_ids", "position_ids", "attn_bias", "logits"
+INPUT_IDS, POSITION_IDS, SEQLENS_K, TOTAL_LENGTH, LOGITS_INDEX, LOGITS = (
+    "input_ids", "position_ids", "seqlens_k", "total_length", "logits_index", "logits")
+CACHE_FORMAT = "slots"
 
 # The dimensions that vary from call to call, as named in the graph. The others are fixed by the model.
-BATCH, NEW_TOKENS, PAST_LENGTH, TOTAL_LENGTH = "batch", "new_tokens", "past_length", "total_length"
+BATCH, NEW_TOKENS, WANTED, CACHE_LENGTH = "batch", "new_tokens", "wanted", "cache_length"
 
-# Stamped by the exporter, in this order. The runtime reads the window and vocabulary back (the rest of the shape it
-# takes from the inputs); the others document where the graph came from.
+# Stamped by the exporter, in this order. The runtime reads the window, vocabulary and cache format back (the rest of
+# the shape it takes from the inputs); the others document where the graph came from.
 METADATA_KEYS = ("gptzoo_id", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "tokenizer", "val_loss",
-                 "opset", "exporter")
+                 "opset", "exporter", "cache_format")
 RUNTIME_METADATA_KEYS = ("block_size", "vocab_size")
-
-MASKED = np.float32(np.finfo(np.float32).min)  # additive bias for keys a query must not see (finite: no NaN rows)
-
 
 def past_names(n_layer: int) -> list[str]:
     return [f"past_{kv}_{i}" for i in range(n_layer) for kv in ("key", "value")]
@@ -49,7 +61,7 @@ def present_names(n_layer: int) -> list[str]:
 
 
 def input_names(n_layer: int) -> list[str]:
-    return [INPUT_IDS, POSITION_IDS, ATTN_BIAS, *past_names(n_layer)]
+    return [INPUT_IDS, POSITION_IDS, SEQLENS_K, TOTAL_LENGTH, LOGITS_INDEX, *past_names(n_layer)]
 
 
 def output_names(n_layer: int) -> list[str]:
@@ -60,25 +72,17 @@ def dims(name: str) -> list[str | None]:
     """The named (dynamic) dimensions of an input or output; None where the model fixes the size."""
     if name in (INPUT_IDS, POSITION_IDS):
         return [BATCH, NEW_TOKENS]
-    if name == ATTN_BIAS:
-        return [BATCH, None, NEW_TOKENS, TOTAL_LENGTH]
+    if name == SEQLENS_K:
+        return [BATCH]
+    if name == TOTAL_LENGTH:
+        return []
+    if name == LOGITS_INDEX:
+        return [BATCH, WANTED]
     if name == LOGITS:
-        return [BATCH, NEW_TOKENS, None]
-    if name.startswith("past_"):
-        return [BATCH, None, PAST_LENGTH, None]
-    if name.startswith("present_"):
-        return [BATCH, None, TOTAL_LENGTH, None]
+        return [BATCH, WANTED, None]
+    if name.startswith(("past_", "present_")):
+        return [BATCH, None, CACHE_LENGTH, None]
     raise KeyError(f"{name!r} is not an input or output of the step graph")
-
-
-def attention_bias(pads: np.ndarray, past_len: int, new: int) -> np.ndarray:
-    """[B, 1, new, past_len+new]: a query sees non-padding keys up to its own position. Row b's first pads[b] cache
-    slots are left padding."""
-    S = past_len + new
-    k = np.arange(S)[None, None, :]
-    q = past_len + np.arange(new)[None, :, None]
-    ok = (k <= q) & (k >= pads[:, None, None])
-    return np.where(ok, 0.0, MASKED).astype(np.float32)[:, None]
 
 
 @dataclass(frozen=True)
@@ -94,24 +98,80 @@ class GraphShape:
         """The shape of the graph exported from a model with this config (a gptzoo.zoo.model.GPTConfig)."""
         return cls(config.n_layer, config.n_head, config.head_dim, config.block_size, config.vocab_size)
 
-    def empty_past(self, batch: int, dtype=np.float32) -> list[np.ndarray]:
-        """Every layer's keys and values with no tokens in them (a prefill's past)."""
-        z = np.zeros((batch, self.n_head, 0, self.head_dim), dtype=dtype)
-        return [z] * (2 * self.n_layer)
+    @property
+    def cache_length(self) -> int:
+        """Columns of a slot: the window, and one more for what idle rows of a decode call write."""
+        return self.block_size + 1
+
+    def slot_shapes(self, slots: int, length: int | None = None) -> list[tuple[int, int, int, int]]:
+        """The shapes of every cache tensor, in graph order (key_0, value_0, key_1, …)."""
+        return [(slots, self.n_head, length or self.cache_length, self.head_dim)] * (2 * self.n_layer)
+
+
+@dataclass
+class Call:
+    """One step call over the consecutive slots first .. first + B - 1 of a cache (inputs as in the module doc)."""
+
+    first: int
+    ids: np.ndarray
+    positions: np.ndarray
+    seqlens_k: np.ndarray
+    total_length: np.ndarray
+    logits_index: np.ndarray
+
+    @classmethod
+    def fill(cls, first: int, tokens: list[list[int]] | np.ndarray, starts: list[int] | np.ndarray,
+             wanted: list[int] | None = None) -> Call:
+        """Row b feeds tokens[b] (every row as many) written from position starts[b] of slot first + b. `wanted`:
+        which of the tokens to return logits for (default: the last)."""
+        ids = np.asarray(tokens, np.int64)
+        if ids.ndim != 2:
+            raise ValueError("every row of a call feeds the same number of tokens")
+        B, T = ids.shape
+        st = np.asarray(starts, np.int64)
+        if T > 1 and B > 1 and st.any():
+            raise ValueError("a call that feeds rows holding tokens already more than one token each has one row")
+        want = np.tile(np.asarray([T - 1] if wanted is None else wanted, np.int64), (B, 1))
+        return cls(first, ids, st[:, None] + np.arange(T)[None, :], (st + T - 1).astype(np.int32),
+                   np.array(int(st.max()) + T, np.int32), want)
+
+    @classmethod
+    def decode(cls, first: int, tokens: np.ndarray, starts: np.ndarray, live: np.ndarray) -> Call:
+        """One new token per row (the common step, built without a Python loop): row b feeds tokens[b] at position
+        starts[b]. Rows not `live` (free slots, rows busy elsewhere) feed a token too, which lands at their own
+        starts[b] (no further than the last column), beyond what they hold: what they write is overwritten before it
+        is ever read."""
+        B = len(tokens)
+        ids = np.where(live, tokens, 0).astype(np.int64)[:, None]
+        pos = np.where(live, starts, 0).astype(np.int64)[:, None]
+        return cls(first, ids, pos, np.asarray(starts, np.int32), np.array(int(starts.max()) + 1, np.int32),
+                   np.zeros((B, 1), np.int64))
+
+    @property
+    def rows(self) -> int:
+        return self.ids.shape[0]
 
 
 @runtime_checkable
 class StepRunner(Protocol):
-    """A backend that runs the step: the generation loop (gptzoo.zoo.generate) needs nothing else."""
+    """A backend that runs the step on its own slot caches: the generation loop (gptzoo.zoo.generate) needs nothing
+    else."""
 
     shape: GraphShape
     provider: str  # where it runs, e.g. "CPUExecutionProvider" or "torch"
-    dtype: type  # of the cache it returns (np.float32)
 
-    def empty_past(self, batch: int) -> list[np.ndarray]: ...
-
-    def step(
-        self, ids: np.ndarray, positions: np.ndarray, bias: np.ndarray, past: list[np.ndarray]
-    ) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Logits [B, T, V] for new tokens `ids` [B, T] and the grown cache (every layer's keys and values)."""
+    def new_cache(self, slots: int, length: int | None = None) -> object:
+        """Zeroed buffers for `slots` rows of `length` columns (default: the window and one more), opaque to the
+        caller."""
         ...
+
+    def run(self, cache: object, call: Call) -> np.ndarray:
+        """Logits [B, K, V] for `call`, whose keys/values are written into its slots of `cache` in place."""
+        ...
+
+
+def logits_without_cache(runner: StepRunner, ids: np.ndarray) -> np.ndarray:
+    """Logits [B, T, V] of every position of `ids` [B, T] (T <= block_size), causal from its first token: the
+    training forward, through the step (evaluation, parity)."""
+    B, T = ids.shape
+    return runner.run(runner.new_cache(B, T), Call.fill(0, ids, np.zeros(B, np.int64), wanted=list(range(T))))

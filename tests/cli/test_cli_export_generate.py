@@ -89,3 +89,25 @@ def test_import_nanogpt_cli(tmp_path):
                           "checkpoint not found")
     assert_one_line_error(run("import", "nanogpt", tmp_path / "ckpt.pt", "--store", tmp_path / "s2"),
                           "too small for GPT-2 BPE")
+
+
+def test_generate_with_a_draft_prints_the_same_greedy_text(exported_store, tmp_path):
+    store = tmp_path / "store"
+    shutil.copytree(exported_store, store)
+    shutil.copytree(store / "shakespeare-char-2l", store / "shakespeare-char-twin")  # a draft that always agrees
+    card = json.loads((store / "shakespeare-char-twin" / "card.json").read_text())
+    (store / "shakespeare-char-twin" / "card.json").write_text(json.dumps(card | {"id": "shakespeare-char-twin"}))
+    base = ("generate", "--model", "shakespeare-char-2l", "-p", "ROMEO:", "-n", 80, "--temperature", 0,
+            "--store", store)
+    plain, drafted = run(*base), run(*base, "--draft", "shakespeare-char-twin", "--draft-tokens", 5)
+    assert plain.exit_code == drafted.exit_code == 0, drafted.output
+    assert drafted.stdout == plain.stdout  # 80 tokens: past the 32-token window
+    assert "100% of" in drafted.stderr and "tokens per target call" in drafted.stderr and "tok/s" in drafted.stderr
+    assert "not shallower" in drafted.stderr  # same depth: a warning, not a refusal
+    seeded = (*base[:8], 0.9, "--seed", 4, "--store", store, "--draft", "shakespeare-char-twin")
+    first = run(*seeded)
+    assert first.exit_code == 0 and first.stdout.strip() and first.stdout == run(*seeded).stdout
+    assert run(*base, "--draft", "shakespeare-char-twin", "--draft-tokens", 17).exit_code == 2
+    assert run(*base, "--draft", "2l", "--backend", "torch").exit_code == 2
+    assert_one_line_error(run(*base, "--draft", "2l"), "is the target itself")
+    assert_one_line_error(run(*base, "--draft", "nope"), "nope")

@@ -25,7 +25,7 @@ REQUIRED_METRICS = {
     "gptzoo_request_queue_time_seconds_bucket", "gptzoo_generation_tokens_total", "gptzoo_requests_waiting",
     "gptzoo_requests_running", "gptzoo_model_validation_loss", "gptzoo_batch_size_bucket",
     "gptzoo_requests_refused_total", "gptzoo_requests_cancelled_total", "gptzoo_engine_step_seconds_bucket",
-    "gptzoo_prefill_tokens_per_step_bucket",
+    "gptzoo_prefill_tokens_per_step_bucket", "gptzoo_cache_slots", "gptzoo_cache_slots_in_use",
 }
 
 

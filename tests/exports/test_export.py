@@ -25,12 +25,13 @@ def test_export_writes_one_checked_file(exported_store):
     m = onnx.load(str(v.path("model.onnx")))
     meta = {x.key: x.value for x in m.metadata_props}
     assert {"n_layer", "vocab_size", "block_size", "tokenizer", "val_loss", "opset", "exporter"} <= set(meta)
+    assert meta["cache_format"] == "slots"
     assert list(meta) == list(contract.METADATA_KEYS)
     assert int(meta["n_layer"]) == 2 and json.loads(meta["tokenizer"])["kind"] == "char"
     ids = m.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param for d in ids] == ["batch", "new_tokens"]
-    assert [d.dim_param or d.dim_value for d in m.graph.input[3].type.tensor_type.shape.dim] == [
-        "batch", 2, "past_length", 16]
+    assert [d.dim_param or d.dim_value for d in m.graph.input[5].type.tensor_type.shape.dim] == [
+        "batch", 2, "cache_length", 16]
 
 
 def test_graph_is_the_step_contract(exported_store):
@@ -41,13 +42,16 @@ def test_graph_is_the_step_contract(exported_store):
         return [d.dim_param or d.dim_value for d in vi.type.tensor_type.shape.dim]
 
     kv = [f"{x}_{kind}_{i}" for x in ("past", "present") for i in range(2) for kind in ("key", "value")]
-    assert [vi.name for vi in m.graph.input] == ["input_ids", "position_ids", "attn_bias", *kv[:4]]
+    assert [vi.name for vi in m.graph.input] == ["input_ids", "position_ids", "seqlens_k", "total_length",
+                                                  "logits_index", *kv[:4]]
     assert [vi.name for vi in m.graph.output] == ["logits", *kv[4:]]
     assert [vi.name for vi in m.graph.input] == contract.input_names(2)
     assert [vi.name for vi in m.graph.output] == contract.output_names(2)
-    assert dims(m.graph.input[2]) == ["batch", 1, "new_tokens", "total_length"]
-    assert dims(m.graph.output[0]) == ["batch", "new_tokens", 65]
-    assert dims(m.graph.output[1]) == ["batch", 2, "total_length", 16]
+    assert dims(m.graph.input[2]) == ["batch"] and dims(m.graph.input[3]) == []
+    assert dims(m.graph.input[4]) == ["batch", "wanted"]
+    assert "GroupQueryAttention" in {n.op_type for n in m.graph.node}  # onnxruntime's in-place attention
+    assert dims(m.graph.output[0]) == ["batch", "wanted", 65]
+    assert dims(m.graph.output[1]) == ["batch", 2, "cache_length", 16]
     for vi in [*m.graph.input, *m.graph.output]:
         assert [d if isinstance(d, str) else None for d in dims(vi)] == contract.dims(vi.name), vi.name
 

@@ -1,18 +1,22 @@
-"""`gptzoo loadtest`: the statistics, the SSE client on canned answers (httpx.MockTransport), the URL guard, CPU
-pinning, and real runs against `gptzoo serve` on the tiny exported variant."""
+"""`gptzoo loadtest`: the statistics, the SSE client on canned answers (a real aiohttp server on 127.0.0.1), the URL
+guard, CPU pinning, and real runs against `gptzoo serve` on the tiny exported variant."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import threading
+from collections.abc import Callable
 
-import httpx
 import numpy as np
 import pytest
+from aiohttp import web
 from typer.testing import CliRunner
 
 from gptzoo.cli.main import app
@@ -136,6 +140,78 @@ def test_cli_unreachable_server_exits_1_with_one_line():
 
 
 # -- the client on canned answers ---------------------------------------------------------------------------------
+class CannedServer:
+    """Real HTTP servers on 127.0.0.1 (port 0), run by aiohttp in a thread and event loop of their own, so the load
+    generator talks to them over the wire as it does to a real server.
+
+    `url`: GET /v1/models lists "2l"; POST /v1/completions answers with `reply(request)`, a web response (or a
+    coroutine of one); the JSON bodies, headers and client ports of the completions are kept. `raw_url`: reads one
+    request and writes the bytes `raw`, whatever they are, then closes the connection (broken answers)."""
+
+    def __init__(self):
+        self.reply: Callable = lambda request: web.Response(status=500)
+        self.raw = b""
+        self.bodies: list[dict] = []
+        self.headers: list[dict] = []
+        self.ports: list[int] = []
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="canned-server", daemon=True)
+
+    def __enter__(self) -> CannedServer:
+        self.thread.start()
+        self._call(self._start())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._call(self._stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=60)
+        self.loop.close()
+
+    def _call(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=120)
+
+    async def _start(self) -> None:
+        app = web.Application()
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/completions", self._completions)
+        # handler_cancellation: a handler that never answers ends when the client gives up
+        self.runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=5)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        self.raw_server = await asyncio.start_server(self._raw, "127.0.0.1", 0)
+        self.raw_url = f"http://127.0.0.1:{self.raw_server.sockets[0].getsockname()[1]}"
+
+    async def _stop(self) -> None:
+        self.raw_server.close()
+        await self.runner.cleanup()
+
+    async def _models(self, request: web.Request) -> web.Response:
+        return web.json_response({"data": [{"id": "2l"}]})
+
+    async def _completions(self, request: web.Request) -> web.StreamResponse:
+        self.bodies.append(await request.json())
+        self.headers.append(dict(request.headers))
+        self.ports.append(request.transport.get_extra_info("peername")[1])
+        response = self.reply(request)
+        return await response if inspect.isawaitable(response) else response
+
+    async def _raw(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")  # the whole request is read, so closing sends FIN, not RST
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        await reader.readexactly(int(length[1]) if length else 0)
+        writer.write(self.raw)
+        await writer.drain()
+        writer.close()
+
+
+@pytest.fixture
+def canned():
+    with CannedServer() as server:
+        yield server
+
+
 def sse(*events: str) -> bytes:
     return "".join(f"data: {e}\n\n" for e in events).encode()
 
@@ -147,133 +223,218 @@ def chunk(text: str, finish=None, usage=None) -> str:
     return json.dumps(c)
 
 
-def answer(handler, **cfg) -> tuple[RequestResult, float]:
-    """one_request against a MockTransport; returns (result, backoff)."""
+SSE = {"content-type": "text/event-stream; charset=utf-8"}
+
+
+def respond(body: bytes | dict, status: int = 200, headers: dict | None = None) -> Callable:
+    """A canned reply: JSON for a dict, else the bytes as they are (an SSE stream unless headers say otherwise)."""
+    if isinstance(body, dict):
+        return lambda request: web.json_response(body, status=status, headers=headers)
+    return lambda request: web.Response(status=status, body=body, headers=headers or SSE)
+
+
+def answer(url: str, **cfg) -> tuple[RequestResult, float]:
+    """one_request over the load generator's own client (lt._client); returns (result, backoff)."""
 
     async def go():
-        transport = httpx.MockTransport(handler)
-        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:1") as client:
-            return await one_request(client, LoadConfig(model="2l", **cfg).validated(), 0)
+        config = LoadConfig(url=url, model="2l", **cfg).validated()
+        async with lt._client(config) as client:
+            return await one_request(client, config, 0)
 
     return asyncio.run(go())
 
 
-SSE = {"content-type": "text/event-stream; charset=utf-8"}
-
-
-def test_stream_measures_ttft_itl_and_takes_tokens_from_usage():
+def test_stream_measures_ttft_itl_and_takes_tokens_from_usage(canned):
     body = sse(chunk("RO"), chunk("ME"), chunk(""), chunk("O", "length"),
                json.dumps({"choices": [], "usage": {"completion_tokens": 5}}), "[DONE]")
-    seen = {}
-
-    def handler(request):
-        seen.update(json.loads(request.content))
-        return httpx.Response(200, headers=SSE, content=body)
-
-    r, backoff = answer(handler, seed=3, temperature=0.5, max_tokens=5)
+    canned.reply = respond(body)
+    r, backoff = answer(canned.url, seed=3, temperature=0.5, max_tokens=5, api_key="k3y")
     assert r.ok and r.status == 200 and r.error is None and backoff == 0
     assert r.tokens == 5 and r.tokens_from == "usage" and r.chunks == 3
     assert len(r.itl_s) == 2 and 0 <= r.ttft_s <= r.e2e_s
-    assert seen == {"model": "2l", "prompt": "ROMEO:", "max_tokens": 5, "stream": True, "seed": 3, "temperature": 0.5,
-                    "stream_options": {"include_usage": True}}
+    assert canned.bodies == [{"model": "2l", "prompt": "ROMEO:", "max_tokens": 5, "stream": True, "seed": 3,
+                              "temperature": 0.5, "stream_options": {"include_usage": True}}]
+    assert canned.headers[0]["Authorization"] == "Bearer k3y"
+    assert canned.headers[0]["Content-Type"] == "application/json"
 
 
-def test_coalesced_chunks_count_the_tokens_usage_gives():
+def test_coalesced_chunks_count_the_tokens_usage_gives(canned):
     # the server coalesced 64 tokens into 3 chunks (a client behind the decode): 64 tokens, not 3
-    body = sse(chunk("R" * 1), chunk("O" * 40), chunk("M" * 23), chunk("", "length"),
-               json.dumps({"choices": [], "usage": {"prompt_tokens": 6, "completion_tokens": 64,
-                                                    "total_tokens": 70}}), "[DONE]")
-    r, _ = answer(lambda req: httpx.Response(200, headers=SSE, content=body), max_tokens=64)
+    canned.reply = respond(sse(chunk("R" * 1), chunk("O" * 40), chunk("M" * 23), chunk("", "length"),
+                               json.dumps({"choices": [], "usage": {"prompt_tokens": 6, "completion_tokens": 64,
+                                                                    "total_tokens": 70}}), "[DONE]"))
+    r, _ = answer(canned.url, max_tokens=64)
     assert r.ok and r.tokens == 64 and r.tokens_from == "usage" and r.chunks == 3 and len(r.itl_s) == 2
 
 
-def test_stream_without_usage_counts_chunks_and_says_so():
-    r, _ = answer(lambda req: httpx.Response(200, headers=SSE, content=sse(chunk("a"), chunk("b"), "[DONE]")))
+def test_stream_without_usage_counts_chunks_and_says_so(canned):
+    canned.reply = respond(sse(chunk("a"), chunk("b"), "[DONE]"))
+    r, _ = answer(canned.url)
     assert r.ok and r.tokens == 2 and r.tokens_from == "chunks" and r.chunks == 2 and len(r.itl_s) == 1
 
 
-def canned_server(monkeypatch, completion: bytes, content_type: str = SSE["content-type"]) -> list[dict]:
-    """Routes the load generator's client to a MockTransport: /v1/models lists "2l", every completion gets
-    `completion`. Returns the request bodies it saw."""
-    bodies: list[dict] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"data": [{"id": "2l"}]})
-        bodies.append(json.loads(request.content))
-        return httpx.Response(200, headers={"content-type": content_type}, content=completion)
-
-    def client(cfg: LoadConfig) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url=cfg.url)
-
-    monkeypatch.setattr(lt, "_client", client)
-    return bodies
+def test_sse_lines_that_are_not_data_are_skipped(canned):
+    # comments, event: and id: lines, CRLF line ends, "data:" without its space
+    body = (b": keep-alive\r\n\r\nevent: completion\r\nid: 1\r\ndata: " + chunk("ab").encode() + b"\r\n\r\n"
+            b"data:" + chunk("c").encode() + b"\n\ndata: [DONE]\n\n")
+    canned.reply = respond(body)
+    r, _ = answer(canned.url)
+    assert r.ok and r.chunks == 2 and r.tokens == 2 and r.tokens_from == "chunks"
 
 
-def test_a_server_that_ignores_include_usage_is_reported_as_counted_chunks(monkeypatch):
+def test_a_server_that_ignores_include_usage_is_reported_as_counted_chunks(canned, monkeypatch):
     # another OpenAI-compatible server: stream_options ignored, no usage chunk, "abc" coalesced into two chunks
-    bodies = canned_server(monkeypatch, sse(chunk("ab"), chunk("c"), chunk("", "stop"), "[DONE]"))
-    r = runner.invoke(app, ["loadtest", "-m", "2l", "-n", 6, "-c", 2, "--json"])
+    canned.reply = respond(sse(chunk("ab"), chunk("c"), chunk("", "stop"), "[DONE]"))
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")  # ignored: no proxy from the environment
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    r = runner.invoke(app, ["loadtest", "--url", canned.url, "-m", "2l", "-n", 6, "-c", 2, "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["requests"]["ok"] == 6 and d["tokens_from"] == "chunks"
     assert d["completion_tokens"] == d["text_chunks"] == 12  # chunks, flagged as such: not tokens
-    assert all(b["stream_options"] == {"include_usage": True} for b in bodies) and len(bodies) == 6
+    assert all(b["stream_options"] == {"include_usage": True} for b in canned.bodies) and len(canned.bodies) == 6
     assert "no usage" in r.stderr and "not exact" in r.stderr
-    table = runner.invoke(app, ["loadtest", "-m", "2l", "-n", 2], env={"COLUMNS": "160"})
+    table = runner.invoke(app, ["loadtest", "--url", canned.url, "-m", "2l", "-n", 2], env={"COLUMNS": "160"})
     assert table.exit_code == 0 and "text chunks counted" in table.stdout
 
 
-def test_plain_answers_without_usage_count_nothing_and_say_so(monkeypatch):
-    canned_server(monkeypatch, json.dumps({"choices": [{"text": "abc"}]}).encode(), "application/json")
-    r = runner.invoke(app, ["loadtest", "-m", "2l", "-n", 3, "--no-stream", "--json"])
+def test_plain_answers_without_usage_count_nothing_and_say_so(canned):
+    canned.reply = respond({"choices": [{"text": "abc"}]})
+    r = runner.invoke(app, ["loadtest", "--url", canned.url, "-m", "2l", "-n", 3, "--no-stream", "--json"])
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
     assert d["tokens_from"] == "none" and d["completion_tokens"] == 0 and "0 counted" in r.stderr
+    assert [b["stream"] for b in canned.bodies] == [False] * 3 and "stream_options" not in canned.bodies[0]
 
 
 @pytest.mark.parametrize(("status", "kind"),
                          [(404, "http_4xx"), (400, "http_4xx"), (503, "http_503"), (500, "http_5xx")])
-def test_http_errors_are_classified_with_the_servers_message(status, kind):
-    body = {"error": {"message": f"failed with {status}", "type": "x"}}
-    r, backoff = answer(lambda req: httpx.Response(status, json=body))
+def test_http_errors_are_classified_with_the_servers_message(canned, status, kind):
+    canned.reply = respond({"error": {"message": f"failed with {status}", "type": "x"}}, status)
+    r, backoff = answer(canned.url)
     assert not r.ok and r.status == status and r.error == kind and r.message == f"failed with {status}"
     assert backoff == 0
 
 
-def test_429_is_classified_and_retry_after_is_obeyed_up_to_a_cap():
-    r, backoff = answer(lambda req: httpx.Response(429, headers={"Retry-After": "1"}, json={"detail": "slow down"}))
-    assert r.error == "http_429" and r.message == "slow down" and backoff == 1.0
-    _, backoff = answer(lambda req: httpx.Response(429, headers={"Retry-After": "3600"}, json={}))
-    assert backoff == 1.0
+def test_a_redirect_is_not_followed(canned):
+    canned.reply = lambda request: web.Response(status=302, headers={"Location": "/v1/models"})
+    r, _ = answer(canned.url)
+    assert not r.ok and r.status == 302 and r.error == "protocol"
+
+
+def test_429_is_classified_and_retry_after_is_obeyed_up_to_a_cap(canned):
+    canned.reply = respond({"detail": "slow down"}, 429, {"Retry-After": "1"})
+    r, backoff = answer(canned.url)
+    assert r.error == "http_429" and r.status == 429 and r.message == "slow down" and backoff == 1.0
+    canned.reply = respond({}, 429, {"Retry-After": "0.25"})
+    assert answer(canned.url)[1] == 0.25
+    canned.reply = respond({}, 429, {"Retry-After": "3600"})
+    assert answer(canned.url)[1] == 1.0
+    canned.reply = respond({}, 429, {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})  # a date: not obeyed
+    assert answer(canned.url)[1] == 0.0
 
 
 @pytest.mark.parametrize(("body", "headers", "kind"), [
     (sse(chunk("a")), SSE, "protocol"),  # no [DONE]
     (sse("{not json", "[DONE]"), SSE, "protocol"),
+    (sse("[1, 2]", "[DONE]"), SSE, "protocol"),  # JSON, not an object
     (b'{"choices": []}', {"content-type": "application/json"}, "protocol"),  # not a stream
     (sse(chunk("a"), json.dumps({"error": {"message": "generation failed"}}), "[DONE]"), SSE, "stream_error"),
 ])
-def test_broken_streams_are_classified(body, headers, kind):
-    r, _ = answer(lambda req: httpx.Response(200, headers=headers, content=body))
-    assert not r.ok and r.error == kind
+def test_broken_streams_are_classified(canned, body, headers, kind):
+    canned.reply = respond(body, headers=headers)
+    r, _ = answer(canned.url)
+    assert not r.ok and r.error == kind and r.status == 200
+    if kind == "stream_error":
+        assert r.message == "generation failed"
 
 
-def test_transport_failures_are_connection_or_timeout():
-    def refuse(request):
-        raise httpx.ConnectError("refused", request=request)
-
-    def stall(request):
-        raise httpx.ReadTimeout("stalled", request=request)
-
-    assert answer(refuse)[0].error == "connection"
-    assert answer(stall)[0].error == "timeout"
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
 
-def test_plain_json_answers_take_tokens_from_usage():
-    body = {"object": "text_completion", "choices": [{"text": "abc"}], "usage": {"completion_tokens": 3}}
-    r, _ = answer(lambda req: httpx.Response(200, json=body), stream=False)
+def http_chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+@pytest.mark.parametrize("raw", [
+    b"",  # the server closed the connection without an answer
+    b"SSH-2.0-OpenSSH_9.6\r\n\r\n",  # not HTTP
+    STREAM_HEAD + http_chunk(sse(chunk("a"))),  # the connection closed inside a chunked body
+    STREAM_HEAD + http_chunk(sse(chunk("a"))) + b"zz\r\n",  # a chunk size that is not hexadecimal
+])
+def test_broken_connections_are_protocol_errors(canned, raw):
+    canned.raw = raw
+    r, _ = answer(canned.raw_url)
+    assert not r.ok and r.error == "protocol" and r.message
+
+
+def test_transport_failures_are_connection_or_timeout(canned):
+    refused = answer(f"http://127.0.0.1:{free_port()}")[0]  # nothing listens there
+    assert refused.error == "connection" and refused.status is None and refused.message
+
+    async def never_answer(request):
+        await asyncio.Event().wait()
+
+    canned.reply = never_answer
+    r, _ = answer(canned.url, timeout=0.2)
+    assert r.error == "timeout" and r.status is None and r.message == "no complete answer within 0.2 s"
+
+    async def stall_inside_the_stream(request):
+        response = web.StreamResponse(headers=SSE)
+        await response.prepare(request)
+        await response.write(sse(chunk("a")))
+        await asyncio.Event().wait()
+
+    canned.reply = stall_inside_the_stream
+    r, _ = answer(canned.url, timeout=0.2)
+    assert r.error == "timeout" and r.status == 200 and not r.ok
+
+
+def test_plain_json_answers_take_tokens_from_usage(canned):
+    canned.reply = respond({"object": "text_completion", "choices": [{"text": "abc"}],
+                            "usage": {"completion_tokens": 3}})
+    r, _ = answer(canned.url, stream=False)
     assert r.ok and r.tokens == 3 and r.tokens_from == "usage" and r.ttft_s is None and r.itl_s == []
+
+
+def late_end(keep_open: bool = False) -> Callable:
+    """A stream whose HTTP body ends after [DONE] was read (the chunked terminator in a later read), or never."""
+
+    async def reply(request):
+        response = web.StreamResponse(headers=SSE)
+        await response.prepare(request)
+        await response.write(sse(chunk("a"), json.dumps({"choices": [], "usage": {"completion_tokens": 1}}),
+                                 "[DONE]"))
+        await asyncio.sleep(0.01)
+        if keep_open:
+            await asyncio.Event().wait()
+        await response.write_eof()
+        return response
+
+    return reply
+
+
+def test_connections_are_kept_alive_across_requests(canned, monkeypatch):
+    monkeypatch.setattr(lt, "DRAIN_S", 600.0)  # so the test cannot depend on how fast this machine is
+    canned.reply = late_end()
+    report = lt.run(LoadConfig(url=canned.url, model="2l", concurrency=1, requests=5))
+    assert [r.ok for r in report.results] == [True] * 5 and report.server_models == ["2l"]
+    assert len(set(canned.ports)) == 1  # one connection for all five (the probe's, given back to the pool)
+
+
+def test_a_body_left_open_after_done_is_no_failure(canned, monkeypatch):
+    monkeypatch.setattr(lt, "DRAIN_S", 0.05)  # only bounds the wait: the request is complete at [DONE]
+    canned.reply = late_end(keep_open=True)
+    r, _ = answer(canned.url, timeout=600)
+    assert r.ok and r.tokens == 1 and r.tokens_from == "usage"
+
+
+def test_concurrency_is_bounded_by_the_pool(canned):
+    canned.reply = respond(sse(chunk("a"), "[DONE]"))
+    report = lt.run(LoadConfig(url=canned.url, model="2l", concurrency=3, requests=30))
+    assert sum(r.ok for r in report.results) == 30
+    assert len(set(canned.ports)) <= 4  # concurrency + 1 (the probe's), kept alive
 
 
 # -- CPU pinning --------------------------------------------------------------------------------------------------

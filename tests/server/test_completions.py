@@ -216,3 +216,18 @@ def test_concurrent_requests_batch_and_match_sequential_ones(make_client, export
     together, alone = run(True), run(False)
     assert together == alone
     assert [len(t) for t in together] == [b["max_tokens"] for b in bodies]
+
+
+def test_stream_interval_holds_text_back_but_never_the_first_token_or_the_end(make_client, exported_store):
+    """With a stream interval of 1 s the worker hands a stream's text over at most once a second, so after the
+    first token (sent at once: time to first token) the rest of a short generation comes as one chunk with its end.
+    The bound on the chunks counts the seconds the stream really took, so a slow machine cannot fail the test."""
+    client = make_client(exported_store, max_tokens=64, threads=1, stream_interval=1.0)
+    plain = complete(client, seed=3, max_tokens=40)["choices"][0]["text"]
+    t0 = time.perf_counter()
+    r = client.post("/v1/completions", json={"model": "2l", "prompt": "ROMEO:", "seed": 3, "max_tokens": 40,
+                                             "stream": True})
+    took = time.perf_counter() - t0
+    texts = [c["choices"][0]["text"] for c in map(json.loads, sse_events(r.text)[:-1]) if c["choices"][0]["text"]]
+    assert "".join(texts) == plain and len(texts[0]) == 1  # the first token, alone
+    assert len(texts) <= 2 + int(took)  # one hand-off a second at most, besides the first token and the end

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from gptzoo.zoo.checkpoint import load_variant
+from gptzoo.zoo.errors import BadValue
 from gptzoo.zoo.generate import Batch, generate
 from gptzoo.zoo.kv_step import TorchModel
 from gptzoo.zoo.runtime import OnnxModel
@@ -48,11 +49,14 @@ def test_half_policy_recomputes_once_per_half_window(engine):
     batch = Batch(onnx, tok, policy="half")
     row = batch.new_row(tok.encode("A"), greedy(100))
     batch.add([row])
+    refills = -1  # the prompt's prefill is not one
     while not row.done:
         batch.step()
+        refills += batch.stats.prefill_tokens > 0
     assert len(row.generated) == 100
-    # 1 prefill + 99 decodes + a re-prefill each time the 32-token window fills (every ~16 tokens)
-    assert 100 + 4 <= batch.calls <= 100 + 7
+    # one call per token: the prefill, 99 decodes, of which a re-prefill each time the 32-token window fills
+    # (every ~16 tokens) replaces the decode
+    assert batch.calls == 100 and 4 <= refills <= 7
     exact = Batch(onnx, tok, policy="exact")
     r2 = exact.new_row(tok.encode("A"), greedy(100))
     exact.add([r2])
@@ -267,3 +271,70 @@ def test_stop_text_is_incremental_and_stops_at_the_earliest_match():
     for stop in (["yd", "xyd"], ["xyd", "yd"]):
         st = StopText(tok, stop)
         assert "".join(st.push(tok.encode(c)[0]) for c in "abxyd") == st.text == "ab" and st.stopped
+
+
+def test_a_slot_freed_by_a_cancelled_row_serves_the_next_row_unchanged(engine):
+    """Joining and leaving copy nothing: a row cancelled mid-generation leaves its keys/values in its slot, and the
+    next row that takes the slot must not see them."""
+    onnx, tok, _ = engine
+    p = SamplingParams(max_tokens=40, temperature=0.8, seed=5)
+    alone = generate(onnx, tok, ["JULIET:"], p)[0].tokens
+    batch = Batch(onnx, tok, slots=2)
+    gone = batch.new_row(tok.encode("ROMEO: O, she doth"), greedy(60))
+    other = batch.new_row(tok.encode("A"), greedy(60))
+    batch.add([gone, other])
+    for _ in range(20):
+        batch.step()
+    batch.remove([gone])  # the client left
+    late = batch.new_row(tok.encode("JULIET:"), p)
+    batch.add([late])
+    assert late.slot == 0 and batch.free_slots == 0
+    while not late.done:
+        batch.step()
+    assert late.generated == alone
+
+
+@pytest.mark.parametrize("policy", ["half", "exact"])
+@pytest.mark.parametrize("length", [31, 32])
+def test_a_row_at_the_window_edge(engine, policy, length):
+    """A prompt that fills the 32-token window (or all but one position): its first tokens go straight into the
+    re-prefill (half) or the sliding window (exact); greedy tokens equal the torch backend, and nanoGPT's for exact."""
+    onnx, tok, model = engine
+    prompt = tok.encode("First Citizen:\nBefore we proceed any further, hear me speak.")[:length]
+    (got,) = generate(onnx, tok, [tok.decode(prompt)], greedy(20), policy=policy)
+    (ref,) = generate(TorchModel(model), tok, [tok.decode(prompt)], greedy(20), policy=policy)
+    assert got.tokens == ref.tokens and got.prompt_tokens == length
+    if policy == "exact":
+        ids = torch.tensor([prompt])
+        assert got.tokens == model.generate(ids, 20, temperature=1.0, top_k=1)[0, length:].tolist()
+
+
+def test_chunked_prefill_keeps_decoding_rows_moving_and_changes_no_token(engine):
+    onnx, tok, _ = engine
+    long = tok.encode("First Citizen:\nBefore we proceed any")[:30]  # fed 4 per step
+    whole = generate(onnx, tok, [tok.decode(long)], greedy(10))[0].tokens
+    batch = Batch(onnx, tok, slots=2, prefill_chunk=4)
+    busy = batch.new_row(tok.encode("A"), greedy(40))
+    batch.add([busy])
+    batch.step()
+    late = batch.new_row(long, greedy(10))
+    batch.add([late])
+    steps = 0
+    while not late.generated:
+        n = len(busy.generated)
+        batch.step()
+        steps += 1
+        assert len(busy.generated) == n + 1  # the decoding row never waits for the prompt
+        assert batch.stats.prefill_tokens <= 4
+    assert steps == -(-len(long) // 4)  # the first token comes in the step that feeds the prompt's end
+    while not late.done:
+        batch.step()
+    assert late.generated == whole
+
+
+def test_more_rows_than_slots_are_refused(engine):
+    onnx, tok, _ = engine
+    batch = Batch(onnx, tok, slots=1)
+    batch.add([batch.new_row([1], greedy(2))])
+    with pytest.raises(BadValue, match="0 of 1 cache slots are free"):
+        batch.add([batch.new_row([1], greedy(2))])

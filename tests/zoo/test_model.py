@@ -7,7 +7,7 @@ from torch.nn import functional as F
 
 from gptzoo.zoo.kv_step import CachedStep
 from gptzoo.zoo.model import GPT, GPTConfig
-from gptzoo.zoo.step_contract import attention_bias
+from gptzoo.zoo.step_contract import Call
 
 TINY = GPTConfig(block_size=16, vocab_size=50, n_layer=2, n_head=2, n_embd=32, dropout=0.0, bias=True)
 
@@ -53,14 +53,18 @@ def test_inference_forward_returns_last_position_only():
     torch.testing.assert_close(logits[:, 0], reference_logits(model, idx)[:, -1], atol=1e-5, rtol=1e-5)
 
 
-def cached_step(step: CachedStep, idx: torch.Tensor, past: list[torch.Tensor], pads=None):
-    """One call of the exported module, positions and bias built as the generation loop builds them."""
-    B, T = idx.shape
-    pads = np.zeros(B, int) if pads is None else np.asarray(pads)
-    P = past[0].size(2)
-    pos = torch.from_numpy(np.maximum(P + np.arange(T)[None] - pads[:, None], 0))
-    out = step(idx, pos, torch.from_numpy(attention_bias(pads, P, T)), *past)
-    return out[0], list(out[1:])
+def cached_step(step: CachedStep, call: Call, cache: list[torch.Tensor]):
+    """One call of the exported module on the call's slots of `cache`; the written slots are put back."""
+    rows = slice(call.first, call.first + call.rows)
+    arrays = (call.ids, call.positions, call.seqlens_k, call.total_length, call.logits_index)
+    out = step(*(torch.from_numpy(a) for a in arrays), *(c[rows] for c in cache))
+    for c, written in zip(cache, out[1:], strict=True):
+        c[rows] = written
+    return out[0]
+
+
+def new_cache(slots: int, length: int = TINY.block_size + 1) -> list[torch.Tensor]:
+    return [torch.zeros(slots, TINY.n_head, length, TINY.head_dim) for _ in range(2 * TINY.n_layer)]
 
 
 def test_exported_step_with_a_cache_equals_the_training_forward():
@@ -70,26 +74,38 @@ def test_exported_step_with_a_cache_equals_the_training_forward():
     idx = torch.randint(0, TINY.vocab_size, (2, 12))
     with torch.no_grad():
         full, _ = model(idx, idx)
-        step = CachedStep(model)
-        empty = [torch.zeros(2, TINY.n_head, 0, TINY.head_dim)] * (2 * TINY.n_layer)
-        prefill, cache = cached_step(step, idx[:, :7], empty)
-        steps = [prefill]
+        step, cache = CachedStep(model), new_cache(3)
+        # rows in slots 1 and 2: slot 0 must stay untouched; every prompt position's logits wanted
+        steps = [cached_step(step, Call.fill(1, idx[:, :7].numpy(), [0, 0], wanted=list(range(7))), cache)]
         for i in range(7, 12):
-            logits, cache = cached_step(step, idx[:, i : i + 1], cache)
-            steps.append(logits)
+            call = Call.decode(1, idx[:, i].numpy(), np.full(2, i), np.ones(2, bool))
+            steps.append(cached_step(step, call, cache))
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=1e-5, rtol=1e-5)
-    assert len(cache) == 2 * TINY.n_layer and cache[0].shape == (2, TINY.n_head, 12, TINY.head_dim)
+    assert all(float(c[0].abs().max()) == 0.0 for c in cache)  # the call's slots only
+    assert all(float(c[1:, :, :12].abs().amax(dim=-1).min()) > 0 for c in cache)  # 12 positions written
+    assert all(float(c[1:, :, 12:].abs().max()) == 0.0 for c in cache)  # and no more
 
 
-def test_left_padding_is_invisible_through_the_bias():
+def test_rows_of_different_lengths_and_an_earlier_owner_are_invisible():
+    """Rows decode together each at its own length, and what an earlier owner left in a slot (or a neighbour holds)
+    never reaches a row: the same logits as each row alone in a clean cache."""
     model = GPT(TINY).eval()
-    idx = torch.randint(0, TINY.vocab_size, (1, 6))
-    padded = torch.cat([torch.zeros(1, 3, dtype=torch.long), idx], 1)
-    empty = [torch.zeros(1, TINY.n_head, 0, TINY.head_dim)] * (2 * TINY.n_layer)
+    a, b = torch.randint(0, TINY.vocab_size, (1, 9)), torch.randint(0, TINY.vocab_size, (1, 5))
     with torch.no_grad():
-        alone, _ = cached_step(CachedStep(model), idx, empty)
-        behind_pads, _ = cached_step(CachedStep(model), padded, empty, pads=[3])
-    torch.testing.assert_close(behind_pads[:, 3:], alone, atol=1e-5, rtol=1e-5)
+        alone = []
+        for ids in (a, b):
+            cache, n = new_cache(1), ids.size(1)
+            cached_step(CachedStep(model), Call.fill(0, ids[:, :-1].numpy(), [0]), cache)
+            alone.append(cached_step(CachedStep(model), Call.decode(0, ids[:, -1].numpy(), np.array([n - 1]),
+                                                                    np.ones(1, bool)), cache))
+        dirty = new_cache(2)
+        for c in dirty:
+            c.normal_()  # an earlier owner's keys and values
+        cached_step(CachedStep(model), Call.fill(0, a[:, :-1].numpy(), [0]), dirty)
+        cached_step(CachedStep(model), Call.fill(1, b[:, :-1].numpy(), [0]), dirty)
+        together = cached_step(CachedStep(model), Call.decode(0, np.array([a[0, -1], b[0, -1]]), np.array([8, 4]),
+                                                              np.ones(2, bool)), dirty)
+    torch.testing.assert_close(together, torch.cat(alone), atol=1e-5, rtol=1e-5)
 
 
 def test_exported_module_is_only_an_adapter():
@@ -114,12 +130,12 @@ def test_training_attention_is_the_fused_causal_kernel(monkeypatch):
     assert len(calls) == TINY.n_layer and all(c.get("is_causal") and "attn_mask" not in c for c in calls)
 
 
-def test_attention_over_a_past_needs_a_bias():
+def test_a_cached_step_needs_its_cache_index_and_bias():
     model = GPT(TINY).eval()
     idx = torch.randint(0, TINY.vocab_size, (1, 4))
-    _, cache = model.hidden_states(idx, torch.arange(4))
-    with pytest.raises(ValueError, match="needs an attn_bias"):
-        model.hidden_states(idx[:, :1], torch.tensor([4]), past=cache)
+    cache = list(zip(new_cache(1)[0::2], new_cache(1)[1::2], strict=True))
+    with pytest.raises(ValueError, match="needs both the cache and the rows' lengths"):
+        model.hidden_states(idx, torch.arange(4), cache=cache)
 
 
 def test_tied_embedding_and_param_count():

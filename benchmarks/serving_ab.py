@@ -1,0 +1,144 @@
+"""Serving figures of issue 11 in one interleaved run: servers pinned to one core, the load generator on the other.
+
+    python benchmarks/serving_ab.py --server after=.venv/bin/gptzoo:/tmp/lt-new \\
+        --server before=/path/to/old/.venv/bin/gptzoo:/tmp/lt-store --levels 1,8,32 --rounds 3
+
+Each `--server NAME=GPTZOO:STORE[:ARGS]` is a `gptzoo` executable (a checkout's venv, so two source trees can be
+compared), the store it serves and more `gptzoo serve` arguments (e.g. `--stream-interval 0`); every server runs as
+`gptzoo serve --cpus 0 --threads 1` on its own port. The clients are this checkout's `gptzoo loadtest --cpus 1`
+(streaming, tokens from `usage`); every run's report is kept in ./serving_ab.json. After one warm-up per server, every
+round runs every level against every server in turn (the order alternates between rounds), so all of them see the same
+noise of a shared machine. It prints, per server: median tokens/s per level with the range, p50/p99 TTFT, the ratios the
+issue asks for (32 ÷ 1 streams; p99 TTFT at the top level ÷ p50 TTFT at one stream), and, with --engine, the engine's
+in-process batch-N tokens/s (`gptzoo bench`-style greedy decoding on the same thread count, pinned to core 0) for the
+service ÷ engine ratios."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(sys.executable).parent
+
+
+def start(name: str, exe: str, store: str, port: int, extra: list[str]) -> subprocess.Popen:
+    cmd = [exe, "serve", "--store", store, "--port", str(port), "--cpus", "0", "--threads", "1",
+           "--log-level", "warning", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        time.sleep(0.2)
+        if proc.poll() is not None:
+            raise SystemExit(f"{name}: the server exited: {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2, trust_env=False).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            continue
+    raise SystemExit(f"{name}: not ready after 120 s")
+
+
+def load(port: int, model: str, clients: int, requests: int, max_tokens: int) -> dict:
+    cmd = [str(HERE / "gptzoo"), "loadtest", "--url", f"http://127.0.0.1:{port}", "-m", model, "-c", str(clients),
+           "-n", str(requests), "--max-tokens", str(max_tokens), "--cpus", "1", "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def engine_tok_s(exe: str, store: str, model_id: str, batches: list[int], tokens: int) -> dict[int, float]:
+    """Greedy decoding in-process on one thread, core 0: tokens/s of all rows together, per batch size."""
+    code = f"""
+import json, sys, time
+from gptzoo.measure.bench import decode_run
+from gptzoo.zoo.runtime import open_variant
+from gptzoo.zoo.store import Store
+from gptzoo.zoo.tokenizers import from_spec
+v = Store({store!r}).load({model_id!r})
+m, tok = open_variant(v, device="cpu", threads=1), from_spec(v.card.tokenizer)
+out = {{}}
+for b in {batches!r}:
+    runs = [decode_run(m, tok, b, {tokens}, 8, seed=i)[1] for i in range(3)]
+    out[b] = sorted(runs)[1]
+print(json.dumps(out))
+"""
+    python = str(Path(exe).parent / "python")
+    out = subprocess.run(["taskset", "-c", "0", python, "-c", code], capture_output=True, text=True, check=True)
+    return {int(k): v for k, v in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--server", action="append", required=True, metavar="NAME=GPTZOO:STORE[:SERVE ARGS]")
+    ap.add_argument("--model", default="4l")
+    ap.add_argument("--levels", default="1,8,32")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--requests-per-client", type=int, default=20)
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--engine", action="store_true", help="also measure the engine in-process (batch = each level)")
+    args = ap.parse_args()
+    levels = [int(x) for x in args.levels.split(",")]
+    servers, extras = [], []
+    for i, spec in enumerate(args.server):
+        name, rest = spec.split("=", 1)
+        exe, store, *extra = rest.split(":", 2)
+        servers.append((name, exe, store, 8851 + i))
+        extras.append(extra[0].split() if extra else [])
+    procs = [start(name, exe, store, port, extra)
+             for (name, exe, store, port), extra in zip(servers, extras, strict=True)]
+    results: dict[tuple[str, int], list[dict]] = {}
+    try:
+        for _, _, _, port in servers:
+            load(port, args.model, 8, 64, args.max_tokens)  # warm-up
+        for r in range(args.rounds):
+            order = servers if r % 2 == 0 else servers[::-1]
+            for c in levels:
+                for name, _, _, port in order:
+                    n = max(c * args.requests_per_client, 100)
+                    results.setdefault((name, c), []).append(load(port, args.model, c, n, args.max_tokens))
+                    print(f"round {r + 1} {name} c={c}: {results[name, c][-1]['tokens_per_s']:,.0f} tok/s",
+                          file=sys.stderr, flush=True)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(30)
+    Path("serving_ab.json").write_text(json.dumps({f"{k[0]} c{k[1]}": v for k, v in results.items()}, indent=1))
+    top = levels[-1]
+    print("| server | clients | tok/s (median) | range | TTFT p50 / p99 ms | e2e p50 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
+    summary = {}
+    for name, _, _, _ in servers:
+        for c in levels:
+            runs = results[name, c]
+            tps = [x["tokens_per_s"] for x in runs]
+            ttft50 = statistics.median(x["ttft_ms"]["p50"] for x in runs)
+            ttft99 = statistics.median(x["ttft_ms"]["p99"] for x in runs)
+            e2e = statistics.median(x["e2e_ms"]["p50"] for x in runs)
+            errors = sum(x["requests"]["failed"] for x in runs)
+            summary[name, c] = (statistics.median(tps), ttft50, ttft99)
+            print(f"| {name} | {c} | {statistics.median(tps):,.0f} | {min(tps):,.0f}–{max(tps):,.0f} | "
+                  f"{ttft50:.1f} / {ttft99:.1f} | {e2e:.1f} | {errors} |")
+    print()
+    for name, exe, store, _ in servers:
+        one, many = summary[name, levels[0]], summary[name, top]
+        line = (f"{name}: {top} ÷ {levels[0]} streams {many[0] / one[0]:.2f}×; p99 TTFT at {top} ÷ p50 TTFT at "
+                f"{levels[0]}: {many[2] / one[1]:.1f}×")
+        if args.engine:
+            variants = [p.name for p in Path(store).iterdir() if (p / "card.json").is_file()]
+            model_id = next(v for v in variants if v.endswith(f"-{args.model}") or v == args.model)
+            eng = engine_tok_s(exe, store, model_id, sorted({levels[0], top}), 128)
+            line += (f"; engine in-process b{levels[0]} {eng[levels[0]]:,.0f} tok/s, b{top} {eng[top]:,.0f} tok/s; "
+                     f"service ÷ engine: {one[0] / eng[levels[0]]:.2f} at {levels[0]}, {many[0] / eng[top]:.2f} at "
+                     f"{top}")
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
