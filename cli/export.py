@@ -57,7 +57,8 @@ def export_cmd(
                   f"tokens identical", highlight=False)
         if quantize:
             q = quantize_variant(the_store, v, data_dir, say=lambda m: err.print(m, highlight=False))
+            fp32 = "unscored" if v.card.val_loss is None else f"{v.card.val_loss:.4f}"
             out.print(f"{q.id}: int8 ({q.card.onnx.bytes / 1e6:.1f} MB), val loss {q.card.val_loss:.4f} "
-                      f"(fp32 {v.card.val_loss:.4f})", highlight=False)
+                      f"(fp32 {fp32})", highlight=False)
     if failed:
         raise typer.Exit(1)

@@ -62,8 +62,8 @@ def token_latencies(variant: Variant, n_tokens: int = 200, threads: int = 1) -> 
 def collect(store: Store, measure: bool = True, threads: int = 1) -> list[DepthRow]:
     rows = []
     for v in store.variants():
-        if v.card.quantization:
-            continue
+        if v.card.quantization or v.card.val_loss is None:
+            continue  # int8 copies are not depths; an import with --no-eval has no figure to plot
         c = v.card
         lat = token_latencies(v, threads=threads) if (measure and v.exported) else None
         rows.append(DepthRow(
