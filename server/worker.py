@@ -88,6 +88,7 @@ class ModelWorker:
         self.provider: str | None = None
         self.model: OnnxModel | None = None
         self.tokenizer: Tokenizer | None = None
+        self._batch: Batch | None = None
         self.loaded = threading.Event()  # set once loading ended, either way
         self._pending: deque[Job] = deque()
         self._cv = threading.Condition()
@@ -166,6 +167,7 @@ class ModelWorker:
         batch.add([batch.new_row([0, 0], SamplingParams(max_tokens=2, temperature=0))])
         batch.step()
         batch.step()
+        self._batch = self._new_batch()  # the serving cache, allocated before the model says it is ready
 
     def _gauges(self) -> None:
         card = self.card
@@ -209,7 +211,7 @@ class ModelWorker:
         return batch
 
     def _serve(self) -> None:
-        batch = self._new_batch()
+        batch = self._batch
         while True:
             with self._cv:
                 while not self._pending and not batch.rows and not self._stopping:

@@ -101,6 +101,14 @@ class OnnxModel:
         return logits
 
 
+def available_memory() -> int | None:
+    """Bytes of physical memory free now (Linux; None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 class SlotCache:
     """Every layer's keys and values for a number of slots: OrtValues on the session's device (zeroed), one per
     tensor, shapes as gptzoo.zoo.step_contract.GraphShape.slot_shapes."""
@@ -108,6 +116,10 @@ class SlotCache:
     def __init__(self, shapes: list[tuple[int, int, int, int]], device: str):
         import onnxruntime as ort
 
+        need, free = sum(int(np.prod(shape)) for shape in shapes) * 4, available_memory()
+        if device == "cpu" and free is not None and need > free:  # refused, rather than swapped or OOM-killed
+            raise OnnxLoadError(f"a KV cache of {shapes[0][0]} slots needs {need / 1e9:.2f} GB and {free / 1e9:.2f} "
+                                "GB of memory is free: serve fewer rows at once (--max-batch-size)")
         self.shapes, self.device = shapes, device
         zeros = [np.zeros(shape, np.float32) for shape in shapes]
         # On the CPU an OrtValue wraps its numpy buffer (keep the arrays: they own the memory); on a GPU the zeros

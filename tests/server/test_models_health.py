@@ -57,3 +57,13 @@ def test_readyz_is_503_when_no_model_is_ready(make_client, exported_store, tmp_p
     assert r.status_code == 503 and r.json()["status"] == "not_ready"
     assert r.json()["models"][0]["state"] == "failed"
     assert client.get("/healthz").status_code == 200  # alive, just not ready
+
+
+def test_a_kv_cache_larger_than_free_memory_fails_the_model_with_the_reason(make_client, exported_store):
+    """Ten million slots of the tiny model's cache is ~170 GB: refused at load (not swapped or OOM-killed), the model
+    reported failed with what to change."""
+    client = make_client(exported_store, max_batch_size=10_000_000)
+    r = client.get("/readyz")
+    assert r.status_code == 503
+    [model] = r.json()["models"]
+    assert model["state"] == "failed" and "--max-batch-size" in model["reason"] and "GB" in model["reason"]

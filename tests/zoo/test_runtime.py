@@ -68,3 +68,13 @@ def test_an_onnxruntime_too_old_for_the_attention_op_is_refused(exported_store, 
     monkeypatch.setattr(onnxruntime, "__version__", "1.19.2")  # its GroupQueryAttention mixes up row lengths
     with pytest.raises(OnnxLoadError, match=r"too old .* install onnxruntime>=1.20"):
         OnnxModel(Store(exported_store).load("shakespeare-char-2l").path("model.onnx"), device="cpu")
+
+
+def test_a_cache_that_does_not_fit_in_free_memory_is_refused(onnx_model, monkeypatch):
+    from gptzoo.zoo import runtime
+
+    monkeypatch.setattr(runtime, "available_memory", lambda: 1000)
+    with pytest.raises(OnnxLoadError, match=r"KV cache of 4 slots needs .* GB .*--max-batch-size"):
+        onnx_model.new_cache(4)
+    monkeypatch.setattr(runtime, "available_memory", lambda: None)  # an OS that does not say: no check
+    assert onnx_model.new_cache(4).slots == 4
