@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from gptzoo.cli.common import StoreOpt, err, handle_errors, open_store, out
+from gptzoo.cli.common import StoreOpt, err, fail, handle_errors, open_store, out
 
 
 @handle_errors
@@ -24,14 +24,35 @@ def bench_cmd(
     quick: Annotated[bool, typer.Option("--quick", help="Fewer tokens per run (a smoke test, not figures).")] = False,
     policies: Annotated[bool, typer.Option("--policies", help="Instead: 1,000-token generations and validation loss "
                                            "under each context policy (exact vs half).")] = False,
+    speculative: Annotated[bool, typer.Option("--speculative", help="Instead: every (target, shallower draft) pair of "
+                                              "the store's exported variants, greedy single-stream tokens/s with "
+                                              "and without drafting, acceptance, tokens per target call.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     store: StoreOpt = None,
 ) -> None:
     """Measure tokens/s: nanoGPT-style generate (no cache) vs torch with a KV cache vs gptzoo on onnxruntime,
     batch 8 and 32 aggregate, time to first token and prefill speed, for each depth."""
-    from gptzoo.measure.bench import as_dicts, run_bench, run_policies
+    from gptzoo.measure.bench import as_dicts, run_bench, run_policies, run_speculative
 
     ds = tuple(int(d) for d in depths.split(",") if d.strip())
+    if speculative:
+        srow = run_speculative(open_store(store), threads, 200 if quick else 1000, repeats=repeats,
+                               say=lambda m: err.print(f"[dim]{m}[/]", highlight=False))
+        if not srow:
+            fail("no pair to measure: the store needs two exported variants of one tokenizer, of different depths")
+        if as_json:
+            print(json.dumps(as_dicts(srow), indent=2))
+            return
+        table = Table(title=f"speculative decoding, greedy, one stream ({threads} thread(s), medians of {repeats})")
+        for c in ["target", "draft", "k", "tokens", "alone tok/s", "drafted tok/s", "speed-up", "accepted",
+                  "tokens/call", "same text"]:
+            table.add_column(c, justify="left" if c in ("target", "draft") else "right")
+        for r in srow:
+            table.add_row(r.target, r.draft, str(r.k), str(r.tokens), f"{r.plain_tok_s:,.0f}", f"{r.spec_tok_s:,.0f}",
+                          f"{r.speedup:.2f}x", f"{100 * r.acceptance:.0f}%", f"{r.tokens_per_call:.2f}",
+                          "yes" if r.identical else "NO")
+        Console(width=max(out.width, 170)).print(table)
+        return
     if policies:
         prow = run_policies(open_store(store), threads, 200 if quick else 1000, ds,
                             say=lambda m: err.print(f"[dim]{m}[/]", highlight=False))

@@ -214,3 +214,53 @@ def run_policies(store, threads: int = 1, n_tokens: int = 1000, depths=(4, 12), 
             speed = long_generation(onnx, tok, n_tokens, policy)
             out.append(PolicyRow(v.id, policy, n_tokens, speed, None, policy_nll(onnx, streams, policy)))
     return out
+
+
+@dataclass
+class SpecRow:
+    target: str
+    draft: str
+    k: int  # tokens drafted per round
+    tokens: int  # greedy tokens generated from "\n"
+    plain_tok_s: float  # the target alone
+    spec_tok_s: float  # drafted
+    speedup: float
+    acceptance: float  # proposals the target kept
+    tokens_per_call: float  # tokens per target call
+    identical: bool  # the drafted text is the target's own (greedy)
+
+
+def run_speculative(store, threads: int = 1, n_tokens: int = 1000, ks=(2, 4), repeats: int = 3,
+                    say=lambda m: None) -> list[SpecRow]:
+    """Every (target, draft) pair of the store's exported variants with one tokenizer, the draft shallower: greedy
+    single-stream tokens/s with and without the draft (medians, alternating), acceptance and tokens per call."""
+    from gptzoo.zoo import speculative
+    from gptzoo.zoo.generate import generate
+    from gptzoo.zoo.runtime import open_variant
+    from gptzoo.zoo.tokenizers import from_spec
+
+    variants = sorted((v for v in store.variants() if v.exported and not v.card.quantization),
+                      key=lambda v: v.card.n_layer)
+    models = {v.id: open_variant(v, device="cpu", threads=threads) for v in variants}
+    params = SamplingParams(max_tokens=n_tokens, temperature=0.0)
+    out = []
+    for t in variants:
+        tok = from_spec(t.card.tokenizer)
+        for d in variants:
+            if d.card.n_layer >= t.card.n_layer or d.card.tokenizer != t.card.tokenizer:
+                continue
+            for k in ks:
+                say(f"{t.id} drafted by {d.id}, k={k}")
+                plain_s, spec_s = [], []
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    (plain,) = generate(models[t.id], tok, ["\n"], params)
+                    plain_s.append(time.perf_counter() - t0)
+                    t0 = time.perf_counter()
+                    got, stats = speculative.generate(models[t.id], models[d.id], tok, "\n", params, k=k)
+                    spec_s.append(time.perf_counter() - t0)
+                n = len(got.tokens)
+                a, b = n / statistics.median(plain_s), n / statistics.median(spec_s)
+                out.append(SpecRow(t.id, d.id, k, n, a, b, b / a, stats.acceptance, n / stats.target_calls,
+                                   got.tokens == plain.tokens))
+    return out

@@ -111,3 +111,36 @@ def test_generate_with_a_draft_prints_the_same_greedy_text(exported_store, tmp_p
     assert run(*base, "--draft", "2l", "--backend", "torch").exit_code == 2
     assert_one_line_error(run(*base, "--draft", "2l"), "is the target itself")
     assert_one_line_error(run(*base, "--draft", "nope"), "nope")
+
+
+def test_bench_speculative_measures_every_pair(exported_store, tmp_path):
+    """A 1-layer draft made from the 2-layer variant's card (its own weights: not a good draft, but a real pair of
+    depths sharing a tokenizer): one row per k, the same greedy text, acceptance and speed figures present."""
+    import torch
+
+    from gptzoo.exports.onnx_export import export_model
+    from gptzoo.zoo.model import GPT, GPTConfig
+    from gptzoo.zoo.sources import sha256_file
+    from gptzoo.zoo.store import Store
+
+    store = tmp_path / "store"
+    shutil.copytree(exported_store, store)
+    assert_one_line_error(run("bench", "--speculative", "--store", store), "no pair to measure")
+    src = Store(store).load("shakespeare-char-2l").card
+    d = store / "shakespeare-char-1l"
+    d.mkdir()
+    torch.manual_seed(0)
+    cfg = GPTConfig(n_layer=1, n_head=src.n_head, n_embd=src.n_embd, block_size=src.block_size,
+                    vocab_size=src.vocab_size, dropout=0.0, bias=False)
+    export_model(GPT(cfg).eval(), d / "model.onnx", "shakespeare-char-1l", src.tokenizer)
+    card = json.loads((store / "shakespeare-char-2l" / "card.json").read_text())
+    card |= {"id": "shakespeare-char-1l", "n_layer": 1}
+    card["onnx"] |= {"sha256": sha256_file(d / "model.onnx"), "bytes": (d / "model.onnx").stat().st_size}
+    (d / "card.json").write_text(json.dumps(card))
+    r = run("bench", "--speculative", "--quick", "--repeats", 1, "--json", "--store", store)
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert [(x["target"], x["draft"], x["k"]) for x in rows] == [
+        ("shakespeare-char-2l", "shakespeare-char-1l", 2), ("shakespeare-char-2l", "shakespeare-char-1l", 4)]
+    assert all(x["identical"] and x["tokens"] == 200 and 0 <= x["acceptance"] <= 1 and x["spec_tok_s"] > 0
+               for x in rows)
