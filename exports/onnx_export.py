@@ -46,7 +46,8 @@ def example_inputs(model: GPT, batch: int = 2, new: int = 4, wanted: int = 3, le
     pos = (torch.arange(new) + 2).expand(batch, new).contiguous()
     seqlens = torch.full((batch,), 2 + new - 1, dtype=torch.int32)
     want = torch.arange(wanted).expand(batch, wanted).contiguous()
-    kv = [torch.zeros(shape) for shape in contract.GraphShape.of(c).slot_shapes(batch, length)]
+    shape = contract.GraphShape.of(c)
+    kv = [torch.zeros(shape.slot_shape(batch, length)) for _ in range(shape.cache_tensors)]
     return (ids, pos, seqlens, torch.tensor(2 + new, dtype=torch.int32), want, *kv)
 
 

@@ -155,7 +155,7 @@ class Batch:
     @property
     def cache_bytes(self) -> int:
         """Memory of the slot cache: every layer's keys and values for every slot (float32)."""
-        return sum(int(np.prod(shape)) * 4 for shape in self.model.shape.slot_shapes(self.slots))
+        return self.model.shape.cache_bytes(self.slots)
 
     @property
     def free_slots(self) -> int:
@@ -172,7 +172,7 @@ class Batch:
         self.rows += rows
 
     def remove(self, rows: list[Row]) -> None:
-        """Free the rows' slots: nothing is copied; whatever they hold is hidden from the next owner by the bias."""
+        """Free the rows' slots: nothing is copied; what they hold lies past the next owner's length, unread."""
         if not rows:
             return
         for r in rows:

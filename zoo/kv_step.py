@@ -50,7 +50,7 @@ class TorchModel:
         self.shape = GraphShape.of(model.config)
 
     def new_cache(self, slots: int, length: int | None = None) -> list[torch.Tensor]:
-        return [torch.zeros(shape) for shape in self.shape.slot_shapes(slots, length)]
+        return [torch.zeros(self.shape.slot_shape(slots, length)) for _ in range(self.shape.cache_tensors)]
 
     @torch.inference_mode()
     def run(self, cache: list[torch.Tensor], call: Call) -> np.ndarray:

@@ -8,6 +8,7 @@ token ids, positions, the bias and the wanted logits cross between numpy and the
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -77,7 +78,11 @@ class OnnxModel:
         self._past, self._present = contract.past_names(n), contract.present_names(n)
 
     def new_cache(self, slots: int, length: int | None = None) -> SlotCache:
-        return SlotCache(self.shape.slot_shapes(slots, length), self.device)
+        need, free = self.shape.cache_bytes(slots, length), available_memory()
+        if self.device == "cpu" and free is not None and need > free:  # refused, rather than swapped or OOM-killed
+            raise OnnxLoadError(f"a KV cache of {slots} slots needs {need / 1e9:.2f} GB and {free / 1e9:.2f} GB of "
+                                "memory is free: serve fewer rows at once (--max-batch-size)")
+        return SlotCache(self.shape.slot_shape(slots, length), self.shape.cache_tensors, self.device)
 
     def run(self, cache: SlotCache, call: contract.Call) -> np.ndarray:
         """Logits [B, K, V]; the call's keys/values are written into its slots of `cache` in place."""
@@ -85,7 +90,7 @@ class OnnxModel:
         if io is None:  # the slots' bindings, made once per slot range (binding costs more than a small step)
             io = self.session.io_binding()
             for i, (past, present) in enumerate(zip(self._past, self._present, strict=True)):
-                at, shape = cache.pointer(i, call.first, call.rows), (call.rows, *cache.shapes[i][1:])
+                at, shape = cache.pointer(i, call.first, call.rows), (call.rows, *cache.shape[1:])
                 io.bind_input(past, self.device, 0, np.float32, shape, at)
                 io.bind_output(present, self.device, 0, np.float32, shape, at)  # the same memory: written in place
             cache.bindings[self, call.first, call.rows] = io
@@ -110,34 +115,30 @@ def available_memory() -> int | None:
 
 
 class SlotCache:
-    """Every layer's keys and values for a number of slots: OrtValues on the session's device (zeroed), one per
-    tensor, shapes as gptzoo.zoo.step_contract.GraphShape.slot_shapes."""
+    """Every layer's keys and values for a number of slots: `tensors` OrtValues of one `shape` (gptzoo.zoo.
+    step_contract.GraphShape.slot_shape) on the session's device, zeroed."""
 
-    def __init__(self, shapes: list[tuple[int, int, int, int]], device: str):
+    def __init__(self, shape: tuple[int, int, int, int], tensors: int, device: str):
         import onnxruntime as ort
 
-        need, free = sum(int(np.prod(shape)) for shape in shapes) * 4, available_memory()
-        if device == "cpu" and free is not None and need > free:  # refused, rather than swapped or OOM-killed
-            raise OnnxLoadError(f"a KV cache of {shapes[0][0]} slots needs {need / 1e9:.2f} GB and {free / 1e9:.2f} "
-                                "GB of memory is free: serve fewer rows at once (--max-batch-size)")
-        self.shapes, self.device = shapes, device
-        zeros = [np.zeros(shape, np.float32) for shape in shapes]
+        self.shape, self.device = shape, device
+        zeros = [np.zeros(shape, np.float32) for _ in range(tensors)]
         # On the CPU an OrtValue wraps its numpy buffer (keep the arrays: they own the memory); on a GPU the zeros
         # are copied to the device once.
         self.arrays = zeros if device == "cpu" else []
         self.values = [ort.OrtValue.ortvalue_from_numpy(z, device, 0) for z in zeros]
-        self.slot_bytes = [int(np.prod(shape[1:])) * 4 for shape in shapes]
+        self.slot_bytes = math.prod(shape[1:]) * 4
         self.bindings: dict = {}  # (model, first slot, rows) -> the onnxruntime IO binding of those slots
 
     @property
     def slots(self) -> int:
-        return self.shapes[0][0]
+        return self.shape[0]
 
     def pointer(self, tensor: int, first: int, rows: int) -> int:
         """Where slot `first` of one cache tensor starts: a call binds its slots by address, without a copy."""
         if first < 0 or first + rows > self.slots:
             raise IndexError(f"slots {first}..{first + rows - 1} outside a cache of {self.slots}")
-        return self.values[tensor].data_ptr() + first * self.slot_bytes[tensor]
+        return self.values[tensor].data_ptr() + first * self.slot_bytes
 
 
 def _graph_shape(session, meta: dict, path: Path) -> GraphShape:

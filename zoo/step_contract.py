@@ -34,6 +34,7 @@ Plain numpy and names only, so the exporter (gptzoo.exports), both backends and 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -46,11 +47,13 @@ CACHE_FORMAT = "slots"
 # The dimensions that vary from call to call, as named in the graph. The others are fixed by the model.
 BATCH, NEW_TOKENS, WANTED, CACHE_LENGTH = "batch", "new_tokens", "wanted", "cache_length"
 
-# Stamped by the exporter, in this order. The runtime reads the window, vocabulary and cache format back (the rest of
-# the shape it takes from the inputs); the others document where the graph came from.
+# Stamped by the exporter, in this order. The runtime reads the window and vocabulary back (the rest of the shape it
+# takes from the inputs, and it tells the cache format by the input names); the others document where the graph came
+# from.
 METADATA_KEYS = ("gptzoo_id", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "tokenizer", "val_loss",
                  "opset", "exporter", "cache_format")
 RUNTIME_METADATA_KEYS = ("block_size", "vocab_size")
+
 
 def past_names(n_layer: int) -> list[str]:
     return [f"past_{kv}_{i}" for i in range(n_layer) for kv in ("key", "value")]
@@ -103,9 +106,18 @@ class GraphShape:
         """Columns of a slot: the window, and one more for what idle rows of a decode call write."""
         return self.block_size + 1
 
-    def slot_shapes(self, slots: int, length: int | None = None) -> list[tuple[int, int, int, int]]:
-        """The shapes of every cache tensor, in graph order (key_0, value_0, key_1, …)."""
-        return [(slots, self.n_head, length or self.cache_length, self.head_dim)] * (2 * self.n_layer)
+    @property
+    def cache_tensors(self) -> int:
+        """Tensors of a cache, in graph order: key_0, value_0, key_1, …"""
+        return 2 * self.n_layer
+
+    def slot_shape(self, slots: int, length: int | None = None) -> tuple[int, int, int, int]:
+        """The shape of each cache tensor (keys and values alike)."""
+        return (slots, self.n_head, length or self.cache_length, self.head_dim)
+
+    def cache_bytes(self, slots: int, length: int | None = None) -> int:
+        """Memory of a float32 cache of `slots` rows: every layer's keys and values."""
+        return self.cache_tensors * math.prod(self.slot_shape(slots, length)) * 4
 
 
 @dataclass
