@@ -104,6 +104,19 @@ class Row:
     def context(self) -> list[int]:
         return self.prompt + self.generated
 
+    def take(self, token: int) -> None:
+        """A sampled token joins the row: its text goes to on_text, and the row ends at a stop sequence or at
+        max_tokens."""
+        self.generated.append(token)
+        delta = self.text.push(token)
+        if self.text.stopped:
+            self.finish_reason = "stop"
+        elif len(self.generated) >= self.params.max_tokens:
+            self.finish_reason = "length"
+            delta += self.text.finish()
+        if delta and self.on_text:
+            self.on_text(delta)
+
 
 @dataclass
 class Result:
@@ -272,15 +285,7 @@ class Batch:
         else:
             tokens = sample_rows(logits, [r.params for r in rows], [r.rng for r in rows])
         for r, token in zip(rows, tokens, strict=True):
-            r.generated.append(token)
-            delta = r.text.push(token)
-            if r.text.stopped:
-                r.finish_reason = "stop"
-            elif len(r.generated) >= r.params.max_tokens:
-                r.finish_reason = "length"
-                delta += r.text.finish()
-            if delta and r.on_text:
-                r.on_text(delta)
+            r.take(token)
 
     def _run(self, call: Call) -> np.ndarray:
         self.calls += 1

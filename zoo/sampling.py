@@ -70,9 +70,12 @@ def sample(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator)
     hence its text) does not depend on anything else in its batch. The reference for `sample_rows`."""
     if params.temperature == 0:
         return int(np.argmax(logits))
-    p = logits_to_probs(logits, params.temperature, params.top_k, params.top_p)
-    u = rng.random()
-    return int(min(np.searchsorted(np.cumsum(p), u, side="right"), p.size - 1))
+    return draw(logits_to_probs(logits, params.temperature, params.top_k, params.top_p), rng)
+
+
+def draw(p: np.ndarray, rng: np.random.Generator) -> int:
+    """One token id from probabilities `p`, with one uniform draw from `rng`."""
+    return int(min(np.searchsorted(np.cumsum(p), rng.random(), side="right"), p.size - 1))
 
 
 def sample_rows(logits: np.ndarray, params: Sequence[SamplingParams], rngs: Sequence[np.random.Generator]) -> list[int]:

@@ -16,13 +16,13 @@ is prefilled again, in both models), so greedy output is the target's output wit
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from gptzoo.zoo.errors import BadValue
-from gptzoo.zoo.generate import Result, StopText
-from gptzoo.zoo.sampling import SamplingParams, logits_to_probs
+from gptzoo.zoo.generate import Result, Row, StopText
+from gptzoo.zoo.sampling import SamplingParams, draw, logits_to_probs, sample
 from gptzoo.zoo.step_contract import Call, StepRunner
 from gptzoo.zoo.tokenizers import Tokenizer
 
@@ -58,14 +58,6 @@ class _Side:
         return logits
 
 
-@dataclass
-class SpeculativeRow:
-    prompt: list[int]
-    params: SamplingParams
-    generated: list[int] = field(default_factory=list)
-    finish_reason: str | None = None
-
-
 def check_pair(target: StepRunner, draft: StepRunner, k: int) -> None:
     """Refusals before any work: the draft must read and write the target's tokens and windows."""
     if not 1 <= k <= MAX_DRAFT_TOKENS:
@@ -86,28 +78,17 @@ def generate(target: StepRunner, draft: StepRunner, tokenizer: Tokenizer, prompt
     if not ids:
         raise BadValue("the prompt is empty")
     context = ids[-block:]
-    n_prompt = len(context)
-    rng = np.random.default_rng(params.seed)
-    text, stats = StopText(tokenizer, params.stop), SpecStats()
+    row = Row(list(context), params, StopText(tokenizer, params.stop), np.random.default_rng(params.seed),
+              on_text=on_text)
+    rng, stats = row.rng, SpecStats()
     tgt, drf = _Side(target, target.new_cache(1)), _Side(draft, draft.new_cache(1))
-    out: list[int] = []
-    finish = None
 
     def emit(tokens: list[int]) -> bool:
-        """Push tokens to the text; True once the row is finished."""
-        nonlocal finish
+        """The tokens join the row (up to its end); True once it is finished."""
         for token in tokens:
-            out.append(token)
+            row.take(token)
             context.append(token)
-            delta = text.push(token)
-            if text.stopped:
-                finish = "stop"
-            elif len(out) >= params.max_tokens:
-                finish = "length"
-                delta += text.finish()
-            if delta and on_text:
-                on_text(delta)
-            if finish:
+            if row.done:
                 return True
         return False
 
@@ -120,17 +101,17 @@ def generate(target: StepRunner, draft: StepRunner, tokenizer: Tokenizer, prompt
             tgt.start = drf.start = last - block // 2
             tgt.cached = drf.cached = 0
         room = block - 1 - (last - tgt.start)  # proposals that still fit in the window after context[last]
-        n = min(k, room, params.max_tokens - len(out))
+        n = min(k, room, params.max_tokens - len(row.generated))
         if n <= 0:  # no room to draft: a plain step of the target
             stats.target_calls += 1
-            done = emit(_pick(tgt.feed(context, last + 1)[-1:], params, rng))
+            done = emit([sample(tgt.feed(context, last + 1)[-1], params, rng)])
             continue
         # the draft proposes n tokens, each from its distribution q
         proposals, qs = [], []
         logits = drf.feed(context, last + 1)[-1]
         for i in range(n):
             q = _probs(logits, params)
-            token = int(np.argmax(q)) if params.temperature == 0 else _draw(q, rng)
+            token = int(np.argmax(q)) if params.temperature == 0 else draw(q, rng)
             proposals.append(token)
             qs.append(q)
             if i + 1 < n:
@@ -144,7 +125,7 @@ def generate(target: StepRunner, draft: StepRunner, tokenizer: Tokenizer, prompt
         tgt.cached -= n - len(kept)  # roll back the rejected tail (its keys/values get overwritten)
         drf.cached = min(drf.cached, last + 1 + len(kept) - drf.start)
         done = emit(kept + [extra])
-    return Result(text.text, out, finish, n_prompt), stats
+    return Result(row.text.text, row.generated, row.finish_reason, len(row.prompt)), stats
 
 
 def _probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
@@ -153,15 +134,6 @@ def _probs(logits: np.ndarray, params: SamplingParams) -> np.ndarray:
         p[int(np.argmax(logits))] = 1.0
         return p
     return logits_to_probs(logits, params.temperature, params.top_k, params.top_p)
-
-
-def _draw(p: np.ndarray, rng: np.random.Generator) -> int:
-    return int(min(np.searchsorted(np.cumsum(p), rng.random(), side="right"), p.size - 1))
-
-
-def _pick(logits: np.ndarray, params: SamplingParams, rng: np.random.Generator) -> list[int]:
-    p = _probs(logits[-1], params)
-    return [int(np.argmax(p)) if params.temperature == 0 else _draw(p, rng)]
 
 
 def _verify(logits: np.ndarray, proposals: list[int], qs: list[np.ndarray], params: SamplingParams,
@@ -176,6 +148,6 @@ def _verify(logits: np.ndarray, proposals: list[int], qs: list[np.ndarray], para
         elif rng.random() >= min(1.0, p[token] / q[token]):  # rejected: draw from what p has beyond q
             residual = np.maximum(p - q, 0.0)
             total = residual.sum()
-            return kept, _draw(residual / total, rng) if total > 0 else _draw(p, rng)
+            return kept, draw(residual / total, rng) if total > 0 else draw(p, rng)
         kept.append(token)
-    return kept, _pick(logits[len(proposals) :], params, rng)[0]
+    return kept, sample(logits[len(proposals)], params, rng)
