@@ -75,3 +75,8 @@ class ModelMetrics:
         self.prefill_tokens = PREFILL_TOKENS.labels(**labels)
         self.slots, self.slots_used = CACHE_SLOTS.labels(**labels), CACHE_SLOTS_USED.labels(**labels)
         self.cache_bytes = CACHE_BYTES.labels(**labels)
+
+    def set_running(self, rows: int) -> None:
+        """Requests being decoded, each holding one cache slot."""
+        self.running.set(rows)
+        self.slots_used.set(rows)

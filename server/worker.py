@@ -236,9 +236,8 @@ class ModelWorker:
                 for job in [r.tag for r in batch.rows] + new:
                     self._fail(job, 500, f"generation failed: {first_line(e)}",
                                "generation_failed")
-                batch = self._new_batch()
-            self.m.running.set(len(batch.rows))
-            self.m.slots_used.set(len(batch.rows))
+                batch.remove(list(batch.rows))  # their slots are free again: the cache itself is reused
+            self.m.set_running(len(batch.rows))
             self._hand_off(force=not batch.rows)  # before the thread may sleep: nothing stays behind
         with self._cv:
             left = [r.tag for r in batch.rows] + list(self._pending)
@@ -317,8 +316,7 @@ class ModelWorker:
         if not leaving:
             return
         batch.remove(leaving)
-        self.m.running.set(len(batch.rows))
-        self.m.slots_used.set(len(batch.rows))
+        self.m.set_running(len(batch.rows))
         for r in leaving:
             if r.done:
                 self._finish(r.tag, now, r)

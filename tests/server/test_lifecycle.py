@@ -143,3 +143,26 @@ def test_sigterm_lets_the_stream_in_flight_finish_then_exits_0(tmp_path, exporte
     assert events[-1] == "[DONE]" and chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert len("".join(c["choices"][0]["text"] for c in chunks)) == n  # one character per token
     assert "Traceback" not in log.read_text()
+
+
+def test_a_failed_engine_step_fails_its_requests_and_the_model_serves_on(make_client, exported_store, monkeypatch):
+    """The rows in flight get a 500 with the reason; their cache slots are freed (the cache is reused, not
+    reallocated) and the next request is answered."""
+    from gptzoo.zoo.generate import Batch
+
+    client = make_client(exported_store, max_tokens=64, max_batch_size=1, threads=1)
+    step, calls = Batch.step, []
+
+    def failing_once(self):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("onnxruntime said no")
+        return step(self)
+
+    monkeypatch.setattr(Batch, "step", failing_once)
+    body = {"model": "2l", "prompt": "ROMEO:", "max_tokens": 5, "temperature": 0}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 500 and r.json()["error"]["code"] == "generation_failed"
+    assert "onnxruntime said no" in r.json()["error"]["message"]
+    ok = client.post("/v1/completions", json=body)  # the one slot is free again
+    assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 5
