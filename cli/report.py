@@ -19,7 +19,9 @@ def report_cmd(
     store: StoreOpt = None,
 ) -> None:
     """Write the depth study: val-loss curves per depth, final val loss vs depth, tokens/s and p95 latency vs depth,
-    and the depth -> params / val loss / tokens/s / export size table, compared with nanoGPT's seed figures."""
+    the Pareto frontiers of val loss against decode ms/token and against training time (the variants worth serving
+    and training; --no-measure leaves out the ms/token one), and the depth -> params / val loss / tokens/s / export
+    size / frontier table, compared with nanoGPT's seed figures."""
     from gptzoo.measure.report import write_report
 
     target = write_report(open_store(store), out_dir, measure, threads)

@@ -1,6 +1,13 @@
+import json
+import math
+import shutil
+
 from typer.testing import CliRunner
 
 from gptzoo.cli.main import app
+from gptzoo.measure.report import DepthRow, frontier, pareto_front
+
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def test_report_regenerates_study_with_plots(tmp_path, exported_store):
@@ -8,10 +15,14 @@ def test_report_regenerates_study_with_plots(tmp_path, exported_store):
     assert r.exit_code == 0, r.output
     text = (tmp_path / "depth-study.md").read_text()
     assert "| 2 | 32 |" in text and "seed" in text
-    for png in ("depth-val-curves.png", "depth-val-loss.png", "depth-speed.png"):
+    for png in ("depth-val-curves.png", "depth-val-loss.png", "depth-speed.png", "depth-pareto-speed.png",
+                "depth-pareto-training.png"):
         data = (tmp_path / png).read_bytes()
-        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+        assert data[:8] == PNG and len(data) > 5000
         assert f"]({png})" in text
+    # a single variant is on both frontiers whatever it measured
+    assert "worth serving: 2L (" in text and "worth training: 2L (" in text
+    assert "| ms/token, training time | shakespeare-char-2l |" in text
 
 
 def test_report_on_empty_store(tmp_path):
@@ -21,9 +32,6 @@ def test_report_on_empty_store(tmp_path):
 
 def test_an_unscored_import_is_left_out_of_the_study(tmp_path, exported_store):
     """`gptzoo import nanogpt --no-eval` leaves val_loss empty: the report plots the others instead of failing."""
-    import json
-    import shutil
-
     store = tmp_path / "store"
     shutil.copytree(exported_store, store)
     shutil.copytree(store / "shakespeare-char-2l", store / "shakespeare-char-unscored")
@@ -33,3 +41,77 @@ def test_an_unscored_import_is_left_out_of_the_study(tmp_path, exported_store):
     r = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "o"), "--store", str(store), "--no-measure"])
     assert r.exit_code == 0, r.output
     assert "unscored" not in (tmp_path / "o" / "depth-study.md").read_text()
+
+
+def test_pareto_front_on_hand_made_points():
+    points = [
+        (1.0, 3.0),  # 0 fastest: on it
+        (2.0, 2.0),  # 1 on it
+        (2.0, 2.0),  # 2 an exact tie with 1: both stay on it
+        (3.0, 2.0),  # 3 as good as 1 but slower: dominated
+        (2.5, 2.5),  # 4 slower and worse than 1: dominated
+        (4.0, 1.0),  # 5 best loss: on it
+        (1.0, 3.5),  # 6 as fast as 0 but worse: dominated
+        (None, 0.5),  # 7 no speed figure: left out, and does not knock 5 off
+        (0.5, math.nan),  # 8 no loss figure: left out, and does not knock 0 off
+    ]
+    assert pareto_front(points) == [0, 1, 2, 5]  # ordered by the first axis
+    assert pareto_front([]) == [] and pareto_front([(None, 1.0)]) == [] and pareto_front([(5.0, 9.0)]) == [0]
+
+
+def test_frontier_is_taken_per_dataset():
+    """A BPE loss and a char loss do not compare: each dataset has its own frontier."""
+    def row(vid, dataset, loss, ms_per_iter):
+        return DepthRow(vid, 2, 32, 1000, loss, 100, ms_per_iter, None, None, None, dataset)
+
+    rows = [row("a", "char", 1.5, 10.0), row("b", "char", 1.6, 20.0), row("c", "bpe", 3.0, 30.0),
+            row("d", "char", 1.4, 40.0), row("e", "bpe", 3.5, 5.0),
+            row("f", "char", 1.0, None), DepthRow("g", 2, 32, 1000, 1.0, 100, 1.0, None, None, None, "char", "int8")]
+    # b is beaten by a; c is not beaten by the cheaper char variants; f (imported) and g (int8) have no training time
+    assert frontier(rows, lambda r: r.train_seconds) == [0, 3, 4, 2]
+
+
+def test_report_marks_the_frontier(tmp_path, exported_store, data_dir):
+    """The tiny trained variant under three ids (training one per depth costs seconds each) and its real int8 copy;
+    the cards' step times and losses are set so that the training-time frontier does not depend on this machine."""
+    from gptzoo.exports.quantize import quantize_variant
+    from gptzoo.zoo.store import Store
+
+    root = tmp_path / "store"
+    shutil.copytree(exported_store, root)
+    quantize_variant(Store(root), Store(root).load("shakespeare-char-2l"), data_dir)
+    # 30 iterations each: cheap 3 s at 3.0, 2l 6 s at 2.5, slow 9 s at 2.6 (slower and worse than 2l: dominated)
+    for vid, ms, loss in (("cheap", 100.0, 3.0), ("2l", 200.0, 2.5), ("slow", 300.0, 2.6)):
+        vid = f"shakespeare-char-{vid}"
+        if vid != "shakespeare-char-2l":
+            shutil.copytree(root / "shakespeare-char-2l", root / vid)
+        path = root / vid / "card.json"
+        card = json.loads(path.read_text())
+        assert card["iterations"] == 30
+        path.write_text(json.dumps(card | {"id": vid, "ms_per_iter": ms, "val_loss": loss}))
+    (root / "shakespeare-char-slow" / "model.onnx").unlink()  # not exported: no speed figure
+
+    out = tmp_path / "plain"
+    r = CliRunner().invoke(app, ["report", "--out", str(out), "--store", str(root), "--no-measure"])
+    assert r.exit_code == 0, r.output
+    text = (out / "depth-study.md").read_text()
+    # three 2-layer variants: labelled by id; the int8 copy's label is unambiguous
+    assert ("worth training: shakespeare-char-cheap (3.0 s, 3.0000), shakespeare-char-2l (6.0 s, 2.5000). "
+            "Dominated: shakespeare-char-slow.") in text
+    assert "Left out, no training time of their own (imported, or int8 copies): 2L int8." in text
+    assert "| training time | shakespeare-char-cheap |" in text and "| - | shakespeare-char-slow |" in text
+    assert (out / "depth-pareto-training.png").read_bytes()[:8] == PNG and "](depth-pareto-training.png)" in text
+    # no speed run: no speed plot, and the report says why instead of drawing an empty one
+    assert not (out / "depth-pareto-speed.png").exists() and "depth-pareto-speed" not in text
+    assert "no speed run (`--no-measure`)" in text and "so no ms/token frontier" in text
+
+    out = tmp_path / "measured"
+    r = CliRunner().invoke(app, ["report", "--out", str(out), "--store", str(root)])
+    assert r.exit_code == 0, r.output
+    text = (out / "depth-study.md").read_text()
+    assert (out / "depth-pareto-speed.png").read_bytes()[:8] == PNG and "](depth-pareto-speed.png)" in text
+    speed = next(line for line in text.splitlines() if line.startswith("- **ms/token**"))
+    # which of the measured ones wins is this machine's business; that the int8 copy takes part is not
+    assert all(name in speed for name in ("2L int8", "shakespeare-char-2l", "shakespeare-char-cheap"))
+    assert "Left out, not measured: shakespeare-char-slow." in text
+    assert "| 2 int8 | 32 |" in text
