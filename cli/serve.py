@@ -48,6 +48,12 @@ def serve_cmd(
     max_queue: Annotated[
         int, typer.Option(min=1, help="Requests waiting per model beyond the batch; more get 429 with Retry-After.")
     ] = 256,
+    fallback: Annotated[
+        Literal["none", "shallower"],
+        typer.Option(help="When a variant's queue is full, for requests that do not say (their `fallback` field): "
+                          "none answers 429, shallower hands the request to the next shallower variant of the same "
+                          "family with room (429 only when every one is full)."),
+    ] = "none",
     request_timeout: Annotated[
         float, typer.Option(min=0.001, help="Seconds a request may wait for a batch slot; then 503 queue_timeout.")
     ] = 60.0,
@@ -74,8 +80,10 @@ def serve_cmd(
 ) -> None:
     """Serve every exported variant over an OpenAI-compatible HTTP API.
 
-    POST /v1/completions (model: a full id such as shakespeare-char-4l or a depth alias such as 4l; `stream: true`
-    for Server-Sent Events), GET /v1/models, /healthz, /readyz, /metrics (Prometheus) and the OpenAPI schema at
+    POST /v1/completions (model: a full id such as shakespeare-char-4l, a depth alias such as 4l, or `auto` / a
+    family id such as shakespeare-char with a latency budget `max_tpot_ms` / `max_ttft_ms`: the best variant
+    predicted to meet it serves; `stream: true` for Server-Sent Events), GET /v1/models, /healthz, /readyz,
+    /metrics (Prometheus) and the OpenAPI schema at
     /schema. Each model loads in its own thread with a warm-up generation; a variant that fails to load is reported
     as not ready and the others serve. SIGTERM or Ctrl-C stops the server gracefully: it stops accepting, lets queued
     and running requests finish for up to --shutdown-timeout seconds, then exits 0 (a second Ctrl-C forces it).
@@ -104,7 +112,7 @@ def serve_cmd(
     settings = Settings.build(store=str(the_store.root), device=device, api_key=api_key, max_tokens=max_tokens,
                               max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size,
                               prefill_chunk=prefill_chunk, stream_interval=stream_interval / 1000,
-                              max_waiting=max_queue, request_timeout=request_timeout,
+                              max_waiting=max_queue, fallback=fallback, request_timeout=request_timeout,
                               shutdown_timeout=shutdown_timeout, body_timeout=body_timeout, threads=threads)
     # uvicorn's workers (and the single in-process app) build the app from these variables.
     os.environ.update(settings.to_env())

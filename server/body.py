@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 
 from litestar import Request
 from litestar.enums import ScopeType
@@ -87,11 +88,17 @@ def _bad_byte(body: bytes) -> str:
 
 def _not_json(body: bytes, reason: str) -> ApiError:
     """msgspec refuses a lone UTF-16 surrogate (a `\\ud800` escape without its pair; no character, and no UTF-8 for
-    it) with a message about the JSON's syntax. The standard library reads it, so it can tell where it is."""
+    it) and the bare NaN / Infinity some encoders write for floats (Python's json among them) with a message about
+    the JSON's syntax. The standard library reads both, so it can tell where they are."""
     try:
-        found = _lone_surrogate(json.loads(body))
+        doc = json.loads(body)
+        found, number = _lone_surrogate(doc), _non_finite(doc)
     except (ValueError, RecursionError):  # not JSON for the standard library either
-        found = None
+        found = number = None
+    if number is not None:
+        path, value = number
+        return bad_request(f"invalid `{path}`: {value} is not a number JSON allows; send a finite number",
+                           path or None, "invalid_value")
     if found is None:
         return bad_request(f"the request body is not valid JSON: {reason}", code="invalid_body")
     path, in_name, char = found
@@ -112,6 +119,20 @@ def _lone_surrogate(doc: object) -> tuple[str, bool, int] | None:
             for key in value:
                 if (char := _surrogate_in(key)) is not None:
                     return path, True, char
+            stack.extend(reversed([(f"{path}.{clip(k)}" if path else clip(k), v) for k, v in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(value)]))
+    return None
+
+
+def _non_finite(doc: object) -> tuple[str, str] | None:
+    """(path, spelling) of the first NaN or infinity in a document the standard library read."""
+    stack: list[tuple[str, object]] = [("", doc)]
+    while stack:
+        path, value = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return path, "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        if isinstance(value, dict):
             stack.extend(reversed([(f"{path}.{clip(k)}" if path else clip(k), v) for k, v in value.items()]))
         elif isinstance(value, list):
             stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(value)]))

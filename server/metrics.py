@@ -45,6 +45,20 @@ CACHE_SLOTS_USED = Gauge("gptzoo_cache_slots_in_use", "KV-cache slots held by ru
                          multiprocess_mode="livesum")
 CACHE_BYTES = Gauge("gptzoo_cache_bytes", "Memory of the model's KV cache (every layer's keys and values, all slots).",
                     LABELS, multiprocess_mode="livesum")
+TPOT = Histogram("gptzoo_time_per_output_token_seconds", "A completed request's mean time per output token (from its "
+                 "first token to its last, per token).", LABELS, buckets=buckets.INTER_TOKEN_SECONDS)
+PREDICTED_TPOT = Histogram("gptzoo_predicted_time_per_output_token_seconds", "The time per output token predicted "
+                           "for a request when it was routed (from the variant's recent steps at the occupancy it "
+                           "joined): compare with gptzoo_time_per_output_token_seconds.", LABELS,
+                           buckets=buckets.INTER_TOKEN_SECONDS)
+ROUTE_REASONS = ("named", "best-fit", "fastest-no-fit", "fallback-overload")
+ROUTES = Counter("gptzoo_route_decisions", "Where completion requests went and why: named (the request named the "
+                 "variant), best-fit (`auto` or a family id: the best variant predicted within the budget), "
+                 "fastest-no-fit (none fitted: the fastest), fallback-overload (a full queue handed it to a shallower "
+                 "variant).", (*LABELS, "family", "reason"))
+BUDGET = Counter("gptzoo_budget_requests", "Completed requests that carried a latency budget (max_tpot_ms, "
+                 "max_ttft_ms), by result: within or over. Goodput is the rate of result=within.",
+                 (*LABELS, "family", "result"))
 RUNNING = Gauge("gptzoo_requests_running", "Completion requests being decoded.", LABELS, multiprocess_mode="livesum")
 WAITING = Gauge("gptzoo_requests_waiting", "Completion requests queued for a batch slot.", LABELS,
                 multiprocess_mode="livesum")
@@ -75,6 +89,7 @@ class ModelMetrics:
         self.prefill_tokens = PREFILL_TOKENS.labels(**labels)
         self.slots, self.slots_used = CACHE_SLOTS.labels(**labels), CACHE_SLOTS_USED.labels(**labels)
         self.cache_bytes = CACHE_BYTES.labels(**labels)
+        self.tpot, self.predicted_tpot = TPOT.labels(**labels), PREDICTED_TPOT.labels(**labels)
 
     def set_running(self, rows: int) -> None:
         """Requests being decoded, each holding one cache slot."""

@@ -15,7 +15,7 @@ from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
 from gptzoo.server.settings import Settings
 from gptzoo.server.worker import LOADING, ModelWorker
-from gptzoo.zoo.store import Store, Variant
+from gptzoo.zoo.store import Store, Variant, family_id
 
 log = logging.getLogger("gptzoo.server")
 
@@ -67,6 +67,9 @@ class ModelRouter:
     def any_ready(self) -> bool:
         return any(w.ready for w in self.workers.values())
 
+    def ready_workers(self) -> list[ModelWorker]:
+        return [w for w in self.workers.values() if w.ready]
+
     def alias_target(self, alias: str) -> str | None:
         """The id an alias names now (ready variants first), or None when it names none or several."""
         ids = self.claims.get(alias, [])
@@ -89,8 +92,10 @@ class ModelRouter:
                                 "by its full id", param="model", code="ambiguous_model")
         listed = ", ".join(f"{i} ({', '.join(self.aliases_of(i))})" if self.aliases_of(i) else i for i in self.workers)
         shown = name if len(name) <= 80 else f"{name[:80]}…"
-        raise ApiError(404, f"model {shown!r} does not exist; available: {listed or 'none (the store is empty)'}",
-                       param="model", code="model_not_found")
+        fams = sorted({family_id(w.card.dataset_name) for w in self.workers.values() if w.card and w.card.dataset_name})
+        routed = f"; or `auto`, or a family: {', '.join(fams)}" if fams else ""
+        raise ApiError(404, f"model {shown!r} does not exist; available: {listed or 'none (the store is empty)'}"
+                            f"{routed}", param="model", code="model_not_found")
 
     def ready(self, name: str) -> ModelWorker:
         """The named worker, or 503 saying why it does not serve."""

@@ -31,8 +31,9 @@ class StreamOptions(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    model: Annotated[str, Meta(min_length=1, max_length=256, examples=["4l", "shakespeare-char-4l"],
-                               description="Variant id or depth alias.")]
+    model: Annotated[str, Meta(min_length=1, max_length=256, examples=["4l", "shakespeare-char-4l", "auto"],
+                               description="Variant id or depth alias; or `auto`, or a family id (the dataset's "
+                               "name, e.g. shakespeare-char): the server picks the depth by the budget below.")]
     prompt: Annotated[Prompt | Annotated[list[Prompt | int], Meta(min_length=1)],
                       Meta(examples=["ROMEO:"], description="Text to continue: a string, or a list holding one string "
                            "(as some OpenAI clients send it). Several prompts and token ids are refused.")]
@@ -46,6 +47,15 @@ class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     stream_options: StreamOptions | None = None
     n: Annotated[int, Meta(description="Choices per prompt; only 1 is supported.")] | None = None
     user: Annotated[str, Meta(max_length=256)] | None = None
+    # gptzoo extensions for depth routing (OpenAI clients send them through `extra_body`)
+    max_tpot_ms: Annotated[float, Meta(gt=0, description="Latency budget: mean milliseconds per output token. With "
+                                       "`auto` or a family, the best variant predicted to stay within it serves "
+                                       "(the fastest when none is).")] | None = None
+    max_ttft_ms: Annotated[float, Meta(gt=0, description="Latency budget: milliseconds to the first token.")] | None \
+        = None
+    fallback: Annotated[Literal["none", "shallower"], Meta(description="When the variant's queue is full: 429 "
+                        "(none), or the next shallower variant of its family (shallower). Default: the server's "
+                        "--fallback.")] | None = None
     # not supported (NEUTRAL): accepted at their neutral values only, checked in serving.py
     logprobs: Annotated[int, _unsupported("logprobs")] | None = None
     echo: Annotated[bool, _unsupported("echo")] | None = None
@@ -90,6 +100,8 @@ class CompletionChunk(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class ModelCard(msgspec.Struct, kw_only=True):
+    """A variant; or a name that routes (kind family or auto: `variants` lists what it picks from, best first)."""
+
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -108,6 +120,8 @@ class ModelCard(msgspec.Struct, kw_only=True):
     ready: bool
     state: Literal["loading", "ready", "failed", "not_exported"]
     reason: str | None
+    kind: Literal["variant", "family", "auto"] = "variant"
+    variants: list[str] | None = None
 
 
 class ModelList(msgspec.Struct, kw_only=True):

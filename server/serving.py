@@ -6,6 +6,7 @@ shutdown) keep their HTTP status even when streaming; later errors in a stream b
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -14,9 +15,10 @@ from dataclasses import dataclass
 import msgspec
 from litestar.types import Receive
 
-from gptzoo.server import outcomes
+from gptzoo.server import metrics, outcomes, routing
 from gptzoo.server.errors import TYPES, ApiError, ErrorBody, ErrorResponse, bad_request, clip
 from gptzoo.server.events import Done, Failed, TextDelta
+from gptzoo.server.latency import Budget
 from gptzoo.server.router import ModelRouter
 from gptzoo.server.schemas import (
     NEUTRAL,
@@ -46,6 +48,12 @@ class Prepared:
     job: Job
     include_usage: bool
     scope: dict  # the request's ASGI scope: its outcome is recorded there, once (gptzoo.server.outcomes)
+    route: str = routing.NAMED  # why `worker` serves it (gptzoo.server.routing's reasons)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Which variant served and why, for clients that named `auto` or a family (sent on every answer)."""
+        return {"x-gptzoo-model": self.worker.id, "x-gptzoo-route": self.route}
 
 
 class CompletionService:
@@ -54,10 +62,57 @@ class CompletionService:
 
     async def prepare(self, req: CompletionRequest, scope: dict) -> Prepared:
         """Every check a request can fail, then the job queued; raises ApiError (never after streaming starts).
-        The request's `scope` gets the model's metric labels, so its outcome counts under the model."""
-        worker = self.router.get(req.model)
-        scope.setdefault("state", {})["gptzoo_model_labels"] = worker.labels
-        worker = self.router.ready(req.model)
+        The request's `scope` gets the model's metric labels, so its outcome counts under the model.
+
+        `model` names a variant (id or depth alias), or `auto` / a family id: then the router picks the variant by
+        the request's budget (gptzoo.server.routing). A full queue hands the request to a shallower variant of the
+        same family when the request or the server allows it."""
+        pool = routing.candidates(req.model, list(self.router.workers.values()))
+        if pool is None:
+            worker = self.router.get(req.model)
+            scope.setdefault("state", {})["gptzoo_model_labels"] = worker.labels
+            worker = self.router.ready(req.model)
+        else:
+            worker = pool[0]
+        params = self._params(req)
+        budget = Budget(tpot=None if req.max_tpot_ms is None else req.max_tpot_ms / 1e3,
+                        ttft=None if req.max_ttft_ms is None else req.max_ttft_ms / 1e3)
+        prompt = one_prompt(req.prompt)
+        ids = await self._encode(worker, prompt)
+        if len(ids) > self.settings.max_prompt_tokens:
+            raise bad_request(f"the prompt is {len(ids)} tokens long; this server accepts at most "
+                              f"{self.settings.max_prompt_tokens} (and {worker.id} reads only the last "
+                              f"{worker.block_size})", "prompt", "prompt_too_long")
+        if pool is None:
+            route, predicted = routing.NAMED, routing.predict(worker, len(ids), time.perf_counter())
+        else:
+            predicted, route = routing.choose(pool, budget, len(ids))
+            worker = predicted.worker
+        fallback = (req.fallback or self.settings.fallback) == "shallower"
+        tried = [worker]
+        while True:
+            scope.setdefault("state", {})["gptzoo_model_labels"] = worker.labels
+            job = Job(ids, params, stream=bool(req.stream), budget=budget, family=routing.family(worker) or "")
+            try:
+                worker.submit(job)
+                break
+            except ApiError as e:
+                nxt = next((w for w in routing.shallower(tried[0], self.router.ready_workers()) if w not in tried),
+                           None) if fallback and e.code == "overloaded" else None
+                if nxt is None:
+                    raise
+                if nxt.card.tokenizer != worker.card.tokenizer:  # a family shares its dataset, not always its tokenizer
+                    ids = await self._encode(nxt, prompt)
+                worker, route = nxt, routing.FALLBACK
+                tried.append(worker)
+                predicted = routing.predict(worker, len(ids), time.perf_counter())
+        if not math.isnan(predicted.tpot):  # nan: the worker has no figures yet
+            worker.m.predicted_tpot.observe(predicted.tpot)
+        metrics.ROUTES.labels(**worker.labels, family=job.family, reason=route).inc()
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        return Prepared(f"cmpl-{uuid.uuid4().hex}", int(time.time()), worker, job, include_usage, scope, route)
+
+    def _params(self, req: CompletionRequest) -> SamplingParams:
         if req.n not in (None, 1):
             raise bad_request(f"n={clip(str(req.n))} is not supported: this server returns one choice per request "
                               "(n=1)", "n", "unsupported_value")
@@ -65,13 +120,12 @@ class CompletionService:
             if getattr(req, field) not in neutral:
                 raise bad_request(f"`{field}` is not supported by this server: leave it out or send "
                                   f"{neutral_values(field)}", field, "unsupported_value")
-        prompt = one_prompt(req.prompt)
         max_tokens = DEFAULT_MAX_TOKENS if req.max_tokens is None else req.max_tokens
         if max_tokens > self.settings.max_tokens:
             raise bad_request(f"max_tokens={clip(str(max_tokens))} is above this server's limit of "
                               f"{self.settings.max_tokens}", "max_tokens", "max_tokens_too_large")
         try:
-            params = SamplingParams(
+            return SamplingParams(
                 max_tokens=max_tokens,
                 temperature=1.0 if req.temperature is None else req.temperature,
                 top_k=req.top_k,
@@ -81,15 +135,6 @@ class CompletionService:
             )
         except ValueError as e:
             raise bad_request(str(e)) from None
-        ids = await self._encode(worker, prompt)
-        if len(ids) > self.settings.max_prompt_tokens:
-            raise bad_request(f"the prompt is {len(ids)} tokens long; this server accepts at most "
-                              f"{self.settings.max_prompt_tokens} (and {worker.id} reads only the last "
-                              f"{worker.block_size})", "prompt", "prompt_too_long")
-        job = Job(ids, params, stream=bool(req.stream))
-        worker.submit(job)
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return Prepared(f"cmpl-{uuid.uuid4().hex}", int(time.time()), worker, job, include_usage, scope)
 
     async def _encode(self, worker: ModelWorker, prompt: str) -> list[int]:
         try:

@@ -50,6 +50,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # itself, past any process mask; so `gptzoo serve --cpus LIST` sets one thread per pinned CPU when this is None)
     threads: Positive | None = None
     policy: Literal["exact", "half"] = "half"  # context policy past the window, see gptzoo.zoo.generate
+    # What a request whose variant's queue is full gets when it does not say (its `fallback` field): "none" answers
+    # 429, "shallower" hands it to the next shallower variant of the same family that has room.
+    fallback: Literal["none", "shallower"] = "none"
     load_in_background: bool = False  # start answering at once; models become ready as they load
 
     @classmethod

@@ -29,6 +29,7 @@ from datetime import datetime
 from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
 from gptzoo.server.events import Done, Event, Failed, TextDelta
+from gptzoo.server.latency import Budget, TokenTime
 from gptzoo.server.settings import Settings
 from gptzoo.zoo.card import Card
 from gptzoo.zoo.errors import first_line
@@ -47,8 +48,10 @@ RETRY_BUSY, RETRY_SHUTDOWN = "1", "5"  # Retry-After seconds: a slot frees up wi
 class Job:
     """One completion request on its way through a worker."""
 
-    def __init__(self, prompt_ids: list[int], params: SamplingParams, stream: bool):
+    def __init__(self, prompt_ids: list[int], params: SamplingParams, stream: bool, budget: Budget | None = None,
+                 family: str = ""):
         self.prompt_ids, self.params, self.stream = prompt_ids, params, stream
+        self.budget, self.family = budget or Budget(), family  # family: the metric label of its budget's verdict
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
         self.arrival = time.perf_counter()
@@ -57,7 +60,8 @@ class Job:
         self.deadline = math.inf  # perf_counter time to be admitted by; set on submit to arrival + request_timeout
         self.seen = 0  # tokens already accounted for in the latency metrics
         self.streaming = False  # its first event went out (later text may be held for a stream interval)
-        self.last_token_at = 0.0
+        self.first_token_at = self.last_token_at = 0.0
+        self.found_full = False  # every slot was taken or promised when it arrived: it waits for one to free
 
     def cancel(self) -> None:
         if not self.finished:
@@ -96,6 +100,8 @@ class ModelWorker:
         self._drain_by: float | None = None  # perf_counter deadline once draining (shutdown signal)
         self._thread: threading.Thread | None = None
         self.peak_rows = 0  # the most rows decoded together so far (tests and tuning)
+        self.latency = TokenTime()  # live time per token by occupancy, for depth routing
+        self._stepped_at = 0.0  # perf_counter time the last decode step ended; 0 after a pause
         # events of the current step by destination loop; only the worker thread touches it (no lock)
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
         self._urgent = False  # the outbox holds a first token or an ending: hand it off now
@@ -110,6 +116,15 @@ class ModelWorker:
     def block_size(self) -> int:
         """The model's context window (tokens it reads); only for a ready worker."""
         return self.model.shape.block_size
+
+    @property
+    def occupancy(self) -> tuple[int, int]:
+        """(rows decoding, requests queued) now; read without the lock: a routing estimate, not an invariant."""
+        return (len(self._batch.rows) if self._batch else 0), len(self._pending)
+
+    @property
+    def queue_full(self) -> bool:
+        return len(self._pending) >= self.settings.max_waiting
 
     def encode(self, text: str) -> list[int]:
         """The prompt's token ids; UnknownCharacters for text outside a char model's vocabulary."""
@@ -168,6 +183,21 @@ class ModelWorker:
         batch.step()
         batch.step()
         self._batch = self._new_batch()  # the serving cache, allocated before the model says it is ready
+        self._calibrate()
+
+    def _calibrate(self) -> None:
+        """The latency prior for depth routing: one decode step with one row, and one with every slot taken."""
+        batch, full = self._batch, self._batch.slots
+        times = {}
+        for n in dict.fromkeys((1, full)):
+            rows = [batch.new_row([0, 0], SamplingParams(max_tokens=3, temperature=0)) for _ in range(n)]
+            batch.add(rows)
+            batch.step()  # the prompts, and the first tokens
+            t0 = time.perf_counter()
+            batch.step()
+            times[n] = time.perf_counter() - t0
+            batch.remove(rows)
+        self.latency.calibrate(times[1], times[full], full)
 
     def _gauges(self) -> None:
         card = self.card
@@ -195,6 +225,7 @@ class ModelWorker:
                 raise self._refusal(429, f"{self.id} has {len(self._pending)} requests waiting already (the queue "
                                          f"limit); retry later", "overloaded", RETRY_BUSY)
             job.deadline = job.arrival + self.settings.request_timeout
+            job.found_full = sum(self.occupancy) >= self.settings.max_batch_size
             self._pending.append(job)
             self.m.waiting.set(len(self._pending))
             self._cv.notify()
@@ -292,6 +323,8 @@ class ModelWorker:
         rows = []
         for job in new:
             self.m.queue.observe(now - job.arrival)
+            if job.found_full:
+                self.latency.observe_queue(now - job.arrival)
             self.m.prompt_tokens.inc(len(job.prompt_ids))
             on_text = (lambda delta, job=job: self._post(job, TextDelta(delta))) if job.stream else None
             rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job))
@@ -303,9 +336,13 @@ class ModelWorker:
         if st.prefill_tokens:
             self.m.prefill_time.observe(st.prefill_seconds)
             self.m.prefill_tokens.observe(st.prefill_tokens)
+            self.latency.observe_prefill(st.prefill_tokens, st.prefill_seconds)
         if st.decode_rows:
             self.m.batch_size.observe(st.decode_rows)
             self.m.decode_time.observe(st.decode_seconds)
+            if self._stepped_at:  # a row's time per token is the time from one step's end to the next one's
+                self.latency.observe(st.decode_rows, t - self._stepped_at, t)
+        self._stepped_at = t if st.decode_rows else 0.0
         self._account(batch.rows, t)
         self._retire(batch, time.perf_counter())
 
@@ -334,6 +371,7 @@ class ModelWorker:
                 continue
             if job.seen == 0:
                 self.m.ttft.observe(t - job.arrival)
+                job.first_token_at = t
             else:
                 self.m.itl.observe(t - job.last_token_at)
             fresh += n - job.seen
@@ -348,6 +386,13 @@ class ModelWorker:
             metrics.CANCELLED.labels(**self.labels).inc()
             return
         metrics.E2E.labels(**self.labels).observe(now - job.arrival)
+        n = len(row.generated)
+        tpot = (job.last_token_at - job.first_token_at) / (n - 1) if n > 1 else None
+        if tpot is not None:
+            self.m.tpot.observe(tpot)
+        if job.budget and job.first_token_at:
+            met = job.budget.met(tpot, job.first_token_at - job.arrival)
+            metrics.BUDGET.labels(**self.labels, family=job.family, result="within" if met else "over").inc()
         self._post(job, Done(row.text.text, row.finish_reason, len(row.generated)))
 
     def _fail(self, job: Job, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:

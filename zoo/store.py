@@ -57,9 +57,14 @@ def default_store() -> Path:
     return Path(os.environ.get(STORE_ENV) or gptzoo_home() / "store").expanduser()
 
 
+def family_id(dataset: str) -> str:
+    """The name of every depth trained on `dataset`, as variant ids spell it: shakespeare_char -> shakespeare-char."""
+    return dataset.replace("_", "-")
+
+
 def variant_id(dataset: str, n_layer: int) -> str:
     """`shakespeare_char` at 4 layers -> `shakespeare-char-4l`."""
-    return f"{dataset.replace('_', '-')}-{n_layer}l"
+    return f"{family_id(dataset)}-{n_layer}l"
 
 
 @dataclass

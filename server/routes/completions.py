@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litestar import Request, post
+from litestar import Request, Response, post
 from litestar.background_tasks import BackgroundTask
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
@@ -36,7 +36,9 @@ async def create_completion(
     data: JSONBody[CompletionRequest], request: Request, service: NamedDependency[CompletionService]
 ) -> CompletionResponse:
     """OpenAI's completions API. With `stream: true` the answer is `text/event-stream`: one `text_completion`
-    chunk per piece of text, the finish reason in the last chunk, then `data: [DONE]`."""
+    chunk per piece of text, the finish reason in the last chunk, then `data: [DONE]`. The headers
+    `x-gptzoo-model` and `x-gptzoo-route` say which variant served and why (named, best-fit, fastest-no-fit,
+    fallback-overload)."""
     prepared = await service.prepare(data, request.scope)
     first = await service.first_event(prepared, request.receive)
     if data.stream:
@@ -44,9 +46,9 @@ async def create_completion(
         # not a ServerSentEvent: that one would parse and re-encode every frame. The background task ends the job
         # once the response is over: when the client leaves, Litestar cancels the stream, which may leave the
         # generator unstarted or parked at a `yield` with its `finally` not run.
-        return Stream(service.stream(prepared, first), headers=SSE_HEADERS,  # type: ignore[return-value]
+        return Stream(service.stream(prepared, first), headers=SSE_HEADERS | prepared.headers,  # type: ignore[return-value]
                       background=BackgroundTask(service.release, prepared))
-    return service.response(prepared, first)
+    return Response(service.response(prepared, first), headers=prepared.headers)  # type: ignore[return-value]
 
 
 ROUTES = [create_completion]

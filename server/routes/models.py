@@ -7,6 +7,7 @@ from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath
 
+from gptzoo.server import routing
 from gptzoo.server.errors import ErrorResponse
 from gptzoo.server.router import ModelRouter
 from gptzoo.server.schemas import ModelCard, ModelList
@@ -23,14 +24,41 @@ def model_card(router: ModelRouter, w: ModelWorker) -> ModelCard:
     )
 
 
+def routed_card(name: str, kind: str, members: list[ModelWorker]) -> ModelCard:
+    """A name that routes: `auto`, or a family (any depth of one dataset)."""
+    ready = any(w.ready for w in members)
+    states = {w.state for w in members}
+    state = "ready" if ready else "loading" if "loading" in states else "failed"
+    return ModelCard(
+        id=name, created=max(created_at(w.card) for w in members), aliases=[], n_layer=None, n_head=None, n_embd=None,
+        block_size=None, vocab_size=None, params=None, val_loss=None, dataset=members[0].card.dataset_name,
+        quantization=None, provider=None, ready=ready, state=state,
+        reason=None if ready else "none of its variants is ready", kind=kind,
+        variants=[w.id for w in routing.quality_order(members)],
+    )
+
+
 @get("/v1/models", summary="List the models", tags=["models"])
 async def list_models(router: NamedDependency[ModelRouter]) -> ModelList:
-    return ModelList(data=[model_card(router, w) for w in router.workers.values()])
+    """Every variant, then each family (a model name that picks a depth by the request's latency budget) and `auto`
+    (the one family of the store; not listed when there are several)."""
+    workers = list(router.workers.values())
+    fams = routing.families(workers)
+    routed = [routed_card(f, "family", members) for f, members in sorted(fams.items())]
+    if len(fams) == 1:
+        routed.append(routed_card(routing.AUTO, "auto", next(iter(fams.values()))))
+    return ModelList(data=[model_card(router, w) for w in workers] + routed)
 
 
-@get("/v1/models/{model_id:str}", summary="Describe one model (by id or alias)", tags=["models"],
+@get("/v1/models/{model_id:str}", summary="Describe one model (by id or alias), a family or auto", tags=["models"],
      responses={404: ResponseSpec(ErrorResponse, description="Unknown model")})
 async def get_model(model_id: FromPath[str], router: NamedDependency[ModelRouter]) -> ModelCard:
+    if model_id not in router.workers:
+        fams = routing.families(list(router.workers.values()))
+        if model_id in fams:
+            return routed_card(model_id, "family", fams[model_id])
+        if model_id == routing.AUTO and len(fams) == 1:
+            return routed_card(model_id, "auto", next(iter(fams.values())))
     return model_card(router, router.get(model_id))
 
 

@@ -34,7 +34,7 @@ def test_bad_cards_are_listed_as_failed_and_the_rest_serve(make_client, zoo_with
     states = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
     assert {i: m["state"] for i, m in states.items()} == {
         MODEL: "ready", "no-dataset-2l": "ready", "no-depth-4l": "failed", "words-4l": "failed",
-        "short-tok-4l": "failed", "not-json": "failed"}
+        "short-tok-4l": "failed", "not-json": "failed", "shakespeare-char": "ready", "auto": "ready"}
     assert "missing required field `n_layer`" in states["no-depth-4l"]["reason"]
     assert "Expected `int`, got `str` - at `$.n_layer`" in states["words-4l"]["reason"]
     assert "tokenizer has 2 characters" in states["short-tok-4l"]["reason"]
@@ -55,7 +55,7 @@ def test_depth_alias_prefers_the_ready_variant(make_client, exported_store, tmp_
     client = make_client(store)
     r = client.post("/v1/completions", json={"model": "2l", "prompt": "ROMEO:", "max_tokens": 3})
     assert r.status_code == 200 and r.json()["model"] == MODEL  # was: 400 ambiguous
-    models = {m["id"]: m["aliases"] for m in client.get("/v1/models").json()["data"]}
+    models = {m["id"]: m["aliases"] for m in client.get("/v1/models").json()["data"] if m["kind"] == "variant"}
     assert models == {MODEL: ["2l"], "other-2l": []}
 
 

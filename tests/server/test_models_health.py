@@ -10,7 +10,7 @@ def test_models_lists_every_variant_with_openai_and_zoo_fields(client, exported_
     card = json.loads((exported_store / MODEL / "card.json").read_text())
     body = client.get("/v1/models").json()
     assert body["object"] == "list"
-    [m] = body["data"]
+    [m] = [m for m in body["data"] if m["kind"] == "variant"]
     assert (m["id"], m["object"], m["owned_by"]) == (MODEL, "model", "gptzoo") and m["created"] > 0
     assert (m["n_layer"], m["n_embd"], m["n_head"], m["block_size"]) == (2, 32, 2, 32)
     assert m["params"] == card["params"] and m["val_loss"] == card["val_loss"]
@@ -37,6 +37,7 @@ def test_broken_variants_are_reported_and_the_rest_serve(make_client, exported_s
     client = make_client(store)
     states = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
     assert {i: (m["state"], m["ready"]) for i, m in states.items()} == {
+        "shakespeare-char": ("ready", True), "auto": ("ready", True),
         MODEL: ("ready", True), "shakespeare-char-3l": ("failed", False), "shakespeare-char-4l": ("failed", False),
         "shakespeare-char-5l": ("not_exported", False), "shakespeare-char-6l": ("failed", False)}
     assert "does not fit variant shakespeare-char-6l: n_layer 2 vs card 6" in states["shakespeare-char-6l"]["reason"]

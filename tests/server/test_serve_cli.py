@@ -102,7 +102,13 @@ def test_live_server_with_openai_client_and_api_key(tmp_path, exported_store):
         streamed = "".join(p.choices[0].text for p in pieces)
         same = client.completions.create(model=MODEL, prompt="ROMEO:", max_tokens=8, seed=1)
         assert streamed == same.choices[0].text
-        assert [m.id for m in client.models.list()] == [MODEL]
+        assert [m.id for m in client.models.list()] == [MODEL, "shakespeare-char", "auto"]
+        # depth routing's budget travels in extra_body; the answer names the variant that served, headers say why
+        raw = client.completions.with_raw_response.create(model="auto", prompt="ROMEO:", max_tokens=4,
+                                                          extra_body={"max_tpot_ms": 10_000, "fallback": "shallower"})
+        assert raw.parse().model == MODEL and raw.headers["x-gptzoo-route"] == "best-fit"
+        with pytest.raises(openai.BadRequestError, match="max_tpot_ms"):
+            client.completions.create(model="auto", prompt="A", extra_body={"max_tpot_ms": -1})
         with pytest.raises(openai.NotFoundError, match="available: shakespeare-char-2l"):
             client.completions.create(model="9l", prompt="A")
         with pytest.raises(openai.BadRequestError, match="outside"):
@@ -184,7 +190,7 @@ def test_chain_train_export_serve_complete(tmp_path, data_dir):
         assert r.returncode == 0, r.stderr
     card = json.loads((store / MODEL / "card.json").read_text())
     with live_server(tmp_path, store) as (base, _):
-        models = httpx.get(f"{base}/v1/models").json()["data"]
+        models = [m for m in httpx.get(f"{base}/v1/models").json()["data"] if m["kind"] == "variant"]
         assert [(m["id"], m["ready"], m["val_loss"]) for m in models] == [(MODEL, True, card["val_loss"])]
         r = httpx.post(f"{base}/v1/completions", json={"model": "2l", "prompt": "ROMEO:", "max_tokens": 24},
                        timeout=30)

@@ -1,0 +1,108 @@
+"""Depth routing: a request that names `auto` or a family (the dataset's name, e.g. `shakespeare-char`) gets the variant
+with the lowest stored validation loss whose predicted latency fits its budget, or the fastest one when none fits; and
+a variant whose queue is full hands a request that allows it to the next shallower variant of its family.
+
+Predictions come from each worker's live `TokenTime` (gptzoo.server.latency) at the occupancy the request would
+join, so a budget routes by the load as it is now. The decision is recorded with its reason, returned to the client
+in headers, and counted in gptzoo_route_decisions."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from gptzoo.server.errors import ApiError
+from gptzoo.server.latency import Budget
+from gptzoo.server.worker import ModelWorker
+from gptzoo.zoo.store import family_id
+
+AUTO = "auto"
+# why a request went where it went (the x-gptzoo-route header and the metric's `reason` label)
+NAMED, BEST_FIT, FASTEST_NO_FIT, FALLBACK = "named", "best-fit", "fastest-no-fit", "fallback-overload"
+REASONS = (NAMED, BEST_FIT, FASTEST_NO_FIT, FALLBACK)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    worker: ModelWorker
+    tpot: float  # seconds per output token; nan when the worker has no figures yet
+    ttft: float
+
+    def fits(self, budget: Budget) -> bool:
+        # a variant without figures is given the benefit of the doubt: serving it is how it gets them
+        return ((budget.tpot is None or not self.tpot > budget.tpot)
+                and (budget.ttft is None or not self.ttft > budget.ttft))
+
+
+def family(w: ModelWorker) -> str | None:
+    """The family id: the dataset's name as variant ids spell it (shakespeare-char)."""
+    return family_id(w.card.dataset_name) if w.card and w.card.dataset_name else None
+
+
+def families(workers: list[ModelWorker]) -> dict[str, list[ModelWorker]]:
+    out: dict[str, list[ModelWorker]] = {}
+    for w in workers:
+        if (f := family(w)) is not None:
+            out.setdefault(f, []).append(w)
+    return out
+
+
+def quality_order(workers: list[ModelWorker]) -> list[ModelWorker]:
+    """Lowest stored validation loss first; variants without one last, deeper before shallower."""
+    def key(w: ModelWorker):
+        loss = w.card.val_loss if w.card and w.card.val_loss is not None else math.inf
+        return loss, -(w.card.n_layer if w.card else 0), w.id
+    return sorted(workers, key=key)
+
+
+def predict(w: ModelWorker, prompt_tokens: int, now: float) -> Prediction:
+    """What a request joining `w` now would get: its batch with one more row (a full batch stays full)."""
+    rows, waiting = w.occupancy
+    slots = w.settings.max_batch_size
+    joined = min(rows + waiting + 1, slots)
+    return Prediction(w, w.latency.tpot(joined, now),
+                      w.latency.ttft(joined, prompt_tokens, rows + waiting >= slots, now))
+
+
+def choose(candidates: list[ModelWorker], budget: Budget, prompt_tokens: int) -> tuple[Prediction, str]:
+    """The best variant whose prediction fits `budget` (any when there is none), else the fastest; variants whose
+    queue is full are passed over while another can take the request. `candidates` are ready."""
+    now = time.perf_counter()
+    open_ = [w for w in candidates if not w.queue_full] or candidates
+    preds = [predict(w, prompt_tokens, now) for w in quality_order(open_)]
+    for p in preds:
+        if p.fits(budget):
+            return p, BEST_FIT
+    return min(preds, key=lambda p: (p.tpot if budget.tpot is not None else 0.0) + p.ttft), FASTEST_NO_FIT
+
+
+def shallower(w: ModelWorker, ready: list[ModelWorker]) -> list[ModelWorker]:
+    """The fallbacks of `w`: the ready variants of its family with fewer layers, deepest first."""
+    f, depth = family(w), w.card.n_layer if w.card else 0
+    return sorted((o for o in ready if o is not w and family(o) == f and o.card.n_layer < depth),
+                  key=lambda o: (-o.card.n_layer, o.id))
+
+
+def candidates(name: str, workers: list[ModelWorker]) -> list[ModelWorker] | None:
+    """The variants `auto` or a family id may pick from (ready ones), or None when `name` is neither.
+
+    503 when none is ready; `auto` over a store of several families is ambiguous (their losses are not
+    comparable), 400."""
+    fams = families(workers)
+    name = family_id(name)  # the dataset's own spelling (shakespeare_char) names the family too
+    if name == AUTO:
+        if len(fams) > 1:
+            raise ApiError(400, f"`auto` is ambiguous: the store holds the families {', '.join(sorted(fams))}; name "
+                                "one of them as the model", param="model", code="ambiguous_model")
+        members = next(iter(fams.values()), [])
+    elif name in fams:
+        members = fams[name]
+    else:
+        return None
+    ready = [w for w in members if w.ready]
+    if not ready:
+        why = "; ".join(f"{w.id}: {w.state if w.reason is None else w.reason}" for w in members) or "the store is empty"
+        raise ApiError(503, f"no variant of {name!r} is ready ({why})", param="model", code="model_not_ready",
+                       headers={"Retry-After": "5"})
+    return ready
