@@ -15,8 +15,8 @@ from gptzoo.measure.loadtest import MAX_CONCURRENCY, MAX_DURATION_S, MAX_REQUEST
 
 @handle_errors
 def loadtest_cmd(
-    model: Annotated[str, typer.Option("--model", "-m", help="Model id (shakespeare-char-4l) or alias (4l).",
-                                       show_default=False)],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model id (shakespeare-char-4l), alias (4l), or `auto` / "
+                                       "a family id (shakespeare-char) for depth routing.", show_default=False)],
     url: Annotated[str, typer.Option(help="Base URL of the server.")] = "http://127.0.0.1:8000",
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=MAX_CONCURRENCY,
                                              help="Clients sending requests at the same time.")] = 8,
@@ -40,6 +40,19 @@ def loadtest_cmd(
                                          help="Stream (SSE; TTFT and ITL measured) or plain JSON answers.")] = True,
     timeout: Annotated[float, typer.Option(min=0.001, max=MAX_DURATION_S,
                                            help="Seconds each request may take, whole answer included.")] = 60.0,
+    max_tpot_ms: Annotated[
+        float | None, typer.Option(show_default=False,
+                                   help="Latency budget sent with each request (gptzoo's depth routing): mean ms per "
+                                        "output token. The report counts the requests within it and the goodput.")
+    ] = None,
+    max_ttft_ms: Annotated[
+        float | None, typer.Option(show_default=False,
+                                   help="Latency budget sent with each request: ms to the first token.")
+    ] = None,
+    fallback: Annotated[
+        str | None, typer.Option(show_default=False, help="Sent as each request's `fallback`: none or shallower "
+                                                          "(served by a shallower variant when the queue is full).")
+    ] = None,
     api_key: Annotated[str | None, typer.Option(envvar="GPTZOO_API_KEY", show_default=False,
                                                 help="Send `Authorization: Bearer KEY`.")] = None,
     allow_remote: Annotated[bool, typer.Option("--allow-remote",
@@ -65,16 +78,19 @@ def loadtest_cmd(
     is 1 only when the server cannot be reached at the start, 2 for a non-loopback URL without --allow-remote or a
     bad --cpus list.
     """
-    from gptzoo.measure.loadtest import LoadConfig, RemoteNotAllowed, run
+    from gptzoo.measure.loadtest import LoadConfig, LoadTestError, RemoteNotAllowed, run
     from gptzoo.measure.pinning import CpuListError, check_cpus, pin
 
     cfg = LoadConfig(url=url, model=model, concurrency=concurrency, requests=requests, duration=duration,
                      max_tokens=max_tokens, prompt=prompt, temperature=temperature, seed=seed, stream=stream,
-                     timeout=timeout, api_key=api_key, allow_remote=allow_remote)
+                     timeout=timeout, api_key=api_key, allow_remote=allow_remote, max_tpot_ms=max_tpot_ms,
+                     max_ttft_ms=max_ttft_ms, fallback=fallback)
     try:
         cfg = cfg.validated()
         pinned = check_cpus(cpus) if cpus is not None else None
     except RemoteNotAllowed as e:
+        fail(str(e), code=2)
+    except LoadTestError as e:
         fail(str(e), code=2)
     except CpuListError as e:
         fail(f"--cpus: {e}", code=2)
@@ -154,6 +170,7 @@ def print_report(d: dict, console: Console) -> None:
         x = d[key]
         lat.add_row(name, f"{x['n']:,}", *(_ms(x[k]) for k in ("p50", "p95", "p99", "mean", "max")))
     console.print(lat)
+    _print_routing(d, console)
     failures = {k: n for k, n in d["errors"].items() if n}
     if failures:
         errs = Table(title="errors")
@@ -162,3 +179,28 @@ def print_report(d: dict, console: Console) -> None:
         for kind, n in failures.items():
             errs.add_row(kind, f"{n:,}", d["error_examples"].get(kind, ""))
         console.print(errs)
+
+
+def _print_routing(d: dict, console: Console) -> None:
+    """Which variants served (with their val loss and route reasons) when the server said, and the budget's
+    verdicts when the run had one."""
+    served = d.get("served") or {}
+    models = served.get("models") or {}
+    if len(models) > 1 or any(m["routes"] for m in models.values()):
+        t = Table(title="served by")
+        for col in ("model", "requests", "val loss", "routes"):
+            t.add_column(col, justify="left" if col in ("model", "routes") else "right")
+        for name, m in models.items():
+            loss = "-" if m["val_loss"] is None else f"{m['val_loss']:.4f}"
+            routes = ", ".join(f"{k} {n:,}" for k, n in sorted(m["routes"].items()))
+            t.add_row(name, f"{m['requests']:,}", loss, routes)
+        console.print(t)
+        if served.get("mean_val_loss") is not None:
+            console.print(f"mean val loss of what served: {served['mean_val_loss']:.4f}", highlight=False)
+    b = d.get("budget")
+    if b:
+        limits = " and ".join(f"{k} ≤ {b[f]:g} ms" for k, f in (("time per token", "tpot_ms"), ("TTFT", "ttft_ms"))
+                              if b[f] is not None)
+        share = "-" if b["within_share"] is None else f"{b['within_share']:.1%}"
+        console.print(f"within budget ({limits}): {b['within']:,} requests ({share}), goodput "
+                      f"{b['goodput_per_s']:,.2f} requests/s", highlight=False)

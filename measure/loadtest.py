@@ -80,6 +80,11 @@ class LoadConfig:
     timeout: float = 60.0  # per request, whole response included
     api_key: str | None = None
     allow_remote: bool = False
+    # gptzoo's depth-routing extensions, sent when set; a request is "within budget" when the client measured its
+    # time to first token and mean time per output token within them
+    max_tpot_ms: float | None = None
+    max_ttft_ms: float | None = None
+    fallback: str | None = None  # "none" or "shallower"
 
     def validated(self) -> LoadConfig:
         """Checks the options and the URL; returns the config with its limits resolved."""
@@ -95,6 +100,11 @@ class LoadConfig:
             raise LoadTestError(f"timeout must be over 0 and at most {MAX_DURATION_S:.0f} s, not {self.timeout}")
         if self.max_tokens < 1:
             raise LoadTestError(f"max_tokens must be at least 1, not {self.max_tokens}")
+        for name in ("max_tpot_ms", "max_ttft_ms"):
+            if (v := getattr(self, name)) is not None and not (v > 0 and math.isfinite(v)):
+                raise LoadTestError(f"{name} must be a number over 0, not {v}")
+        if self.fallback not in (None, "none", "shallower"):
+            raise LoadTestError(f"fallback must be none or shallower, not {self.fallback!r}")
         requests = self.requests or (MAX_REQUESTS if self.duration else DEFAULT_REQUESTS)
         return dataclasses.replace(self, url=check_url(self.url, self.allow_remote), requests=requests)
 
@@ -142,6 +152,15 @@ class RequestResult:
     tokens: int = 0  # completion tokens: the usage when the server gives it, else the non-empty chunks
     tokens_from: str | None = None  # "usage", "chunks" (a stream without usage) or "none" (plain JSON without it)
     chunks: int = 0  # non-empty text chunks received (streaming): what older load generators counted as tokens
+    model: str | None = None  # the variant that served: the answer's `model` (gptzoo: x-gptzoo-model)
+    route: str | None = None  # gptzoo's x-gptzoo-route header: why that variant served
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Mean time per output token after the first, as the client saw it (streams with 2+ tokens)."""
+        if self.ttft_s is None or self.tokens < 2:
+            return None
+        return (self.e2e_s - self.ttft_s) / (self.tokens - 1)
 
 
 class _Failed(Exception):
@@ -192,6 +211,9 @@ def _payload(cfg: LoadConfig, index: int) -> dict:
         body["seed"] = cfg.seed + index
     if cfg.stream:
         body["stream_options"] = {"include_usage": True}
+    for name in ("max_tpot_ms", "max_ttft_ms", "fallback"):
+        if (v := getattr(cfg, name)) is not None:
+            body[name] = v
     return body
 
 
@@ -208,6 +230,8 @@ async def one_request(client: aiohttp.ClientSession, cfg: LoadConfig, index: int
             async with client.post(_endpoint(cfg.url, "v1/completions"), json=_payload(cfg, index),
                                    allow_redirects=False) as response:
                 result.status = response.status
+                result.model = response.headers.get("x-gptzoo-model")
+                result.route = response.headers.get("x-gptzoo-route")
                 if response.status != 200:
                     body = await response.read()
                     if response.status == 429:
@@ -277,6 +301,8 @@ async def _read_stream(response: aiohttp.ClientResponse, t0: float, result: Requ
             raise _Failed("protocol", f"unexpected event: {_text(data[:80])}", 200)
         if "error" in obj:
             raise _Failed("stream_error", _error_message(data), 200)
+        if result.model is None and isinstance(obj.get("model"), str):
+            result.model = obj["model"]
         usage = obj.get("usage")
         if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
             usage_tokens = usage["completion_tokens"]
@@ -326,6 +352,8 @@ def _read_json(body: bytes, result: RequestResult) -> None:
             raise TypeError
     except (ValueError, KeyError, TypeError):
         raise _Failed("protocol", f"not a completion: {body[:80]!r}", 200) from None
+    if result.model is None and isinstance(obj.get("model"), str):
+        result.model = obj["model"]
     usage = obj.get("usage") or {}
     if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
         result.tokens, result.tokens_from = usage["completion_tokens"], "usage"
@@ -341,16 +369,21 @@ class Report:
     results: list[RequestResult]
     server_models: list[str] | None = None  # ids and aliases /v1/models listed, when it answered
     client_cpus: list[int] | None = None  # the CPUs the load generator could run on (None: unknown on this OS)
+    val_losses: dict[str, float] = field(default_factory=dict)  # each listed variant's val_loss
 
     def to_dict(self) -> dict:
-        return summarize(self.results, self.wall_s) | {"client_cpus": self.client_cpus,
-                                                       "config": _config_dict(self.config)}
+        budget = Budget(self.config.max_tpot_ms, self.config.max_ttft_ms)
+        return summarize(self.results, self.wall_s) | {
+            "served": served(self.results, self.val_losses),
+            "budget": budget_summary(self.results, self.wall_s, budget) if budget.set else None,
+            "client_cpus": self.client_cpus, "config": _config_dict(self.config)}
 
 
 def _config_dict(cfg: LoadConfig) -> dict:
     return {"url": cfg.url, "model": cfg.model, "concurrency": cfg.concurrency, "requests": cfg.requests,
             "duration_s": cfg.duration, "max_tokens": cfg.max_tokens, "prompt": cfg.prompt,
-            "temperature": cfg.temperature, "seed": cfg.seed, "stream": cfg.stream, "timeout_s": cfg.timeout}
+            "temperature": cfg.temperature, "seed": cfg.seed, "stream": cfg.stream, "timeout_s": cfg.timeout,
+            "max_tpot_ms": cfg.max_tpot_ms, "max_ttft_ms": cfg.max_ttft_ms, "fallback": cfg.fallback}
 
 
 def _client(cfg: LoadConfig) -> aiohttp.ClientSession:
@@ -371,9 +404,9 @@ def _client(cfg: LoadConfig) -> aiohttp.ClientSession:
                                  trust_env=False, raise_for_status=False)
 
 
-async def probe(client: aiohttp.ClientSession, cfg: LoadConfig) -> list[str] | None:
+async def probe(client: aiohttp.ClientSession, cfg: LoadConfig) -> tuple[list[str] | None, dict[str, float]]:
     """GET /v1/models: raises LoadTestError when the server cannot be reached; returns the ids and aliases it
-    lists (None when it answered something else, e.g. 401)."""
+    lists (None when it answered something else, e.g. 401) and the validation losses it lists by id."""
     import aiohttp
 
     try:
@@ -386,14 +419,15 @@ async def probe(client: aiohttp.ClientSession, cfg: LoadConfig) -> list[str] | N
     except aiohttp.ClientError as e:
         raise LoadTestError(f"cannot reach {cfg.url}: {_exc_message(e)}") from None
     if status != 200:
-        return None
+        return None, {}
     try:
         data = json.loads(body)["data"]
         names = [m["id"] for m in data]
         names += [a for m in data for a in m.get("aliases") or []]
     except (ValueError, KeyError, TypeError):
-        return None
-    return names
+        return None, {}
+    losses = {m["id"]: m["val_loss"] for m in data if isinstance(m, dict) and isinstance(m.get("val_loss"), float)}
+    return names, losses
 
 
 async def run_async(cfg: LoadConfig, on_result: Callable[[RequestResult], None] | None = None) -> Report:
@@ -402,7 +436,7 @@ async def run_async(cfg: LoadConfig, on_result: Callable[[RequestResult], None] 
     cfg = cfg.validated()
     assert cfg.requests is not None
     async with _client(cfg) as client:
-        models = await probe(client, cfg)
+        models, losses = await probe(client, cfg)
         results: list[RequestResult] = []
         issued = 0
         start = time.perf_counter()
@@ -422,7 +456,7 @@ async def run_async(cfg: LoadConfig, on_result: Callable[[RequestResult], None] 
 
         await asyncio.gather(*(worker() for _ in range(min(cfg.concurrency, cfg.requests))))
         wall = time.perf_counter() - start
-    return Report(cfg, wall, results, models, _client_cpus())
+    return Report(cfg, wall, results, models, _client_cpus(), losses)
 
 
 def _client_cpus() -> list[int] | None:
@@ -494,3 +528,52 @@ def summarize(results: Sequence[RequestResult], wall_s: float) -> dict:
         "error_examples": examples,
         "status_codes": dict(sorted(statuses.items())),
     }
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The run's latency budget in ms, judged on what the client measured."""
+
+    tpot_ms: float | None
+    ttft_ms: float | None
+
+    @property
+    def set(self) -> bool:
+        return self.tpot_ms is not None or self.ttft_ms is not None
+
+    def met(self, r: RequestResult) -> bool:
+        """A successful request whose TTFT and mean time per output token stayed within the budget; a plain
+        (not streamed) answer has no TTFT, so its end-to-end time stands for it."""
+        if not r.ok:
+            return False
+        ttft = r.ttft_s if r.ttft_s is not None else r.e2e_s
+        if self.ttft_ms is not None and ttft * 1e3 > self.ttft_ms:
+            return False
+        tpot = r.tpot_s
+        return self.tpot_ms is None or tpot is None or tpot * 1e3 <= self.tpot_ms
+
+
+def budget_summary(results: Sequence[RequestResult], wall_s: float, budget: Budget) -> dict:
+    """Requests within the budget (of all sent, failures count as missed) and goodput: those per second."""
+    within = sum(budget.met(r) for r in results)
+    return {"tpot_ms": budget.tpot_ms, "ttft_ms": budget.ttft_ms, "within": within,
+            "within_share": within / len(results) if results else None,
+            "goodput_per_s": within / wall_s if wall_s > 0 else 0.0,
+            "tpot_ms_client": distribution_ms([t for r in results if r.ok and (t := r.tpot_s) is not None])}
+
+
+def served(results: Sequence[RequestResult], val_losses: dict[str, float]) -> dict:
+    """Successful requests by the variant that served them (with its route reasons, when the server says), and the
+    mean validation loss of those variants over the requests (None when a variant's loss is unknown)."""
+    by: dict[str, dict] = {}
+    for r in results:
+        if r.ok and r.model:
+            m = by.setdefault(r.model, {"requests": 0, "val_loss": val_losses.get(r.model), "routes": Counter()})
+            m["requests"] += 1
+            if r.route:
+                m["routes"][r.route] += 1
+    n = sum(m["requests"] for m in by.values())
+    known = all(m["val_loss"] is not None for m in by.values())
+    mean = sum(m["val_loss"] * m["requests"] for m in by.values()) / n if n and known else None
+    return {"models": {k: v | {"routes": dict(v["routes"])} for k, v in sorted(by.items())},
+            "mean_val_loss": mean}

@@ -114,10 +114,32 @@ def test_remote_urls_need_allow_remote(url):
 
 
 @pytest.mark.parametrize("cfg", [dict(model=""), dict(concurrency=0), dict(requests=0), dict(requests=10**6),
-                                 dict(duration=0), dict(duration=10**5), dict(timeout=0), dict(url="ftp://x")])
+                                 dict(duration=0), dict(duration=10**5), dict(timeout=0), dict(url="ftp://x"),
+                                 dict(max_tpot_ms=0), dict(max_ttft_ms=float("nan")), dict(fallback="deeper")])
 def test_bad_options_are_refused(cfg):
     with pytest.raises(LoadTestError):
         LoadConfig(**{"model": "2l", **cfg}).validated()
+
+
+def test_budget_verdicts_goodput_and_what_served():
+    ok = dict(ok=True, status=200, tokens_from="usage")
+    results = [
+        RequestResult(**ok, ttft_s=0.010, e2e_s=0.010 + 9 * 0.002, tokens=10, model="a-4l", route="best-fit"),
+        RequestResult(**ok, ttft_s=0.010, e2e_s=0.010 + 9 * 0.004, tokens=10, model="a-12l", route="best-fit"),
+        RequestResult(**ok, ttft_s=0.200, e2e_s=0.210, tokens=2, model="a-1l", route="fallback-overload"),
+        RequestResult(**ok, e2e_s=0.005, tokens=1, model="a-1l", route="fastest-no-fit"),  # plain: e2e for TTFT
+        RequestResult(ok=False, status=429, error="http_429"),
+    ]
+    from gptzoo.measure.loadtest import Budget, budget_summary, served
+
+    b = budget_summary(results, 2.0, Budget(tpot_ms=3, ttft_ms=100))
+    assert (b["within"], b["within_share"], b["goodput_per_s"]) == (2, 2 / 5, 1.0)  # the 4l one and the plain one
+    assert b["tpot_ms_client"]["n"] == 3
+    s = served(results, {"a-4l": 1.5, "a-12l": 1.4, "a-1l": 2.0})
+    assert s["models"]["a-1l"] == {"requests": 2, "val_loss": 2.0,
+                                   "routes": {"fallback-overload": 1, "fastest-no-fit": 1}}
+    assert s["mean_val_loss"] == pytest.approx((1.5 + 1.4 + 2 * 2.0) / 4)
+    assert served(results, {"a-4l": 1.5})["mean_val_loss"] is None  # a loss unknown: no mean made up
 
 
 def test_limits_resolve_from_requests_and_duration():
@@ -528,7 +550,9 @@ def test_twenty_streamed_requests_at_concurrency_four(server):
     assert d["ttft_ms"]["p50"] <= d["e2e_ms"]["p50"]
     assert d["config"] == {"url": server, "model": "2l", "concurrency": 4, "requests": 20, "duration_s": None,
                            "max_tokens": 12, "prompt": "ROMEO:", "temperature": None, "seed": None, "stream": True,
-                           "timeout_s": 30.0}
+                           "timeout_s": 30.0, "max_tpot_ms": None, "max_ttft_ms": None, "fallback": None}
+    assert d["budget"] is None and d["served"]["models"][MODEL]["requests"] == 20
+    assert d["served"]["models"][MODEL]["routes"] == {"named": 20} and d["served"]["mean_val_loss"] > 0
 
 
 @pytest.mark.slow
@@ -577,9 +601,26 @@ def test_no_stream_and_duration_with_full_id(server):
 
 
 @pytest.mark.slow
+def test_auto_with_a_budget_reports_goodput_and_what_served(server):
+    d = loadtest("--url", server, "--model", "auto", "-n", 6, "-c", 2, "--max-tokens", 6, "--max-tpot-ms", 60_000,
+                 "--max-ttft-ms", 60_000, "--fallback", "shallower")
+    assert d["requests"]["ok"] == 6 and d["config"]["max_tpot_ms"] == 60_000 and d["config"]["fallback"] == "shallower"
+    assert d["budget"]["within"] == 6 and d["budget"]["within_share"] == 1.0 and d["budget"]["goodput_per_s"] > 0
+    assert d["served"]["models"][MODEL]["routes"] == {"best-fit": 6}
+    r = runner.invoke(app, ["loadtest", "--url", server, "-m", "auto", "-n", 2, "--max-tokens", 3, "--max-tpot-ms",
+                            60_000], env={"COLUMNS": "120"})
+    assert r.exit_code == 0 and "within budget" in r.stdout and "goodput" in r.stdout, r.output
+
+
+@pytest.mark.slow
 def test_table_output(server):
     r = runner.invoke(app, ["loadtest", "--url", server, "-m", "2l", "-n", 4, "-c", 2, "--max-tokens", 4],
                       env={"COLUMNS": "120"})
     assert r.exit_code == 0, r.output
     for phrase in ("requests ok / failed", "4 / 0", "tokens/s", "TTFT", "ITL", "end-to-end", "p99"):
         assert phrase in r.stdout
+
+
+def test_cli_refuses_a_bad_budget_with_exit_2():
+    r = runner.invoke(app, ["loadtest", "-m", "auto", "--max-tpot-ms", "-1"])
+    assert r.exit_code == 2 and "max_tpot_ms must be a number over 0" in r.output
