@@ -374,7 +374,7 @@ class Report:
     def to_dict(self) -> dict:
         budget = Budget(self.config.max_tpot_ms, self.config.max_ttft_ms)
         return summarize(self.results, self.wall_s) | {
-            "served": served(self.results, self.val_losses),
+            "served": served(self.results, self.val_losses, budget if budget.set else None),
             "budget": budget_summary(self.results, self.wall_s, budget) if budget.set else None,
             "client_cpus": self.client_cpus, "config": _config_dict(self.config)}
 
@@ -562,14 +562,18 @@ def budget_summary(results: Sequence[RequestResult], wall_s: float, budget: Budg
             "tpot_ms_client": distribution_ms([t for r in results if r.ok and (t := r.tpot_s) is not None])}
 
 
-def served(results: Sequence[RequestResult], val_losses: dict[str, float]) -> dict:
-    """Successful requests by the variant that served them (with its route reasons, when the server says), and the
-    mean validation loss of those variants over the requests (None when a variant's loss is unknown)."""
+def served(results: Sequence[RequestResult], val_losses: dict[str, float], budget: Budget | None = None) -> dict:
+    """Successful requests by the variant that served them (with its route reasons, when the server says, and how
+    many stayed within the budget, when there is one), and the mean validation loss of those variants over the
+    requests (None when a variant's loss is unknown)."""
     by: dict[str, dict] = {}
     for r in results:
         if r.ok and r.model:
-            m = by.setdefault(r.model, {"requests": 0, "val_loss": val_losses.get(r.model), "routes": Counter()})
+            m = by.setdefault(r.model, {"requests": 0, "val_loss": val_losses.get(r.model), "routes": Counter()}
+                              | ({"within": 0} if budget else {}))
             m["requests"] += 1
+            if budget:
+                m["within"] += budget.met(r)
             if r.route:
                 m["routes"][r.route] += 1
     n = sum(m["requests"] for m in by.values())

@@ -91,13 +91,22 @@ class TokenTime:
         b = max(0.0, (pw * pnt - pn * pt) / pvar) if pvar > 0 else 0.0
         return (t - b * n) / w, b
 
+    def prior_tpot(self, rows: int) -> float:
+        """The calibration's time per token at `rows` rows (the model alone, at load); nan before calibration."""
+        w, n, nn, t, nt = self._prior
+        if w <= 0:
+            return math.nan
+        var = w * nn - n * n
+        b = max(0.0, (w * nt - n * t) / var) if var > 0 else 0.0
+        return (t - b * n) / w + b * rows
+
     def tpot(self, rows: int, now: float) -> float:
         """Predicted seconds per output token at `rows` decoding rows (nan when nothing is known yet)."""
         a, b = self.coefficients(now)
         return max(a + b * rows, 1e-6) if not math.isnan(a) else math.nan
 
-    def ttft(self, rows: int, prompt_tokens: int, must_wait: bool, now: float) -> float:
+    def ttft(self, prompt_tokens: int, must_wait: bool, tpot: float) -> float:
         """Predicted seconds to the first token: the wait for a slot (when the batch is full), the prompt's prefill,
-        one step."""
+        one step (`tpot`, the predicted time per token)."""
         prefill = 0.0 if math.isnan(self._prefill) else self._prefill * prompt_tokens
-        return (self._queue if must_wait else 0.0) + prefill + self.tpot(rows, now)
+        return (self._queue if must_wait else 0.0) + prefill + tpot

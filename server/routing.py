@@ -21,6 +21,9 @@ AUTO = "auto"
 # why a request went where it went (the x-gptzoo-route header and the metric's `reason` label)
 NAMED, BEST_FIT, FASTEST_NO_FIT, FALLBACK = "named", "best-fit", "fastest-no-fit", "fallback-overload"
 REASONS = (NAMED, BEST_FIT, FASTEST_NO_FIT, FALLBACK)
+# A variant fits when its prediction is within this share of the budget: predictions lag the load by a few steps,
+# and a request sent to a variant slows the rows already there.
+HEADROOM = 0.85
 
 
 @dataclass(frozen=True)
@@ -56,23 +59,41 @@ def quality_order(workers: list[ModelWorker]) -> list[ModelWorker]:
     return sorted(workers, key=key)
 
 
-def predict(w: ModelWorker, prompt_tokens: int, now: float) -> Prediction:
-    """What a request joining `w` now would get: its batch with one more row (a full batch stays full)."""
+def predict(w: ModelWorker, prompt_tokens: int, now: float, busy: int = 0) -> Prediction:
+    """What a request joining `w` now would get: its batch with one more row (a full batch stays full).
+
+    An idle worker's figures come from a quieter time (or from its load-time calibration, alone on the machine);
+    joining `busy` other busy workers it gets a fair share of the cores they share, so its prior is scaled by
+    busy + 1: the conservative reading on one core, where a request sent there would otherwise be promised the
+    speed the variant has alone."""
     rows, waiting = w.occupancy
     slots = w.settings.max_batch_size
     joined = min(rows + waiting + 1, slots)
-    return Prediction(w, w.latency.tpot(joined, now),
-                      w.latency.ttft(joined, prompt_tokens, rows + waiting >= slots, now))
+    tpot = w.latency.tpot(joined, now)
+    if rows + waiting == 0:
+        tpot = max(tpot, w.latency.prior_tpot(1) * (busy + 1))
+    return Prediction(w, tpot, w.latency.ttft(prompt_tokens, rows + waiting >= slots, tpot))
 
 
-def choose(candidates: list[ModelWorker], budget: Budget, prompt_tokens: int) -> tuple[Prediction, str]:
-    """The best variant whose prediction fits `budget` (any when there is none), else the fastest; variants whose
-    queue is full are passed over while another can take the request. `candidates` are ready."""
+def choose(candidates: list[ModelWorker], budget: Budget, prompt_tokens: int,
+           everyone: list[ModelWorker] | None = None) -> tuple[Prediction, str]:
+    """The best variant whose prediction fits `budget` (within HEADROOM of it), else the fastest; variants whose
+    queue is full are passed over while another can take the request. `candidates` are ready.
+
+    Waking an idle variant also slows the busy ones (`everyone`: the workers that share the machine): with k of them
+    busy, each gets k/(k+1) of what it had, so the idle variant fits only if their rows would still meet the budget
+    (the request's own budget standing for theirs)."""
     now = time.perf_counter()
+    busy = [(w, w.latency.tpot(sum(w.occupancy), now)) for w in everyone or candidates if sum(w.occupancy)]
     open_ = [w for w in candidates if not w.queue_full] or candidates
-    preds = [predict(w, prompt_tokens, now) for w in quality_order(open_)]
-    for p in preds:
-        if p.fits(budget):
+    limit = Budget(tpot=budget.tpot and budget.tpot * HEADROOM, ttft=budget.ttft and budget.ttft * HEADROOM)
+    preds = []
+    for w in quality_order(open_):
+        others = [t for o, t in busy if o is not w]
+        p = predict(w, prompt_tokens, now, len(others))
+        preds.append(p)
+        woken = not sum(w.occupancy) and others and limit.tpot is not None
+        if p.fits(limit) and not (woken and any(t * (len(others) + 1) / len(others) > limit.tpot for t in others)):
             return p, BEST_FIT
     return min(preds, key=lambda p: (p.tpot if budget.tpot is not None else 0.0) + p.ttft), FASTEST_NO_FIT
 

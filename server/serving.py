@@ -86,7 +86,7 @@ class CompletionService:
         if pool is None:
             route, predicted = routing.NAMED, routing.predict(worker, len(ids), time.perf_counter())
         else:
-            predicted, route = routing.choose(pool, budget, len(ids))
+            predicted, route = routing.choose(pool, budget, len(ids), self.router.ready_workers())
             worker = predicted.worker
         fallback = (req.fallback or self.settings.fallback) == "shallower"
         tried = [worker]

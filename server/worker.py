@@ -36,7 +36,7 @@ from gptzoo.zoo.errors import first_line
 from gptzoo.zoo.generate import Batch, Row
 from gptzoo.zoo.runtime import OnnxModel, open_variant
 from gptzoo.zoo.sampling import SamplingParams
-from gptzoo.zoo.store import Broken, Variant
+from gptzoo.zoo.store import Broken, Variant, family_id
 from gptzoo.zoo.tokenizers import Tokenizer, from_spec
 
 log = logging.getLogger("gptzoo.server")
@@ -215,6 +215,12 @@ class ModelWorker:
         metrics.CANCELLED.labels(**self.labels)
         for reason in metrics.REFUSAL_REASONS:
             metrics.REFUSED.labels(**self.labels, reason=reason)
+        if card and card.dataset_name:
+            family = family_id(card.dataset_name)
+            for reason in metrics.ROUTE_REASONS:
+                metrics.ROUTES.labels(**self.labels, family=family, reason=reason)
+            for result in ("within", "over"):
+                metrics.BUDGET.labels(**self.labels, family=family, result=result)
 
     # -- requests ---------------------------------------------------------------------------------------------
     def submit(self, job: Job) -> None:

@@ -26,6 +26,8 @@ REQUIRED_METRICS = {
     "gptzoo_requests_running", "gptzoo_model_validation_loss", "gptzoo_batch_size_bucket",
     "gptzoo_requests_refused_total", "gptzoo_requests_cancelled_total", "gptzoo_engine_step_seconds_bucket",
     "gptzoo_prefill_tokens_per_step_bucket", "gptzoo_cache_slots", "gptzoo_cache_slots_in_use",
+    "gptzoo_route_decisions_total", "gptzoo_budget_requests_total", "gptzoo_time_per_output_token_seconds_bucket",
+    "gptzoo_predicted_time_per_output_token_seconds_bucket",
 }
 
 

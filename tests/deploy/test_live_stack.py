@@ -48,6 +48,8 @@ def drive_load(base: str, n: int) -> int:
     """n completions (every third streamed), 4 at a time; returns the tokens generated."""
     def one(i: int) -> int:
         body = {"model": "2l", "prompt": "ROMEO:", "max_tokens": 8 + i % 24, "stream": i % 3 == 0, "seed": i}
+        if i % 4 == 1:  # depth routing with a budget: generous (within) or impossible (over)
+            body |= {"model": "auto", "max_tpot_ms": 60_000 if i % 8 == 1 else 1e-6}
         r = post(base, **body)
         assert r.status_code == 200, r.text
         return 8 + i % 24
@@ -138,6 +140,15 @@ def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_
             assert refused["overloaded"] > 0 and refused["queue_timeout"] == 0, refused
             [cancelled] = query(prom, substitute(exprs["Refused and cancelled requests/s [B]"]))
             assert float(cancelled["value"][1]) > 0
+            reasons = {s["metric"]["reason"] for s in query(prom, substitute(
+                exprs["Route decisions/s by reason [A]"]))}
+            assert {"named", "best-fit"} <= reasons, reasons
+            results = {s["metric"]["result"] for s in query(prom, substitute(
+                exprs["Goodput: budgeted requests within and over budget per second [A]"]))}
+            assert results == {"within", "over"}, results
+            [point] = query(prom, substitute(exprs["Quality vs latency frontier: validation loss against p50 "
+                                                  "ms/token [B]"]))
+            assert 0 < float(point["value"][1]) < 1e3  # ms per token of the tiny model
             [rate] = query(prom, substitute(exprs["Tokens/s [A]"]))
             assert rate["metric"]["model"] == MODEL and float(rate["value"][1]) > 0
             [loss] = query(prom, substitute(exprs["Validation loss vs p95 latency, per depth [A]"]))

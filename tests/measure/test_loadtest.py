@@ -140,6 +140,8 @@ def test_budget_verdicts_goodput_and_what_served():
                                    "routes": {"fallback-overload": 1, "fastest-no-fit": 1}}
     assert s["mean_val_loss"] == pytest.approx((1.5 + 1.4 + 2 * 2.0) / 4)
     assert served(results, {"a-4l": 1.5})["mean_val_loss"] is None  # a loss unknown: no mean made up
+    within = served(results, {}, Budget(tpot_ms=3, ttft_ms=100))["models"]
+    assert {k: v["within"] for k, v in within.items()} == {"a-12l": 0, "a-4l": 1, "a-1l": 1}
 
 
 def test_limits_resolve_from_requests_and_duration():

@@ -52,9 +52,10 @@ def test_ttft_adds_the_prefill_and_the_wait_for_a_slot():
     t.calibrate(0.001, 0.001, rows=2)
     t.observe_prefill(100, 0.01)  # 0.1 ms per prompt token
     t.observe_queue(0.5)
-    free = t.ttft(1, prompt_tokens=50, must_wait=False, now=0.0)
+    free = t.ttft(prompt_tokens=50, must_wait=False, tpot=t.tpot(1, now=0.0))
     assert free == pytest.approx(0.001 + 0.005)
-    assert t.ttft(1, 50, must_wait=True, now=0.0) == pytest.approx(free + 0.1)  # the wait's running average
+    assert t.ttft(50, must_wait=True, tpot=0.001) == pytest.approx(free + 0.1)  # the wait's running average
+    assert t.prior_tpot(1) == pytest.approx(0.001)
 
 
 def test_budget_verdicts():
