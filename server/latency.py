@@ -46,6 +46,7 @@ class TokenTime:
         self._prior = (0.0, 0.0, 0.0, 0.0, 0.0)
         self._prefill = math.nan  # seconds per prompt token fed, recent average
         self._queue = 0.0  # seconds a request waited for a slot lately, when it had to wait
+        self._slow, self._slow_at = 1.0, 0.0  # recent step time ÷ the calibration's at the same rows (contention)
 
     def calibrate(self, one_row_s: float, full_s: float, rows: int) -> None:
         """The prior: one step's time at one row and at `rows` rows, measured when the model loaded."""
@@ -64,6 +65,14 @@ class TokenTime:
             self._t = self._t * f + seconds
             self._nt = self._nt * f + rows * seconds
             self._at = now
+        if (alone := self.prior_tpot(rows)) > 0:
+            self._slow, self._slow_at = 0.9 * self.slowdown(now) + 0.1 * seconds / alone, now
+
+    def slowdown(self, now: float) -> float:
+        """How much slower than alone this model's steps ran lately: what sharing the machine costs it now. Fades
+        back to 1 (alone) with the same half-life as the steps."""
+        f = 0.5 ** ((now - self._slow_at) / HALF_LIFE_S) if self._slow_at else 0.0
+        return 1.0 + (self._slow - 1.0) * f
 
     def observe_prefill(self, tokens: int, seconds: float) -> None:
         if tokens:

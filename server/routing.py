@@ -59,19 +59,17 @@ def quality_order(workers: list[ModelWorker]) -> list[ModelWorker]:
     return sorted(workers, key=key)
 
 
-def predict(w: ModelWorker, prompt_tokens: int, now: float, busy: int = 0) -> Prediction:
+def predict(w: ModelWorker, prompt_tokens: int, now: float, slowdown: float = 1.0) -> Prediction:
     """What a request joining `w` now would get: its batch with one more row (a full batch stays full).
 
-    An idle worker's figures come from a quieter time (or from its load-time calibration, alone on the machine);
-    joining `busy` other busy workers it gets a fair share of the cores they share, so its prior is scaled by
-    busy + 1: the conservative reading on one core, where a request sent there would otherwise be promised the
-    speed the variant has alone."""
+    An idle worker's figures are from a quieter time, or its load-time calibration (alone on the machine); woken, it
+    will run as slowly as the busy ones do now compared with their own calibration: `slowdown`."""
     rows, waiting = w.occupancy
     slots = w.settings.max_batch_size
     joined = min(rows + waiting + 1, slots)
     tpot = w.latency.tpot(joined, now)
     if rows + waiting == 0:
-        tpot = max(tpot, w.latency.prior_tpot(1) * (busy + 1))
+        tpot = max(tpot, w.latency.prior_tpot(1) * slowdown)
     return Prediction(w, tpot, w.latency.ttft(prompt_tokens, rows + waiting >= slots, tpot))
 
 
@@ -81,16 +79,19 @@ def choose(candidates: list[ModelWorker], budget: Budget, prompt_tokens: int,
     queue is full are passed over while another can take the request. `candidates` are ready.
 
     Waking an idle variant also slows the busy ones (`everyone`: the workers that share the machine): with k of them
-    busy, each gets k/(k+1) of what it had, so the idle variant fits only if their rows would still meet the budget
-    (the request's own budget standing for theirs)."""
+    busy, each gets k/(k+1) of the cores it had, so the idle variant fits only if their rows would still meet the
+    budget (the request's own budget standing for theirs), and it is expected to run (k+1)/k times as slowly as
+    the slowest of them runs now against its own calibration."""
     now = time.perf_counter()
-    busy = [(w, w.latency.tpot(sum(w.occupancy), now)) for w in everyone or candidates if sum(w.occupancy)]
+    busy = [(w, w.latency.tpot(sum(w.occupancy), now), w.latency.slowdown(now)) for w in everyone or candidates
+            if sum(w.occupancy)]
     open_ = [w for w in candidates if not w.queue_full] or candidates
     limit = Budget(tpot=budget.tpot and budget.tpot * HEADROOM, ttft=budget.ttft and budget.ttft * HEADROOM)
     preds = []
     for w in quality_order(open_):
-        others = [t for o, t in busy if o is not w]
-        p = predict(w, prompt_tokens, now, len(others))
+        others = [t for o, t, _ in busy if o is not w]
+        slowdown = max((x for o, _, x in busy if o is not w), default=1.0) * (len(others) + 1) / max(len(others), 1)
+        p = predict(w, prompt_tokens, now, slowdown if others else 1.0)
         preds.append(p)
         woken = not sum(w.occupancy) and others and limit.tpot is not None
         if p.fits(limit) and not (woken and any(t * (len(others) + 1) / len(others) > limit.tpot for t in others)):

@@ -63,3 +63,13 @@ def test_budget_verdicts():
     b = Budget(tpot=0.01, ttft=0.1)
     assert b.met(0.01, 0.1) and not b.met(0.011, 0.05) and not b.met(0.005, 0.2)
     assert b.met(None, 0.05)  # one token: no time per token to judge
+
+
+def test_slowdown_is_the_recent_step_time_against_the_calibration_and_fades():
+    t = TokenTime()
+    assert t.slowdown(now=1.0) == 1.0  # nothing seen: as alone
+    t.calibrate(0.001, 0.001 + 7 * 0.0001, rows=8)
+    for i in range(100):
+        t.observe(8, 3 * (0.001 + 7 * 0.0001), now=1.0 + i * 1e-3)  # three times as slow as alone
+    assert t.slowdown(now=1.1) == pytest.approx(3.0, rel=0.01)
+    assert t.slowdown(now=1.1 + 20 * HALF_LIFE_S) == pytest.approx(1.0, abs=1e-4)
