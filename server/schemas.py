@@ -106,7 +106,7 @@ class ModelCard(msgspec.Struct, kw_only=True):
     quantization: str | None
     provider: str | None
     ready: bool
-    state: Literal["loading", "ready", "failed", "not_exported"]
+    state: Literal["loading", "ready", "failed", "not_exported", "unloaded"]
     reason: str | None
 
 
@@ -126,6 +126,7 @@ class ModelState(msgspec.Struct, kw_only=True):
 class Readiness(msgspec.Struct, kw_only=True):
     status: Literal["ready", "not_ready"]
     models: list[ModelState]
+    reason: str | None = None  # why not ready
 
 
 class Health(msgspec.Struct):
