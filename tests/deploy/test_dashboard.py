@@ -26,6 +26,7 @@ REQUIRED_METRICS = {
     "gptzoo_requests_running", "gptzoo_model_validation_loss", "gptzoo_batch_size_bucket",
     "gptzoo_requests_refused_total", "gptzoo_requests_cancelled_total", "gptzoo_engine_step_seconds_bucket",
     "gptzoo_prefill_tokens_per_step_bucket", "gptzoo_cache_slots", "gptzoo_cache_slots_in_use",
+    "gptzoo_model_loads_total", "gptzoo_model_load_seconds_sum", "gptzoo_model_load_seconds_count",
 }
 
 
