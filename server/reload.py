@@ -144,6 +144,9 @@ class LiveZoo:
             w = r.workers[vid] = r.new_worker(entry, unloaded=off)
             if w.state == LOADING:
                 log.info("%s: new in the store (sha256 %s); loading", vid, short(w.sha256))
+            else:
+                log.log(logging.WARNING if w.state == FAILED else logging.INFO, "%s: new in the store; %s: %s", vid,
+                        w.state.replace("_", " "), w.reason)
             w.start()
             return "added"
         if off:

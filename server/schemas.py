@@ -123,10 +123,10 @@ class ModelState(msgspec.Struct, kw_only=True):
     reason: str | None
 
 
-class Readiness(msgspec.Struct, kw_only=True):
+class Readiness(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: Literal["ready", "not_ready"]
     models: list[ModelState]
-    reason: str | None = None  # why not ready
+    reason: str | None = None  # why not ready (absent when ready)
 
 
 class Health(msgspec.Struct):

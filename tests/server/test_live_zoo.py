@@ -33,7 +33,7 @@ from gptzoo.zoo.sampling import SamplingParams
 from gptzoo.zoo.store import Store
 from gptzoo.zoo.tokenizers import from_spec
 from tests.conftest import TINY
-from tests.server.conftest import MODEL, add_variant, free_port, sse_events
+from tests.server.conftest import MODEL, add_variant, free_port, live_server, sse_events
 
 KEY = "admin-key"
 COPY = "copy-2l"  # a second variant: a copy of MODEL under another id (it claims the alias 2l too: use full ids)
@@ -182,9 +182,9 @@ def greedy(folder, n: int) -> str:
     return generate(model, tok, [PROMPT], SamplingParams(max_tokens=n, temperature=0))[0].text
 
 
-def complete(client, model: str, n: int = 12, **kw):
-    return client.post("/v1/completions", json={"model": model, "prompt": PROMPT, "max_tokens": n,
-                                                "temperature": 0}, **kw)
+def complete(client, model: str, n: int = 12, base: str = "", **kw):
+    return client.post(f"{base}/v1/completions", json={"model": model, "prompt": PROMPT, "max_tokens": n,
+                                                       "temperature": 0}, **kw)
 
 
 def admin(client, **kw) -> tuple[dict[str, dict], list[dict]]:
@@ -487,6 +487,18 @@ def test_serve_refuses_unknown_models_in_one_line(store):
     r = CliRunner().invoke(app, ["serve", "--store", str(store), "--models", "2l,nope"])
     assert r.exit_code == 2 and "Traceback" not in r.output, r.output
     assert "'nope' is not in the store" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.slow
+def test_gptzoo_serve_follows_the_store_with_its_flags(tmp_path, store):
+    """The real command: --models and --reload-interval reach the server, which picks up a new variant."""
+    with live_server(tmp_path, store, "--models", "2l", "--reload-interval", 0.2) as (base, log):
+        add_variant(store, COPY, 2)
+        wait_until(lambda: httpx.get(f"{base}/v1/models").json()["data"][-1]["state"] == "unloaded",
+                   "the rescan to list the new variant")
+        assert httpx.post(f"{base}/admin/models/{COPY}/load", timeout=30).status_code in (200, 202)
+        wait_until(lambda: complete(httpx, COPY, base=base).status_code == 200, "the loaded variant to answer")
+    assert f"{COPY}: new in the store" in log.read_text()
 
 
 def test_live_zoo_settings_round_trip_through_the_environment():
