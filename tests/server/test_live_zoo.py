@@ -328,6 +328,17 @@ def test_a_variant_removed_from_the_store_drains_and_leaves(store, gate):
         assert not series(text, name, model=COPY), name  # no ghost of it on a dashboard
 
 
+def test_a_card_rewritten_without_a_new_file_is_listed_without_a_reload(make_client, store):
+    client = make_client(store, threads=1, reload_interval=0)
+    worker, loaded = client.app.state.router.workers[MODEL], loads(MODEL)
+    card = json.loads((store / MODEL / "card.json").read_text())
+    atomic.write_json(store / MODEL / "card.json", {**card, "val_loss": 1.25})  # what `gptzoo eval` may do
+    assert client.post("/admin/reload").json()["changed"] == []
+    assert client.get(f"/v1/models/{MODEL}").json()["val_loss"] == 1.25
+    assert value("gptzoo_model_validation_loss", model=MODEL, layers="2") == 1.25
+    assert client.app.state.router.workers[MODEL] is worker and loads(MODEL) == loaded
+
+
 def test_the_server_rescans_the_store_every_reload_interval(make_client, store):
     client = make_client(store, threads=1, reload_interval=0.2)
     add_variant(store, COPY, 2)
