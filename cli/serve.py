@@ -74,24 +74,41 @@ def serve_cmd(
                      help="Pin the server (every worker and thread) to these CPUs (taskset syntax: 0, 0,2, 0-3), "
                           "e.g. to keep `gptzoo loadtest --cpus 1` off its cores."),
     ] = None,
+    reload_interval: Annotated[
+        float, typer.Option(min=0, metavar="SECONDS",
+                            help="Rescan the store this often: new exports load in the background, a re-exported "
+                                 "variant switches to its new file once that is loaded, a removed one finishes its "
+                                 "requests and unloads. 0: only at start and on POST /admin/reload.")
+    ] = 5.0,
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--models", metavar="LIST", show_default=False,
+                     help="Serve only these variants: ids or depth aliases, comma-separated (or repeat the flag). "
+                          "The others are listed as unloaded; POST /admin/models/ID/load serves one."),
+    ] = None,
     log_level: Annotated[
         Literal["critical", "error", "warning", "info", "debug"], typer.Option(help="Server log level.")
     ] = "info",
 ) -> None:
-    """Serve every exported variant over an OpenAI-compatible HTTP API.
+    """Serve every exported variant over an OpenAI-compatible HTTP API, following the store as it changes.
 
     POST /v1/completions (model: a full id such as shakespeare-char-4l, a depth alias such as 4l, or `auto` / a
     family id such as shakespeare-char with a latency budget `max_tpot_ms` / `max_ttft_ms`: the best variant
     predicted to meet it serves; `stream: true` for Server-Sent Events), GET /v1/models, /healthz, /readyz,
     /metrics (Prometheus) and the OpenAPI schema at
     /schema. Each model loads in its own thread with a warm-up generation; a variant that fails to load is reported
-    as not ready and the others serve. SIGTERM or Ctrl-C stops the server gracefully: it stops accepting, lets queued
-    and running requests finish for up to --shutdown-timeout seconds, then exits 0 (a second Ctrl-C forces it).
+    as not ready and the others serve. Variants exported, re-exported or removed while it runs are picked up every
+    --reload-interval seconds, without dropping a request; /admin/reload, /admin/models and
+    /admin/models/ID/load|unload control that by hand (behind --api-key). SIGTERM or Ctrl-C stops the server
+    gracefully: it stops accepting, lets queued and running requests finish for up to --shutdown-timeout seconds,
+    then exits 0 (a second Ctrl-C forces it).
     """
     import uvicorn
 
     from gptzoo.measure.pinning import CpuListError, check_cpus, format_cpus, pin
+    from gptzoo.server.router import resolve_names
     from gptzoo.server.settings import Settings
+    from gptzoo.zoo.errors import BadValue
     from gptzoo.zoo.runtime import choose_providers
 
     try:
@@ -108,12 +125,22 @@ def serve_cmd(
     if not any(v.exported for v in variants):
         what = "no variants" if not variants else "no exported variants"
         fail(f"{what} in {the_store.root} (train with `gptzoo train --layers 4`, then `gptzoo export --layers 4`)")
+    names = None
+    if models is not None:
+        wanted = [n.strip() for item in models for n in item.split(",") if n.strip()]
+        if not wanted:
+            fail("--models: name at least one variant (an id or a depth alias)", code=2)
+        try:
+            names = resolve_names(variants, wanted)
+        except BadValue as e:
+            fail(str(e), code=2)
     choose_providers(device)  # a clear error now (e.g. cuda without onnxruntime-gpu), not one per model later
     settings = Settings.build(store=str(the_store.root), device=device, api_key=api_key, max_tokens=max_tokens,
                               max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size,
                               prefill_chunk=prefill_chunk, stream_interval=stream_interval / 1000,
                               max_waiting=max_queue, fallback=fallback, request_timeout=request_timeout,
-                              shutdown_timeout=shutdown_timeout, body_timeout=body_timeout, threads=threads)
+                              shutdown_timeout=shutdown_timeout, body_timeout=body_timeout, threads=threads,
+                              reload_interval=reload_interval, models=names)
     # uvicorn's workers (and the single in-process app) build the app from these variables.
     os.environ.update(settings.to_env())
     metrics_dir = _fresh_metrics_dir(workers)

@@ -3,8 +3,8 @@
     uvicorn --factory gptzoo.server.app:create_app_from_env      # settings from GPTZOO_* variables
 
 The lifespan starts one worker thread per variant (load, warm-up, serve) and, unless `load_in_background`, waits
-until every model is ready or has failed before the server accepts requests. On SIGTERM or Ctrl-C the workers drain
-(see `drain_on_signals`)."""
+until every model is ready or has failed before the server accepts requests; then the live zoo follows the store
+(gptzoo.server.reload). On SIGTERM or Ctrl-C the workers drain (see `drain_on_signals`)."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
 from gptzoo.server import buckets, errors
 from gptzoo.server.body import BodyGuard
+from gptzoo.server.reload import LiveZoo
 from gptzoo.server.router import ModelRouter
 from gptzoo.server.routes import ROUTES
 from gptzoo.server.serving import CompletionService
@@ -57,6 +58,10 @@ def provide_router(state: State) -> ModelRouter:
 
 def provide_service(state: State) -> CompletionService:
     return state.service
+
+
+def provide_zoo(state: State) -> LiveZoo:
+    return state.zoo
 
 
 def drain_on_signals(router: ModelRouter, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
@@ -94,15 +99,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         router = ModelRouter(settings)
         app.state.router = router
+        app.state.zoo = zoo = LiveZoo(router)
         app.state.service = CompletionService(router, settings)
         router.start()
         undo = drain_on_signals(router, asyncio.get_running_loop())
         try:
             if not settings.load_in_background:
                 await asyncio.to_thread(router.wait_loaded)
+            zoo.start(settings.reload_interval)
             yield
         finally:
             undo()
+            zoo.stop()
             await asyncio.to_thread(router.close)
 
     return Litestar(
@@ -110,7 +118,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
         lifespan=[lifespan],
         state=State({"settings": settings}),
         dependencies={"router": Provide(provide_router, sync_to_thread=False),
-                      "service": Provide(provide_service, sync_to_thread=False)},
+                      "service": Provide(provide_service, sync_to_thread=False),
+                      "zoo": Provide(provide_zoo, sync_to_thread=False)},
         guards=[api_key_guard],
         exception_handlers=errors.HANDLERS,
         request_max_body_size=settings.max_body_bytes,

@@ -24,3 +24,7 @@ PREFILL_TOKENS = [1, 4, 16, 64, 256, 1024, 4096, 16384]
 
 # Rows per decode step (continuous batching; --max-batch-size caps it, 8 by default).
 BATCH_ROWS = [1, 2, 4, 8, 16, 32, 64]
+
+# Loading a model: the onnxruntime session, the warm-up generation and the KV cache (~0.1 s for a tiny model on a
+# CPU, tens of seconds for a large file on a busy machine or a first CUDA session).
+LOAD_SECONDS = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]

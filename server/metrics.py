@@ -7,6 +7,9 @@ The HTTP side (every route, status code, duration) comes from Litestar's Prometh
 
 from __future__ import annotations
 
+import os
+import threading
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from gptzoo.server import buckets
@@ -67,17 +70,38 @@ VALIDATION_LOSS = Gauge("gptzoo_model_validation_loss", "Validation loss from th
 READY = Gauge("gptzoo_model_ready", "1 when the model serves (in every worker process), else 0.", LABELS,
               multiprocess_mode="min")
 # Gauge, not Info: Info is silently dropped in multiprocess mode.
-INFO = Gauge("gptzoo_model_info", "Always 1; the labels describe the variant and where it runs.",
-             (*LABELS, "provider", "params", "exporter", "quantization"), multiprocess_mode="mostrecent")
+INFO = Gauge("gptzoo_model_info", "Always 1; the labels describe the variant, its ONNX file and where it runs.",
+             (*LABELS, "provider", "params", "exporter", "quantization", "sha256"), multiprocess_mode="mostrecent")
+LOAD_OUTCOMES = ("loaded", "failed")
+LOADS = Counter("gptzoo_model_loads", "Model loads (session, warm-up, KV cache) by outcome: loaded or failed; at "
+                "start, for a new or re-exported variant, and on POST /admin/models/{id}/load.", (*LABELS, "outcome"))
+LOAD_TIME = Histogram("gptzoo_model_load_seconds", "Time to load a model: the onnxruntime session, the warm-up "
+                      "generation and the KV cache.", LABELS, buckets=buckets.LOAD_SECONDS)
+# What describes one model as a whole, set by the router for the worker that serves it (a reload overlaps two).
+MODEL_GAUGES = (READY, VALIDATION_LOSS)
+# What each running worker adds to: during a reload the old and the new session of a model both hold requests.
+WORKER_GAUGES = (WAITING, RUNNING, CACHE_SLOTS, CACHE_SLOTS_USED, CACHE_BYTES)
 
 
 def model_labels(model_id: str, n_layer: int | None) -> dict[str, str]:
     return {"model": model_id, "layers": "" if n_layer is None else str(n_layer)}  # None: a broken card's depth
 
 
+def drop(metric, labelvalues: tuple[str, ...]) -> None:
+    """End a series (a model left the zoo, or its info changed). In multiprocess mode prometheus_client cannot
+    remove a series (it warns and keeps the file's value), so there it is only set to 0."""
+    metric.labels(*labelvalues).set(0)
+    if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        metric.remove(*labelvalues)
+
+
 class ModelMetrics:
     """One model's labelled children, looked up once: `labels()` costs a dict build and a lock per call, and the
-    worker touches these on every decode step."""
+    worker touches these on every decode step.
+
+    Gauges are one worker's share: each `set_*` adds the change since this worker's last value, so while a reloaded
+    model's old session finishes its requests beside the new one the gauges hold both, and `release` (the worker
+    ended) takes its share back out."""
 
     def __init__(self, labels: dict[str, str]):
         self.waiting, self.running = WAITING.labels(**labels), RUNNING.labels(**labels)
@@ -90,8 +114,29 @@ class ModelMetrics:
         self.slots, self.slots_used = CACHE_SLOTS.labels(**labels), CACHE_SLOTS_USED.labels(**labels)
         self.cache_bytes = CACHE_BYTES.labels(**labels)
         self.tpot, self.predicted_tpot = TPOT.labels(**labels), PREDICTED_TPOT.labels(**labels)
+        self._mine: dict[object, float] = {}  # gauge child -> this worker's share
+        self._lock = threading.Lock()  # the worker thread sets, whoever ends the worker releases
+
+    def _share(self, gauge, value: float) -> None:
+        with self._lock:
+            delta = value - self._mine.get(gauge, 0)
+            self._mine[gauge] = value
+        if delta:
+            gauge.inc(delta)
+
+    def set_waiting(self, jobs: int) -> None:
+        self._share(self.waiting, jobs)
 
     def set_running(self, rows: int) -> None:
         """Requests being decoded, each holding one cache slot."""
-        self.running.set(rows)
-        self.slots_used.set(rows)
+        self._share(self.running, rows)
+        self._share(self.slots_used, rows)
+
+    def set_cache(self, slots: int, nbytes: int) -> None:
+        self._share(self.slots, slots)
+        self._share(self.cache_bytes, nbytes)
+
+    def release(self) -> None:
+        """The worker ended: its requests and its cache are gone from the gauges (idempotent)."""
+        for gauge in list(self._mine):
+            self._share(gauge, 0)

@@ -1,21 +1,31 @@
-"""ModelRouter: one ModelWorker per variant in the store, and the names a request may use for them.
+"""ModelRouter: the workers of the zoo, and the names a request may use for them.
 
 A variant is named by its full id (shakespeare-char-4l) or by its depth alias (4l; 4l-int8 for the quantized
 copy). An alias names the one ready variant that has it; while none (or several) of its variants are ready, the one
 variant that claims it, else it is ambiguous. A folder whose card is broken gets a worker that is failed from the
-start, so it is listed with its reason and the rest of the zoo serves."""
+start, so it is listed with its reason and the rest of the zoo serves.
+
+The router holds every worker: `workers` (one per variant listed, the one requests go to), `standby` (a re-exported
+variant's new version, loading beside the one that serves) and `retiring` (old versions finishing their requests).
+What moves workers between them is the live zoo (gptzoo.server.reload). Every change happens on the event loop, the
+only reader of these tables, so a request sees either the old or the new table; a request that already holds a
+worker keeps it, and a retired worker serves its requests to the end."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 from collections import defaultdict
+from collections.abc import Callable, Iterable
 
 from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
 from gptzoo.server.settings import Settings
 from gptzoo.server.worker import LOADING, ModelWorker
-from gptzoo.zoo.store import Store, Variant, family_id
+from gptzoo.zoo.errors import BadValue
+from gptzoo.zoo.store import Broken, Store, Variant, family_id
 
 log = logging.getLogger("gptzoo.server")
 
@@ -26,28 +36,72 @@ def depth_alias(v: Variant) -> str:
     return m.group(1) if m else f"{v.n_layer}l"
 
 
+def resolve_names(variants: list[Variant], names: Iterable[str]) -> list[str]:
+    """The ids that `names` (ids or depth aliases, as `--models` takes them) denote; BadValue for a name that is
+    unknown or ambiguous."""
+    ids = {v.id for v in variants}
+    out = []
+    for name in names:
+        matches = [name] if name in ids else [v.id for v in variants if depth_alias(v) == name]
+        if len(matches) != 1:
+            listed = ", ".join(f"{v.id} ({depth_alias(v)})" for v in variants) or "none"
+            why = f"matches several ({', '.join(matches)})" if matches else "is not in the store"
+            raise BadValue(f"--models: {name!r} {why}; variants: {listed}")
+        out.append(matches[0])
+    return out
+
+
+def not_selected(model_id: str) -> str:
+    return f"not in --models (POST /admin/models/{model_id}/load serves it)"
+
+
 class ModelRouter:
     def __init__(self, settings: Settings):
+        """The store as it is now: one worker per variant (not started). With `settings.models`, the variants not
+        named are listed as unloaded."""
         self.settings = settings
         self.store = Store(settings.store)
         good, broken = self.store.scan()
-        self.workers: dict[str, ModelWorker] = {v.id: ModelWorker(v, settings) for v in good}
-        for b in broken:
-            log.warning("%s: not served: %s", b.id, b.reason)
-            self.workers[b.id] = ModelWorker(b, settings)
-        self.claims: dict[str, list[str]] = defaultdict(list)  # depth alias -> the ids that have it
-        for v in good:
-            if (alias := depth_alias(v)) not in self.workers:
-                self.claims[alias].append(v.id)
+        self.only = set(resolve_names(good, settings.models)) if settings.models else None
+        self.workers: dict[str, ModelWorker] = {}
+        for entry in [*good, *broken]:
+            if isinstance(entry, Broken):
+                log.warning("%s: not served: %s", entry.id, entry.reason)
+            self.workers[entry.id] = self.new_worker(entry)
+        self.standby: dict[str, ModelWorker] = {}
+        self.retiring: list[ModelWorker] = []
+        self.claims: dict[str, list[str]] = {}  # depth alias -> the ids that have it
         self.draining = False
+        self.on_loaded: Callable[[ModelWorker], None] | None = None  # on the event loop, once a worker's load ended
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._info: dict[str, tuple[str, ...]] = {}  # model id -> its published gptzoo_model_info labels
+        self._published: dict[str, tuple[str, ...]] = {}  # model id -> its published model/layers labels
+        self.changed()
+
+    def new_worker(self, entry: Variant | Broken, unloaded: str | None = None) -> ModelWorker:
+        if unloaded is None and self.only is not None and entry.id not in self.only:
+            unloaded = not_selected(entry.id)
+        return ModelWorker(entry, self.settings, unloaded=unloaded, on_loaded=self._loaded)
+
+    def _loaded(self, w: ModelWorker) -> None:
+        """From the worker's thread: hand the news to the event loop (before the worker says it is loaded, so
+        whoever waits for that finds the router updated)."""
+        if self._loop is not None and self.on_loaded is not None:
+            with contextlib.suppress(RuntimeError):  # a closed loop: the server is gone
+                self._loop.call_soon_threadsafe(self.on_loaded, w)
 
     def start(self) -> None:
+        """On the event loop: start every worker, which reports back to this loop."""
+        self._loop = asyncio.get_running_loop()
         for w in self.workers.values():
             w.start()
 
     def wait_loaded(self) -> None:
-        for w in self.workers.values():
+        for w in list(self.workers.values()):
             w.loaded.wait()
+
+    def every_worker(self) -> list[ModelWorker]:
+        return [*self.workers.values(), *self.standby.values(), *self.retiring]
 
     def drain(self) -> None:
         """Shutdown has begun: refuse new requests, let queued and running ones finish within the shutdown timeout.
@@ -56,19 +110,66 @@ class ModelRouter:
         grace = max(t - 1.0, t / 2)
         self.draining = True
         log.info("draining: refusing new requests; those in flight get %.1f s to finish", grace)
-        for w in self.workers.values():
+        for w in self.every_worker():
             w.drain(grace)
 
     def close(self) -> None:
-        for w in self.workers.values():
+        for w in self.every_worker():
             w.close()
 
+    # -- the table changes (on the event loop) ----------------------------------------------------------------
+    def changed(self) -> None:
+        """After any change to `workers`: the aliases follow, and so do the gauges that describe each model."""
+        claims = defaultdict(list)
+        for i, w in self.workers.items():
+            if w.variant and (alias := depth_alias(w.variant)) not in self.workers:
+                claims[alias].append(i)
+        self.claims = dict(claims)
+        for i in [i for i in self._published if i not in self.workers]:
+            self._forget(i)
+        for w in self.workers.values():
+            self._publish(w)
+
+    def _publish(self, w: ModelWorker) -> None:
+        labels = tuple(w.labels.values())
+        if self._published.get(w.id, labels) != labels:  # the variant's depth changed with its new file
+            self._forget(w.id)
+        self._published[w.id] = labels
+        if w.card and w.card.val_loss is not None:
+            metrics.VALIDATION_LOSS.labels(*labels).set(w.card.val_loss)
+        metrics.READY.labels(*labels).set(1 if w.ready else 0)
+        if w.state == LOADING:
+            return  # the info of what serves (or failed) until then stays
+        info = tuple(w.info_labels().values())
+        if (old := self._info.get(w.id)) not in (None, info):
+            metrics.drop(metrics.INFO, old)  # a stale sha256 (or provider) must not be left behind
+        metrics.INFO.labels(*info).set(1)
+        self._info[w.id] = info
+
+    def _forget(self, model_id: str) -> None:
+        """The model left the zoo: end the series that describe it, so no dashboard shows a ghost."""
+        labels = self._published.pop(model_id)
+        for gauge in metrics.MODEL_GAUGES:
+            metrics.drop(gauge, labels)
+        if info := self._info.pop(model_id, None):
+            metrics.drop(metrics.INFO, info)
+
+    def forget_worker_gauges(self, w: ModelWorker) -> None:
+        """A retired worker ended: when no other worker has its labels, its per-worker gauges end too."""
+        if not any(o.labels == w.labels for o in self.every_worker()):
+            for gauge in metrics.WORKER_GAUGES:
+                metrics.drop(gauge, tuple(w.labels.values()))
+
+    # -- names ------------------------------------------------------------------------------------------------
     @property
     def any_ready(self) -> bool:
         return any(w.ready for w in self.workers.values())
 
-    def ready_workers(self) -> list[ModelWorker]:
-        return [w for w in self.workers.values() if w.ready]
+    def ready_workers(self, family: str | None = None) -> list[ModelWorker]:
+        """The workers that serve now, of one family (shakespeare-char: its cards' dataset name as ids spell it) or
+        all: what routing may choose."""
+        return [w for w in self.workers.values() if w.ready and (family is None or (
+            w.card is not None and w.card.dataset_name is not None and family_id(w.card.dataset_name) == family))]
 
     def alias_target(self, alias: str) -> str | None:
         """The id an alias names now (ready variants first), or None when it names none or several."""

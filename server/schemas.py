@@ -118,7 +118,7 @@ class ModelCard(msgspec.Struct, kw_only=True):
     quantization: str | None
     provider: str | None
     ready: bool
-    state: Literal["loading", "ready", "failed", "not_exported"]
+    state: Literal["loading", "ready", "failed", "not_exported", "unloaded"]
     reason: str | None
     kind: Literal["variant", "family", "auto"] = "variant"
     variants: list[str] | None = None
@@ -137,9 +137,10 @@ class ModelState(msgspec.Struct, kw_only=True):
     reason: str | None
 
 
-class Readiness(msgspec.Struct, kw_only=True):
+class Readiness(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: Literal["ready", "not_ready"]
     models: list[ModelState]
+    reason: str | None = None  # why not ready (absent when ready)
 
 
 class Health(msgspec.Struct):

@@ -15,6 +15,7 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 # Fields read from variables the rest of gptzoo already uses; every other field is GPTZOO_SERVE_<FIELD>.
 _ENV_NAMES = {"store": "GPTZOO_STORE", "api_key": "GPTZOO_API_KEY", "threads": "GPTZOO_THREADS"}
+_LIST_FIELDS = {"models"}  # comma-separated in the environment
 
 
 def env_name(field: str) -> str:
@@ -54,6 +55,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # 429, "shallower" hands it to the next shallower variant of the same family that has room.
     fallback: Literal["none", "shallower"] = "none"
     load_in_background: bool = False  # start answering at once; models become ready as they load
+    # Seconds between rescans of the store (new, re-exported and removed variants; see gptzoo.server.reload); 0: only
+    # at start and on POST /admin/reload.
+    reload_interval: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    # Serve only these variants (ids or depth aliases); the others are listed as unloaded. None: every variant.
+    models: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)] | None = None
 
     @classmethod
     def build(cls, **values) -> Settings:
@@ -66,7 +72,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
-        values = {f: environ[env_name(f)] for f in cls.__struct_fields__ if environ.get(env_name(f))}
+        values: dict[str, object] = {f: environ[env_name(f)] for f in cls.__struct_fields__ if environ.get(env_name(f))}
+        for f in _LIST_FIELDS & values.keys():
+            values[f] = [x.strip() for x in str(values[f]).split(",") if x.strip()]
         return cls.build(**values)
 
     def to_env(self) -> dict[str, str]:
@@ -74,6 +82,8 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
         out = {}
         for f in self.__struct_fields__:
             v = getattr(self, f)
-            if v is not None:
+            if isinstance(v, list):
+                out[env_name(f)] = ",".join(v)
+            elif v is not None:
                 out[env_name(f)] = str(v).lower() if isinstance(v, bool) else str(v)
         return out

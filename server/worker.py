@@ -11,7 +11,9 @@ wake-up), not one per token per row. The worker measures latency, tokens and ref
 once, on the HTTP side (gptzoo.server.outcomes).
 
 Refusals (429 queue full, 503 queue timeout or shutting down) carry Retry-After and count in gptzoo_requests_refused. On
-shutdown the worker drains: no new jobs, queued and running ones go on until the drain deadline.
+shutdown the worker drains: no new jobs, queued and running ones go on until the drain deadline. A worker the live zoo
+retires (its variant was re-exported, removed or unloaded: gptzoo.server.reload) is out of the routing table already;
+it finishes every job it holds, then is stopped.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import os
 import threading
 import time
 from collections import deque
-from datetime import datetime
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
@@ -36,12 +39,13 @@ from gptzoo.zoo.errors import first_line
 from gptzoo.zoo.generate import Batch, Row
 from gptzoo.zoo.runtime import OnnxModel, open_variant
 from gptzoo.zoo.sampling import SamplingParams
-from gptzoo.zoo.store import Broken, Variant, family_id
+from gptzoo.zoo.sources import sha256_file
+from gptzoo.zoo.store import ONNX, Broken, Variant, family_id
 from gptzoo.zoo.tokenizers import Tokenizer, from_spec
 
 log = logging.getLogger("gptzoo.server")
 
-LOADING, READY, FAILED, NOT_EXPORTED = "loading", "ready", "failed", "not_exported"
+LOADING, READY, FAILED, NOT_EXPORTED, UNLOADED = "loading", "ready", "failed", "not_exported", "unloaded"
 RETRY_BUSY, RETRY_SHUTDOWN = "1", "5"  # Retry-After seconds: a slot frees up within a request; a restart takes longer
 
 
@@ -74,21 +78,61 @@ def _deliver(events: list[tuple[Job, Event]]) -> None:
         job.events.put_nowait(event)
 
 
+def onnx_path(variant: Variant):
+    return variant.path(variant.card.onnx.file if variant.card.onnx else ONNX)
+
+
+def file_stamp(entry: Variant | Broken) -> tuple | None:
+    """The ONNX file as the file system sees it (size, mtime, inode); None without one."""
+    if isinstance(entry, Broken):
+        return None
+    try:
+        st = onnx_path(entry).stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def version(entry: Variant | Broken) -> tuple:
+    """What a worker of this store entry would serve: the sha256 the card gives its ONNX file (the exporter writes
+    the file, then the card: a new file under the old card is an export in progress, not a new version), the file
+    itself for a card without a sha256, or why there is nothing to serve."""
+    if isinstance(entry, Broken):
+        return ("broken", entry.reason)
+    if not onnx_path(entry).is_file():
+        return ("not_exported",)
+    facts = entry.card.onnx
+    return ("sha256", facts.sha256) if facts and facts.sha256 else ("file", file_stamp(entry))
+
+
 class ModelWorker:
-    def __init__(self, variant: Variant | Broken, settings: Settings):
+    def __init__(self, variant: Variant | Broken, settings: Settings, *, unloaded: str | None = None,
+                 on_loaded: Callable[[ModelWorker], None] | None = None):
         """A Broken variant (its card cannot be used) gets a worker that is failed from the start, so it is listed
-        with its reason."""
+        with its reason; `unloaded` (the reason) makes a placeholder that loads nothing. `on_loaded` is called from
+        the worker's thread once loading ended, either way (before `loaded` is set)."""
         self.settings = settings
+        self.entry = variant  # what the store held when this worker was made
         self.variant, self.card = (variant, variant.card) if isinstance(variant, Variant) else (None, None)
         self.id, self.dir = variant.id, variant.dir
         self.labels = metrics.model_labels(self.id, self.card.n_layer if self.card else None)
         self.m = metrics.ModelMetrics(self.labels)
-        if isinstance(variant, Broken):
+        # the store entry this worker stands for, to compare with what a later scan finds
+        self.version, self.file_stamp = version(variant), file_stamp(variant)
+        facts = self.card.onnx if self.card else None
+        self.sha256: str | None = facts.sha256 if facts else None  # of its file (computed if the card has none)
+        self.loaded_at: datetime | None = None
+        if unloaded:
+            self.state, self.reason = UNLOADED, unloaded
+        elif isinstance(variant, Broken):
             self.state, self.reason = FAILED, variant.reason
-        elif variant.exported:
+        elif self.version != ("not_exported",):
             self.state, self.reason = LOADING, None
         else:
             self.state, self.reason = NOT_EXPORTED, f"not exported (run `gptzoo export --model {self.id}`)"
+        self.on_loaded = on_loaded
+        self.retired = False  # out of the routing table (gptzoo.server.reload): finishes its jobs, then stops
+        self._jobs = 0  # submitted and not ended yet (queued, being admitted or running), under _cv
         self.provider: str | None = None
         self.model: OnnxModel | None = None
         self.tokenizer: Tokenizer | None = None
@@ -111,6 +155,17 @@ class ModelWorker:
     @property
     def ready(self) -> bool:
         return self.state == READY
+
+    @property
+    def in_flight(self) -> int:
+        """Requests it holds: queued, being admitted or running."""
+        with self._cv:
+            return self._jobs
+
+    @property
+    def alive(self) -> bool:
+        """Its thread runs (loading or serving)."""
+        return self._thread is not None and self._thread.is_alive()
 
     @property
     def block_size(self) -> int:
@@ -146,36 +201,51 @@ class ModelWorker:
                 self._drain_by = time.perf_counter() + grace
             self._cv.notify()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def stop(self) -> None:
+        """End the thread without waiting: queued and running jobs get 503 (the live zoo stops a worker once idle)."""
         with self._cv:
             self._stopping = True
             self._cv.notify()
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.stop()
         if self._thread:
             self._thread.join(timeout)
+        self.m.release()
 
     def _run(self) -> None:
+        t0 = time.perf_counter()
         try:
-            t0 = time.perf_counter()
             self._load()
-            self.state = READY
-            log.info("%s: ready on %s (loaded and warmed up in %.0f ms)", self.id, self.provider,
-                     (time.perf_counter() - t0) * 1e3)
+            self.state, self.loaded_at = READY, datetime.now(UTC)
+            took = time.perf_counter() - t0
+            metrics.LOADS.labels(**self.labels, outcome="loaded").inc()
+            metrics.LOAD_TIME.labels(**self.labels).observe(took)
+            log.info("%s: ready on %s (sha256 %s…, loaded and warmed up in %.0f ms)", self.id, self.provider,
+                     (self.sha256 or "?")[:12], took * 1e3)
         except Exception as e:  # anything: a broken variant must not take the others down
             # /readyz is public: name files by variant id, not by their place on the server's disk
             reason = first_line(e).replace(str(self.dir), self.id)
             self.state, self.reason = FAILED, reason.replace(str(self.dir.parent) + os.sep, "")
+            metrics.LOADS.labels(**self.labels, outcome="failed").inc()
             log.warning("%s: not ready: %s", self.id, self.reason)
         finally:
-            self._gauges()
+            if self.on_loaded:
+                self.on_loaded(self)
             self.loaded.set()
-        if self.ready:
-            self._serve()
+        try:
+            if self.ready:
+                self._serve()
+        finally:
+            self.m.release()
 
     def _load(self) -> None:
         tokenizer = from_spec(self.card.tokenizer)
         # refuses a file that is missing, corrupt, replaced, or exported from another variant
         # (the card already checked that its tokenizer fits its vocabulary, and open_variant the file against it)
         model = open_variant(self.variant, self.settings.device, self.settings.threads)
+        if not self.sha256:  # a card without the file's sha256: /admin/models still tells which file serves
+            self.sha256 = sha256_file(onnx_path(self.variant))
         self.model, self.tokenizer, self.provider = model, tokenizer, model.provider
         # Warm-up: a real prefill and decode step, so the first request pays no one-off session costs.
         batch = Batch(model, tokenizer, self.settings.policy, slots=1)
@@ -199,32 +269,35 @@ class ModelWorker:
             batch.remove(rows)
         self.latency.calibrate(times[1], times[full], full)
 
-    def _gauges(self) -> None:
+    def info_labels(self) -> dict[str, str]:
+        """gptzoo_model_info's labels for this worker (the router publishes them for the worker that serves)."""
         card = self.card
-        if card and card.val_loss is not None:
-            metrics.VALIDATION_LOSS.labels(**self.labels).set(card.val_loss)
-        metrics.READY.labels(**self.labels).set(1 if self.ready else 0)
-        if self.state != LOADING:
-            metrics.INFO.labels(**self.labels, provider=self.provider or "none",
-                                params=str(card.params or "") if card else "",
-                                exporter=(card.onnx.exporter or "") if card and card.onnx else "",
-                                quantization=(card.quantization or "none") if card else "none").set(1)
-        self.m.waiting.set(0)
-        self.m.running.set(0)
+        return {**self.labels, "provider": self.provider or "none", "params": str(card.params or "") if card else "",
+                "exporter": (card.onnx.exporter or "") if card and card.onnx else "",
+                "quantization": (card.quantization or "none") if card else "none", "sha256": self.sha256 or ""}
+
+    def _gauges(self) -> None:
         # counters exist at 0 from the start, so dashboards show a zero rate rather than no data
         metrics.CANCELLED.labels(**self.labels)
         for reason in metrics.REFUSAL_REASONS:
             metrics.REFUSED.labels(**self.labels, reason=reason)
-        if card and card.dataset_name:
-            family = family_id(card.dataset_name)
+        if self.card and self.card.dataset_name:
+            family = family_id(self.card.dataset_name)
             for reason in metrics.ROUTE_REASONS:
                 metrics.ROUTES.labels(**self.labels, family=family, reason=reason)
             for result in ("within", "over"):
                 metrics.BUDGET.labels(**self.labels, family=family, result=result)
+        for outcome in metrics.LOAD_OUTCOMES:
+            metrics.LOADS.labels(**self.labels, outcome=outcome)
 
     # -- requests ---------------------------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
         with self._cv:
+            if self._stopping and self.retired and self._drain_by is None:
+                # the request chose this worker, then waited (a long prompt is tokenized off the event loop) while
+                # the live zoo replaced or unloaded it and, idle, stopped it
+                raise self._refusal(503, f"{self.id} was reloaded or unloaded while this request was being read; "
+                                         "retry", "model_not_ready", RETRY_BUSY)
             if self._stopping or self._drain_by is not None:
                 raise self._refusal(503, "the server is shutting down; retry later", "shutting_down", RETRY_SHUTDOWN)
             if len(self._pending) >= self.settings.max_waiting:
@@ -233,7 +306,8 @@ class ModelWorker:
             job.deadline = job.arrival + self.settings.request_timeout
             job.found_full = sum(self.occupancy) >= self.settings.max_batch_size
             self._pending.append(job)
-            self.m.waiting.set(len(self._pending))
+            self._jobs += 1
+            self.m.set_waiting(len(self._pending))
             self._cv.notify()
 
     def _refusal(self, status: int, message: str, code: str, retry_after: str) -> ApiError:
@@ -243,8 +317,7 @@ class ModelWorker:
     def _new_batch(self) -> Batch:
         s = self.settings
         batch = Batch(self.model, self.tokenizer, s.policy, slots=s.max_batch_size, prefill_chunk=s.prefill_chunk)
-        self.m.slots.set(batch.slots)
-        self.m.cache_bytes.set(batch.cache_bytes)
+        self.m.set_cache(batch.slots, batch.cache_bytes)
         return batch
 
     def _serve(self) -> None:
@@ -263,7 +336,7 @@ class ModelWorker:
                 self._sweep(now, cut)
                 room = self.settings.max_batch_size - len(batch.rows)
                 new = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
-                self.m.waiting.set(len(self._pending))
+                self.m.set_waiting(len(self._pending))
             try:
                 if cut:
                     self._retire(batch, now, cut=True)
@@ -282,6 +355,7 @@ class ModelWorker:
         for job in left:
             self._fail(job, 503, "the server stopped before this request finished", "shutting_down")
         self._hand_off(force=True)
+        self._batch = None  # the KV cache goes with the worker (and the session once nothing refers to it)
 
     def _post(self, job: Job, event: Event) -> None:
         if not isinstance(event, TextDelta) or not job.streaming:
@@ -385,9 +459,19 @@ class ModelWorker:
         if fresh:
             self.m.generation_tokens.inc(fresh)
 
+    def _ended(self, job: Job) -> bool:
+        """Marks the job finished; False when it was already."""
+        if job.finished:
+            return False
+        job.finished = True
+        with self._cv:
+            self._jobs -= 1
+        return True
+
     def _finish(self, job: Job, now: float, row: Row | None = None) -> None:
         """A row that generated to its end (`row`), or a job whose client left (no row: nobody to answer)."""
-        job.finished = True
+        if not self._ended(job):
+            return
         if row is None:
             metrics.CANCELLED.labels(**self.labels).inc()
             return
@@ -402,10 +486,8 @@ class ModelWorker:
         self._post(job, Done(row.text.text, row.finish_reason, len(row.generated)))
 
     def _fail(self, job: Job, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
-        if job.finished:
-            return
-        job.finished = True
-        self._post(job, Failed(status, message, code, headers))
+        if self._ended(job):
+            self._post(job, Failed(status, message, code, headers))
 
     def _refuse(self, job: Job, status: int, message: str, code: str, retry_after: str) -> None:
         """A queued job turned away before generating anything: a refusal, with Retry-After."""

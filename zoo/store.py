@@ -169,14 +169,28 @@ class Store:
             return [], []
         good, broken = [], []
         for d in sorted(self.root.iterdir()):
-            if d.name.startswith(".") or not (d / CARD).is_file():
-                continue  # unfinished folders, the lock folder, temp files
-            try:
-                good.append(Variant(d, _read_card(d, check_name(d.name, "variant id"))))
-            except (InvalidName, StoreError) as e:
-                broken.append(Broken(d.name, d, str(e)))
+            entry = self._entry(d)
+            if isinstance(entry, Variant):
+                good.append(entry)
+            elif entry is not None:
+                broken.append(entry)
         good.sort(key=lambda v: (v.dataset_name or "", v.n_layer, v.id))
         return good, broken
+
+    def entry(self, vid: str) -> Variant | Broken | None:
+        """What the store holds under `vid` now, as `scan` would report it: None when there is no such variant."""
+        try:
+            return self._entry(self.variant_dir(vid))
+        except InvalidName:
+            return None
+
+    def _entry(self, d: Path) -> Variant | Broken | None:
+        if d.name.startswith(".") or not (d / CARD).is_file():
+            return None  # unfinished folders, the lock folder, temp files
+        try:
+            return Variant(d, _read_card(d, check_name(d.name, "variant id")))
+        except (InvalidName, StoreError) as e:
+            return Broken(d.name, d, str(e))
 
     def variants(self) -> list[Variant]:
         return self.scan()[0]

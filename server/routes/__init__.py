@@ -1,5 +1,5 @@
 """The thin HTTP layer: each module's handlers fetch their service from DI and return schemas."""
 
-from gptzoo.server.routes import completions, health, models
+from gptzoo.server.routes import admin, completions, health, models
 
-ROUTES = [*completions.ROUTES, *models.ROUTES, *health.ROUTES]
+ROUTES = [*completions.ROUTES, *models.ROUTES, *health.ROUTES, *admin.ROUTES]

@@ -23,7 +23,13 @@ async def readyz(router: NamedDependency[ModelRouter]) -> Response[Readiness]:
     states = [ModelState(id=w.id, state=w.state, ready=w.ready, provider=w.provider, reason=w.reason)
               for w in router.workers.values()]
     ready = router.any_ready and not router.draining  # draining: load balancers should stop sending requests
-    return Response(Readiness(status="ready" if ready else "not_ready", models=states),
+    reason = None
+    if router.draining:
+        reason = "the server is shutting down"
+    elif not ready:
+        reason = "no model is ready: " + ("; ".join(f"{s.id} {s.state}" + (f" ({s.reason})" if s.reason else "")
+                                                    for s in states) or "the store has none")
+    return Response(Readiness(status="ready" if ready else "not_ready", models=states, reason=reason),
                     status_code=200 if ready else 503)
 
 

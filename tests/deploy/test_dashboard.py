@@ -28,6 +28,7 @@ REQUIRED_METRICS = {
     "gptzoo_prefill_tokens_per_step_bucket", "gptzoo_cache_slots", "gptzoo_cache_slots_in_use",
     "gptzoo_route_decisions_total", "gptzoo_budget_requests_total", "gptzoo_time_per_output_token_seconds_bucket",
     "gptzoo_predicted_time_per_output_token_seconds_bucket",
+    "gptzoo_model_loads_total", "gptzoo_model_load_seconds_sum", "gptzoo_model_load_seconds_count",
 }
 
 

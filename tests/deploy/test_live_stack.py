@@ -87,6 +87,13 @@ def crowd_out(base: str) -> None:
         f.result(timeout=30)
 
 
+def reload_model(base: str) -> None:
+    """Unload the model and load it again (the live zoo's admin API): one more load for the loads panel."""
+    assert httpx.post(f"{base}/admin/models/{MODEL}/unload", timeout=30).status_code == 200
+    assert httpx.post(f"{base}/admin/models/{MODEL}/load", timeout=30).status_code in (200, 202)
+    wait_for(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, "the model loaded again")
+
+
 def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_path, exported_store):
     store = tmp_path / "store"
     shutil.copytree(exported_store, store)
@@ -121,6 +128,7 @@ def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_
             crowd_out(base)
             wait_for(lambda: metric(httpx.get(f"{base}/metrics").text, "gptzoo_requests_cancelled_total",
                                     model=MODEL, layers="2") == BATCH + QUEUE, "the cancellations")
+            reload_model(base)
             seen = scrapes()
             wait_for(lambda: scrapes() >= seen + 3, "three scrapes after the load", proc=proc)
 
@@ -158,6 +166,10 @@ def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_
             assert 0 < float(p95["value"][1]) < 30
             generated = query(prom, f'sum(gptzoo_generation_tokens_total{{model="{MODEL}"}})')
             assert float(generated[0]["value"][1]) >= tokens
+            # the reload's load, over a range that holds it however slow the machine is today
+            loads = {s["metric"]["outcome"]: float(s["value"][1])
+                     for s in query(prom, substitute(exprs["Model loads [A]"]).replace("[30s]", "[5m]"))}
+            assert loads["loaded"] > 0 and loads["failed"] == 0, loads
         finally:
             proc.terminate()
             try:

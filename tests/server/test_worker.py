@@ -29,8 +29,11 @@ def test_full_queue_is_429(exported_store):
 
     refused = metrics.REFUSED.labels(**w.labels, reason="overloaded")
     before = refused._value.get()
-    with pytest.raises(ApiError) as e:
-        asyncio.run(submit_three())
+    try:
+        with pytest.raises(ApiError) as e:
+            asyncio.run(submit_three())
+    finally:
+        w.close()  # its two queued jobs leave the (process-wide) waiting gauge
     assert e.value.status == 429 and "2 requests waiting" in e.value.message
     assert e.value.headers == {"Retry-After": "1"} and refused._value.get() == before + 1
 
