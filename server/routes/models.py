@@ -28,7 +28,8 @@ def routed_card(name: str, kind: str, members: list[ModelWorker]) -> ModelCard:
     """A name that routes: `auto`, or a family (any depth of one dataset)."""
     ready = any(w.ready for w in members)
     states = {w.state for w in members}
-    state = "ready" if ready else "loading" if "loading" in states else "failed"
+    state = ("ready" if ready else "loading" if "loading" in states else "unloaded" if states == {"unloaded"}
+             else "failed")
     return ModelCard(
         id=name, created=max(created_at(w.card) for w in members), aliases=[], n_layer=None, n_head=None, n_embd=None,
         block_size=None, vocab_size=None, params=None, val_loss=None, dataset=members[0].card.dataset_name,

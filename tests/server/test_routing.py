@@ -245,3 +245,16 @@ def test_openai_client_sends_budgets_through_extra_body(make_client, store):
         "POST", "http://x", json={"model": "auto", "prompt": "x", "max_tokens": 2, "max_tpot_ms": 1000}).content,
         headers={"content-type": "application/json"})
     assert r.status_code == 200 and r.headers["x-gptzoo-route"] == "best-fit"
+
+
+def test_auto_follows_the_ready_variants_of_a_live_zoo(make_client, store):
+    """Unloading the best variant (issue 16's admin API) moves `auto` to the next one; loading it brings it back."""
+    client = make_client(store, threads=1, reload_interval=0)
+    assert complete(client, model="auto").headers["x-gptzoo-model"] == MODEL
+    assert client.post(f"/admin/models/{MODEL}/unload").status_code in (200, 202)
+    _poll(lambda: not client.app.state.router.workers[MODEL].ready)
+    assert complete(client, model="auto").headers["x-gptzoo-model"] == SHALLOW
+    assert client.get("/v1/models/auto").json()["variants"] == [MODEL, SHALLOW]  # still listed, not ready
+    assert client.post(f"/admin/models/{MODEL}/load").status_code in (200, 202)
+    _poll(lambda: client.app.state.router.workers[MODEL].ready)
+    assert complete(client, model="auto").headers["x-gptzoo-model"] == MODEL
