@@ -23,24 +23,9 @@ import time
 from pathlib import Path
 
 import httpx
+from pinned_server import start
 
 HERE = Path(sys.executable).parent
-
-
-def start(store: str, port: int, extra: list[str]) -> subprocess.Popen:
-    cmd = [str(HERE / "gptzoo"), "serve", "--store", store, "--port", str(port), "--cpus", "0", "--threads", "1",
-           "--log-level", "warning", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(900):
-        time.sleep(0.2)
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2, trust_env=False).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            continue
-    raise SystemExit("the server is not ready after 180 s")
 
 
 def load(port: int, model: str, *args) -> dict:
@@ -67,7 +52,7 @@ def main() -> None:
     a = ap.parse_args()
 
     port = a.port
-    proc = start(a.store, port, [])
+    proc = start(str(HERE / "gptzoo"), a.store, port, [])
     try:
         models = httpx.get(f"http://127.0.0.1:{port}/v1/models", trust_env=False).json()["data"]
         variants = sorted((m for m in models if m["kind"] == "variant" and m["ready"]), key=lambda m: m["n_layer"])

@@ -20,29 +20,11 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
+from pinned_server import start
 
 HERE = Path(sys.executable).parent
-
-
-def start(name: str, exe: str, store: str, port: int, extra: list[str]) -> subprocess.Popen:
-    cmd = [exe, "serve", "--store", store, "--port", str(port), "--cpus", "0", "--threads", "1",
-           "--log-level", "warning", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        time.sleep(0.2)
-        if proc.poll() is not None:
-            raise SystemExit(f"{name}: the server exited: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2, trust_env=False).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            continue
-    raise SystemExit(f"{name}: not ready after 120 s")
 
 
 def load(port: int, model: str, clients: int, requests: int, max_tokens: int) -> dict:
@@ -90,7 +72,7 @@ def main() -> None:
         exe, store, *extra = rest.split(":", 2)
         servers.append((name, exe, store, 8851 + i))
         extras.append(extra[0].split() if extra else [])
-    procs = [start(name, exe, store, port, extra)
+    procs = [start(exe, store, port, extra, name)
              for (name, exe, store, port), extra in zip(servers, extras, strict=True)]
     results: dict[tuple[str, int], list[dict]] = {}
     try:

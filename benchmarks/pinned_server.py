@@ -1,0 +1,30 @@
+"""`gptzoo serve` pinned to core 0 with one thread per model, for the benchmark scripts beside this file (the load
+generator goes on core 1)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+
+import httpx
+
+
+def start(exe: str, store: str, port: int, extra: list[str], name: str = "server",
+          startup_s: float = 180.0) -> subprocess.Popen:
+    """Starts the server and returns once /readyz answers 200; exits the script with the server's log if it dies
+    or is not ready within `startup_s`."""
+    cmd = [exe, "serve", "--store", store, "--port", str(port), "--cpus", "0", "--threads", "1",
+           "--log-level", "warning", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + startup_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        if proc.poll() is not None:
+            raise SystemExit(f"{name}: the server exited: {proc.stderr.read()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2, trust_env=False).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            continue
+    proc.kill()
+    raise SystemExit(f"{name}: not ready after {startup_s:.0f} s")
