@@ -60,3 +60,7 @@ class TorchModel:
         for c, written in zip(cache, out[1:], strict=True):
             c[rows] = written
         return out[0].numpy()
+
+    def decode(self, cache: list[torch.Tensor], first: int, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        # a full slot (an idle row's length may be block_size) feeds from position 0: its length is past the table
+        return self.run(cache, Call.decode(first, tokens, starts, starts < self.shape.block_size))[:, 0]

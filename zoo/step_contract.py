@@ -181,6 +181,12 @@ class StepRunner(Protocol):
         """Logits [B, K, V] for `call`, whose keys/values are written into its slots of `cache` in place."""
         ...
 
+    def decode(self, cache: object, first: int, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """Logits [B, V] of `run(cache, Call.decode(first, tokens, starts, live))` where the rows not live feed
+        token 0: the step of every token, which a backend may run faster than `run`. The array may be reused by the
+        next call."""
+        ...
+
 
 def logits_without_cache(runner: StepRunner, ids: np.ndarray) -> np.ndarray:
     """Logits [B, T, V] of every position of `ids` [B, T] (T <= block_size), causal from its first token: the
