@@ -34,7 +34,9 @@ def generate_cmd(
                                                    "this one to verify (speculative decoding): the same text at "
                                                    "temperature 0, the same distribution above it, faster when the "
                                                    "draft guesses well.", show_default=False)] = None,
-    draft_tokens: Annotated[int, typer.Option(min=1, max=16, help="Tokens the draft proposes per round.")] = 4,
+    draft_tokens: Annotated[int, typer.Option(min=1, max=16, help="The most tokens the draft proposes per round "
+                                              "(fewer after a guess it is unsure of, none while drafting does not "
+                                              "pay).")] = 4,
     store: StoreOpt = None,
 ) -> None:
     """Generate text from a variant and print the completion (without the prompt) to stdout.

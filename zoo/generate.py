@@ -180,6 +180,7 @@ class Batch:
         self.calls = 0  # session calls of the target, for tests and profiling
         self.stats = StepStats()
         self.draft, self.draft_calls = draft, 0
+        self.drafted = self.accepted = 0  # tokens the draft proposed and the target kept, since the batch began
         if draft is not None:
             self.draft_cache = draft.model.new_cache(slots)
             self._token_cost = draft.drafted_token_cost(model)
@@ -287,6 +288,13 @@ class Batch:
     def _decode(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
         """One call over the slots from the lowest to the highest of `feeds`, one token each; slots in between that
         are free or busy elsewhere feed a token that lands past what they hold (gptzoo.zoo.step_contract)."""
+        self.calls += 1
+        if len(feeds) == 1:  # one stream: no arrays to build
+            r, t = feeds[0]
+            logits = self.model.decode(self.cache, r.slot, t, (r.cached,))
+            if self._advance(feeds, got_rows):
+                got_logits.append(logits.copy())  # the decode's output is reused
+            return
         lo = min(r.slot for r, _ in feeds)
         B = max(r.slot for r, _ in feeds) - lo + 1
         tokens = np.zeros(B, np.int64)
@@ -295,7 +303,6 @@ class Batch:
         for i, (r, t) in enumerate(feeds):
             b = at[i] = r.slot - lo
             tokens[b] = t[0]
-        self.calls += 1
         logits = self.model.decode(self.cache, lo, tokens, starts)
         if ready := self._advance(feeds, got_rows):
             got_logits.append(logits[at[ready]])  # a copy: the decode's output is reused
@@ -395,6 +402,13 @@ class Batch:
                       feed: list[tuple[int, int]]) -> dict[int, np.ndarray]:
         """One draft call feeding one token to each row in `feed` ((index in verify, token)), over the slots from the
         lowest to the highest; the others in between feed a token past what they hold."""
+        if len(feed) == 1:  # one stream: no arrays to build
+            i, token = feed[0]
+            r = verify[i][0]
+            self.draft_calls += 1
+            logits = self.draft.model.decode(self.draft_cache, r.slot, (token,), (r.draft_cached,))
+            r.draft_cached += 1
+            return {i: logits[0]}
         rows = [verify[i][0] for i, _ in feed]
         lo = min(r.slot for r in rows)
         B = max(r.slot for r in rows) - lo + 1
@@ -425,6 +439,8 @@ class Batch:
             r.accepted += len(kept)
             self.stats.drafted += len(props)
             self.stats.accepted += len(kept)
+            self.drafted += len(props)
+            self.accepted += len(kept)
             r.gain = spec.observe(r.gain, len(kept), len(props), self._token_cost)
             for token in kept + [extra]:
                 r.take(token)

@@ -63,4 +63,5 @@ class TorchModel:
 
     def decode(self, cache: list[torch.Tensor], first: int, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
         # a full slot (an idle row's length may be block_size) feeds from position 0: its length is past the table
-        return self.run(cache, Call.decode(first, tokens, starts, starts < self.shape.block_size))[:, 0]
+        starts = np.asarray(starts, np.int64)
+        return self.run(cache, Call.decode(first, np.asarray(tokens), starts, starts < self.shape.block_size))[:, 0]

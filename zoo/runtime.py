@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -105,7 +106,7 @@ class OnnxModel:
         self.session.run_with_iobinding(io)
         return logits
 
-    def decode(self, cache: SlotCache, first: int, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    def decode(self, cache: SlotCache, first: int, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
         """Logits [B, V] of one new token per slot first .. first + B - 1, as `run` with `Call.decode` (rows with
         nothing to feed feed token 0 at their own length), without building or binding anything: the inputs and the
         logits of these slots are bound once, to arrays rewritten in place. The logits are a view of that output,
@@ -177,11 +178,12 @@ class _Decoder:
         self.logits = np.zeros((rows, 1, model.shape.vocab_size), np.float32)
         io.bind_output(contract.LOGITS, "cpu", 0, np.float32, self.logits.shape, self.logits.ctypes.data)
 
-    def __call__(self, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    def __call__(self, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
         if len(tokens) == 1:  # one stream: scalar writes, cheaper than numpy operations
             self.ids[0, 0], self.positions[0, 0] = tokens[0], starts[0]
             self.seqlens[0], self.total[...] = starts[0], starts[0] + 1
         else:
+            starts = np.asarray(starts)
             self.ids[:, 0] = tokens
             # a full slot's idle row feeds at its length, block_size: past the position table, so clamped
             np.minimum(starts, self.last, out=self.positions[:, 0])

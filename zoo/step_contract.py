@@ -35,6 +35,7 @@ Plain numpy and names only, so the exporter (gptzoo.exports), both backends and 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -181,7 +182,7 @@ class StepRunner(Protocol):
         """Logits [B, K, V] for `call`, whose keys/values are written into its slots of `cache` in place."""
         ...
 
-    def decode(self, cache: object, first: int, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    def decode(self, cache: object, first: int, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
         """Logits [B, V] of `run(cache, Call.decode(first, tokens, starts, live))` where the rows not live feed
         token 0: the step of every token, which a backend may run faster than `run`. The array may be reused by the
         next call."""
