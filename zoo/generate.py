@@ -375,9 +375,8 @@ class Batch:
             if lag == 1:
                 catch_one.append((i, t[-1]))
             else:
-                tokens = _last(r, lag)
                 self.draft_calls += 1
-                logits[i] = d.model.run(self.draft_cache, Call.fill(r.slot, [tokens], [r.draft_cached]))[0, -1]
+                logits[i] = d.model.extend(self.draft_cache, r.slot, _last(r, lag), r.draft_cached, 1)[0]
                 r.draft_cached += lag
         if catch_one:
             logits.update(self._draft_decode(verify, catch_one))
@@ -426,12 +425,12 @@ class Batch:
         """The target scores each drafting row's feed and proposals in one call of its own, keeps the prefix it
         agrees with and adds its own next token; both slots roll back to what was kept."""
         for (r, t, _), (props, qs) in zip(verify, proposals, strict=True):
-            tokens = t + props
-            logits = self._run(Call.fill(r.slot, [tokens], [r.cached], wanted=list(range(len(t) - 1, len(tokens)))))
+            self.calls += 1
+            logits = self.model.extend(self.cache, r.slot, t + props, r.cached, len(props) + 1)
             if r.params.temperature == 0:
-                kept, extra = spec.accept_greedy(logits[0], props)
+                kept, extra = spec.accept_greedy(logits, props)
             else:
-                kept, extra = spec.accept(logits[0], props, qs, r.params, r.rng)
+                kept, extra = spec.accept(logits, props, qs, r.params, r.rng)
             r.cached += len(t) + len(kept)  # the rejected tail lies past the slot's length now: rolled back
             r.draft_cached = min(r.draft_cached, r.cached)
             r.pending, r.prompting = [], False

@@ -83,6 +83,29 @@ def check_pair(target: StepRunner, draft: StepRunner) -> None:
         raise BadValue(f"the draft's window ({d.block_size} tokens) is shorter than the target's ({t.block_size})")
 
 
+def check_variants(target, draft) -> str | None:
+    """Refusals of a store variant as another's draft, before anything is loaded (`generate --draft`, the server's
+    drafts): BadValue for a draft that cannot draft; a warning for one that will rarely save time; else None."""
+    if draft.id == target.id:
+        raise BadValue(f"{draft.id} is the target itself: pick a shallower variant")
+    if draft.card.tokenizer != target.card.tokenizer or draft.card.vocab_size != target.card.vocab_size:
+        raise BadValue(f"{draft.id} cannot draft for {target.id}: another tokenizer or vocabulary")
+    if not draft.exported:
+        raise BadValue(f"{draft.id} is not exported yet: run `gptzoo export --model {draft.id}`")
+    if draft.n_layer >= target.n_layer:
+        return (f"the draft {draft.id} ({draft.n_layer} layers) is not shallower than {target.id} "
+                f"({target.n_layer}): it will rarely save time")
+    return None
+
+
+def auto_draft(variants, target):
+    """The shallowest exported variant shallower than `target` with its tokenizer and dataset, or None."""
+    fits = [v for v in variants if v.exported and not v.card.quantization and v.n_layer < target.n_layer
+            and v.dataset_name == target.dataset_name and v.card.tokenizer == target.card.tokenizer
+            and v.card.vocab_size == target.card.vocab_size]
+    return min(fits, key=lambda v: (v.n_layer, v.id), default=None)
+
+
 # -- whether to draft ---------------------------------------------------------------------------------------------
 def batch_rate(rows: int, row_cost: float) -> float:
     """Tokens per unit of target time a batched decode step of `rows` rows makes: what drafting must beat."""
@@ -105,8 +128,8 @@ def propose(logits: np.ndarray, params: SamplingParams,
             rng: np.random.Generator) -> tuple[int, float, np.ndarray | None]:
     """The draft's proposal from its logits [V]: the token, the draft's probability of it (its confidence), and
     the distribution q it was drawn from (None at temperature 0, where q is the argmax)."""
-    if params.temperature == 0:
-        token = int(np.argmax(logits))
+    if params.temperature == 0:  # array methods: a numpy function's dispatch costs more than a 65-token argmax
+        token = int(logits.argmax())
         return token, 1.0 / float(np.exp(logits - logits[token]).sum()), None
     q = logits_to_probs(logits, params.temperature, params.top_k, params.top_p)
     token = draw(q, rng)
@@ -116,7 +139,7 @@ def propose(logits: np.ndarray, params: SamplingParams,
 def accept_greedy(logits: np.ndarray, proposals: list[int]) -> tuple[list[int], int]:
     """The longest prefix of `proposals` that the target's argmax agrees with (logits [k + 1, V]), and the
     target's own next token."""
-    best = np.argmax(logits, axis=1).tolist()
+    best = logits.argmax(axis=1).tolist()
     n = 0
     while n < len(proposals) and proposals[n] == best[n]:
         n += 1

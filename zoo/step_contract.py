@@ -188,6 +188,12 @@ class StepRunner(Protocol):
         next call."""
         ...
 
+    def extend(self, cache: object, slot: int, tokens: list[int], start: int, wanted: int) -> np.ndarray:
+        """Logits [wanted, V] of the last `wanted` of `tokens` fed to one slot from position `start`:
+        `run(cache, Call.fill(slot, [tokens], [start], wanted=…))[0]`, the verification of speculative decoding,
+        which a backend may run faster. The array may be reused by the next call."""
+        ...
+
 
 def logits_without_cache(runner: StepRunner, ids: np.ndarray) -> np.ndarray:
     """Logits [B, T, V] of every position of `ids` [B, T] (T <= block_size), causal from its first token: the

@@ -121,6 +121,7 @@ def test_bench_speculative_measures_every_pair(exported_store, tmp_path):
     from gptzoo.exports.onnx_export import export_model
     from gptzoo.zoo.model import GPT, GPTConfig
     from gptzoo.zoo.sources import sha256_file
+    from gptzoo.zoo.speculative import auto_draft
     from gptzoo.zoo.store import Store
 
     store = tmp_path / "store"
@@ -137,6 +138,8 @@ def test_bench_speculative_measures_every_pair(exported_store, tmp_path):
     card |= {"id": "shakespeare-char-1l", "n_layer": 1}
     card["onnx"] |= {"sha256": sha256_file(d / "model.onnx"), "bytes": (d / "model.onnx").stat().st_size}
     (d / "card.json").write_text(json.dumps(card))
+    variants = Store(store).variants()
+    assert auto_draft(variants, variants[1]).id == "shakespeare-char-1l" and auto_draft(variants, variants[0]) is None
     r = run("bench", "--speculative", "--quick", "--repeats", 1, "--json", "--draft-tokens", 3, "--store", store)
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
