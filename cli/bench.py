@@ -46,7 +46,8 @@ def bench_cmd(
         if as_json:
             print(json.dumps(as_dicts(srow), indent=2))
             return
-        table = Table(title=f"speculative decoding, greedy ({threads} thread(s), medians of {repeats})")
+        table = Table(title=f"speculative decoding, greedy ({threads} thread(s), medians of {repeats} runs, each "
+                            "stepping the target alone and drafted in turn)")
         for c in ["target", "draft", "batch", "k", "tokens/row", "alone tok/s", "drafted tok/s", "speed-up",
                   "proposed", "accepted", "tokens/call", "same text"]:
             table.add_column(c, justify="left" if c in ("target", "draft") else "right")

@@ -235,23 +235,30 @@ class SpecRow:
     identical: bool  # every row's drafted text is the target's own (greedy)
 
 
-def greedy_batch(target: StepRunner, tok, prompts, n_tokens: int, draft=None) -> tuple[float, list[list[int]], Batch]:
-    """Seconds for every prompt's greedy completion of n_tokens, decoded together (with `draft`: a
-    gptzoo.zoo.speculative.Draft), the completions, and the batch (its counters)."""
-    b = Batch(target, tok, policy="half", slots=len(prompts), draft=draft)
-    rows = [b.new_row(tok.encode(p), SamplingParams(max_tokens=n_tokens, temperature=0.0)) for p in prompts]
-    t0 = time.perf_counter()
-    b.add(rows)
-    while b.rows:
-        b.remove(b.step())
-    return time.perf_counter() - t0, [r.generated for r in rows], b
+def interleaved(target: StepRunner, tok, prompts, n_tokens: int, draft) -> tuple[float, float, list, list, Batch]:
+    """Every prompt's greedy completion of n_tokens, decoded together, by the target alone and with `draft` (a
+    gptzoo.zoo.speculative.Draft): the two batches step in turn, each step timed, so a burst of load elsewhere on the
+    machine slows both alike. Seconds of each, the completions of each, and the drafting batch (its counters)."""
+    batches, rows, seconds = [], [], [0.0, 0.0]
+    for d in (None, draft):
+        b = Batch(target, tok, policy="half", slots=len(prompts), draft=d)
+        rows.append([b.new_row(tok.encode(p), SamplingParams(max_tokens=n_tokens, temperature=0.0)) for p in prompts])
+        b.add(rows[-1])
+        batches.append(b)
+    while any(b.rows for b in batches):
+        for i, b in enumerate(batches):
+            if b.rows:
+                t0 = time.perf_counter()
+                b.remove(b.step())
+                seconds[i] += time.perf_counter() - t0
+    return seconds[0], seconds[1], [r.generated for r in rows[0]], [r.generated for r in rows[1]], batches[1]
 
 
 def run_speculative(store, threads: int = 1, n_tokens: int = 1000, batches=(1, 8), k: int = 4, repeats: int = 3,
                     say=lambda m: None) -> list[SpecRow]:
     """Every (target, draft) pair of the store's exported variants with one tokenizer, the draft shallower: greedy
-    tokens/s with and without the draft at each batch size (medians of `repeats`, the two alternating), acceptance
-    and tokens per target call."""
+    tokens/s with and without the draft at each batch size (medians of `repeats` runs, each stepping the two in
+    turn; the speed-up is the median of the runs' ratios), acceptance and tokens per target call."""
     from gptzoo.zoo.runtime import open_variant
     from gptzoo.zoo.speculative import Draft
     from gptzoo.zoo.tokenizers import from_spec
@@ -269,15 +276,12 @@ def run_speculative(store, threads: int = 1, n_tokens: int = 1000, batches=(1, 8
                 say(f"{t.id} drafted by {d.id}, batch {batch}")
                 prompts = [SPEC_PROMPTS[i % len(SPEC_PROMPTS)] for i in range(batch)]
                 draft = Draft(models[d.id], k)
-                plain_s, spec_s = [], []
-                for _ in range(repeats):
-                    seconds, plain, _ = greedy_batch(models[t.id], tok, prompts, n_tokens)
-                    plain_s.append(seconds)
-                    seconds, got, b = greedy_batch(models[t.id], tok, prompts, n_tokens, draft)
-                    spec_s.append(seconds)
-                n = sum(len(g) for g in got)
-                drafted, accepted = b.drafted, b.accepted
-                a, s = n / statistics.median(plain_s), n / statistics.median(spec_s)
-                out.append(SpecRow(t.id, d.id, batch, k, n // batch, a, s, s / a, drafted,
-                                   accepted / drafted if drafted else 0.0, n / b.calls, got == plain))
+                runs = [interleaved(models[t.id], tok, prompts, n_tokens, draft) for _ in range(repeats)]
+                plain_s, spec_s = (statistics.median(r[i] for r in runs) for i in (0, 1))
+                b = runs[-1][4]  # greedy: every run drafts and accepts alike
+                n = sum(len(g) for g in runs[-1][3])
+                out.append(SpecRow(t.id, d.id, batch, k, n // batch, n / plain_s, n / spec_s,
+                                   statistics.median(r[0] / r[1] for r in runs), b.drafted,
+                                   b.accepted / b.drafted if b.drafted else 0.0, n / b.calls,
+                                   all(r[2] == r[3] for r in runs)))
     return out
