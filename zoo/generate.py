@@ -101,10 +101,10 @@ class Row:
     finish_reason: str | None = None  # "stop" or "length" when done
     on_text: Callable[[str], None] | None = None
     tag: object = None  # the caller's handle (e.g. a server request)
-    drafts: bool = False  # decodes speculatively when it pays (the batch has a draft, the request did not opt out)
-    draft_cached: int = 0  # positions 0 .. draft_cached-1 of the draft's slot hold the start of this row's window
-    gain: float = 0.0  # tokens per unit of target time its drafting rounds made lately (gptzoo.zoo.speculative)
-    waited: int = 0  # steps since its own rounds stopped it drafting
+    pace: spec.Pace | None = None  # drafts when it pays (None: the batch has no draft, or the request opted out)
+    start: int = 0  # the context index at position 0 of its slot (its window's first token)
+    draft_start: int = 0  # and of the draft's slot: at or after `start` (the draft may see less of the window)
+    draft_cached: int = 0  # positions 0 .. draft_cached-1 of the draft's slot hold context[draft_start:]
     drafted: int = 0  # tokens the draft proposed for this row
     accepted: int = 0  # of which the target kept
 
@@ -183,7 +183,7 @@ class Batch:
         self.drafted = self.accepted = 0  # tokens the draft proposed and the target kept, since the batch began
         if draft is not None:
             self.draft_cache = draft.model.new_cache(slots)
-            self._token_cost = draft.drafted_token_cost(model)
+            self._round_cost, self._token_cost = draft.costs(model)  # in target steps
 
     # -- rows joining and leaving -------------------------------------------------------------------------------
     def new_row(self, prompt_ids: list[int], params: SamplingParams, on_text=None, tag=None,
@@ -194,7 +194,7 @@ class Batch:
         rng = np.random.default_rng(params.seed)
         row = Row(prompt_ids[-self.block :], params, StopText(self.tok, params.stop), rng, on_text=on_text, tag=tag)
         if draft and self.draft is not None:
-            row.drafts, row.gain = True, self.draft.prior
+            row.pace = spec.Pace(self.draft.prior)
         return row
 
     @property
@@ -214,7 +214,7 @@ class Batch:
             raise BadValue(f"{len(rows)} rows do not fit: {len(self._free)} of {self.slots} cache slots are free")
         for r in rows:
             r.slot, r.cached, r.pending, r.prompting = heapq.heappop(self._free), 0, list(r.prompt), True
-            r.draft_cached = 0
+            r.start = r.draft_start = r.draft_cached = 0
             self._owner[r.slot] = r
         self.rows += rows
 
@@ -281,7 +281,10 @@ class Batch:
         if r.cached < self.block:
             r.pending = [r.generated[-1]]
         elif self.policy == "half":  # re-prefill half a window and the new token, then decode from the cache again
-            r.cached, r.draft_cached, r.pending = 0, 0, r.context[-(self.block // 2 + 1) :]
+            r.cached, r.pending = 0, r.context[-(self.block // 2 + 1) :]
+            r.start = len(r.prompt) + len(r.generated) - len(r.pending)
+            if r.draft_start < r.start:  # the draft's positions would run past the new window's
+                r.draft_start, r.draft_cached = r.start, 0
         else:  # exact: as nanoGPT, the last block_size tokens again, with no cache to reuse (positions shift)
             r.cached, r.pending = 0, r.context[-self.block :]
 
@@ -339,7 +342,7 @@ class Batch:
         verify = []
         for feeds in (single, ending):
             for r, t in feeds:
-                if r.drafts and (k := self._draft_length(r, len(t), bar)):
+                if r.pace and (k := self._draft_length(r, len(t), bar)):
                     verify.append((r, t, k))
         if verify:
             drafting = {id(f[0]) for f in verify}
@@ -352,14 +355,9 @@ class Batch:
         d = self.draft
         # proposals must fit the window after what the row feeds, and within max_tokens
         room = min(self.block - r.cached - feeding, r.params.max_tokens - len(r.generated), d.k)
-        if room < 1 or not d.adaptive or r.gain > bar:
+        if room < 1 or not d.adaptive:
             return max(room, 0)
-        if d.prior > bar:  # its own rounds stopped it, not the batch: a round again now and then
-            r.waited += 1
-            if r.waited > spec.RETRY:
-                r.waited = 0
-                return room
-        return 0
+        return room if r.pace.drafts(bar, d.prior) else 0
 
     def _propose(self, verify: list[tuple[Row, list[int], int]]) -> list[tuple[list[int], list]]:
         """Each drafting row's proposals (and the distributions they were drawn from, above temperature 0). First
@@ -371,7 +369,11 @@ class Batch:
         logits: dict[int, np.ndarray] = {}  # index in verify -> the draft's logits for that row's next proposal
         catch_one = []
         for i, (r, t, _) in enumerate(verify):
-            lag = r.cached + len(t) - r.draft_cached  # the window's tokens the draft's slot lacks, newest last
+            end = len(r.prompt) + len(r.generated)  # the newest token, context[end - 1], goes in first
+            lag = end - r.draft_start - r.draft_cached  # the tokens the draft's slot lacks
+            if lag > spec.CATCH_UP:  # a re-prefilled window, a pause in drafting: the draft reads the end only
+                r.draft_start, r.draft_cached = max(r.start, end - spec.CATCH_UP), 0
+                lag = end - r.draft_start
             if lag == 1:
                 catch_one.append((i, t[-1]))
             else:
@@ -432,7 +434,7 @@ class Batch:
             else:
                 kept, extra = spec.accept(logits, props, qs, r.params, r.rng)
             r.cached += len(t) + len(kept)  # the rejected tail lies past the slot's length now: rolled back
-            r.draft_cached = min(r.draft_cached, r.cached)
+            r.draft_cached = min(r.draft_cached, r.start + r.cached - r.draft_start)
             r.pending, r.prompting = [], False
             r.drafted += len(props)
             r.accepted += len(kept)
@@ -440,7 +442,7 @@ class Batch:
             self.stats.accepted += len(kept)
             self.drafted += len(props)
             self.accepted += len(kept)
-            r.gain = spec.observe(r.gain, len(kept), len(props), self._token_cost)
+            r.pace.observe(spec.round_rate(len(kept), len(props), self._round_cost, self._token_cost))
             for token in kept + [extra]:
                 r.take(token)
                 if r.done:

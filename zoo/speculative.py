@@ -18,13 +18,14 @@ How many tokens a row drafts (`Draft.adaptive`):
 - a round stops after a proposal the draft itself gives less than `confidence` probability, or at k: the draft knows
   when it guesses (at width 128, 1 layer drafting 12: the target keeps 99% of the proposals the draft gives more than
   0.5, 58% of the others);
-- a row drafts while what its rounds made, tokens per unit of target time (kept + 1) / (1 + c · proposed) with c a
-  drafted token's cost (a draft step and one more verified token) in target steps, beats what a batched decode step
-  makes (n rows for 1 + (n - 1) · row_cost): so it stops drafting when the draft guesses badly, and when enough rows
-  decode together, since on the CPU each drafting row is verified in a call of its own (gptzoo.zoo.step_contract:
-  one row per call feeding more than one token) while one more row in the batched call costs little. A row that its
-  own rounds stopped drafts a round again every RETRY steps (the text may have become easier to guess), as long as
-  the batch is small enough that a row believed as good as the prior would draft.
+- a row drafts while what its rounds made, tokens per unit of target time (kept + 1) / (1 + r + c · proposed) with
+  r a round's own cost (the verification's multi-token path, the bookkeeping) and c a drafted token's (a draft step
+  and one more verified token), both in target steps, beats what a batched decode step makes (n rows for
+  1 + (n - 1) · row_cost): so it stops drafting when the draft guesses badly, and when a few rows decode together,
+  since on the CPU each drafting row is verified in a call of its own (gptzoo.zoo.step_contract: one row per call
+  feeding more than one token). A row that its own rounds stopped drafts TRIAL rounds again after RETRY steps, then
+  after twice as many each time it still does not pay (the text may have become easier to guess), as long as the
+  batch is small enough that a row believed as good as the prior would draft.
 """
 
 from __future__ import annotations
@@ -44,34 +45,40 @@ if TYPE_CHECKING:
     from gptzoo.zoo.generate import Result
 
 MAX_DRAFT_TOKENS = 16
-WEIGHT = 1 / 4  # of a round in a row's running gain
-RETRY = 16  # steps a row whose own rounds stopped it waits before drafting a round again, to see
+CATCH_UP = 16  # most tokens a draft reads to catch up with a row: what drafting needs, a 1-layer step per 8 tokens
+SPAN = 16  # rounds a row's gain averages over: one round makes 0.6 to 2 tokens per unit, their mean decides
+RETRY = 32  # steps a row whose own rounds stopped it waits before drafting again, to see
+MAX_WAIT = 512  # the longest such wait (it doubles while the retries do not pay)
+TRIAL = 4  # rounds a retry drafts (and a row at least, before its rounds can stop it): one round says little
 
 
 @dataclass(frozen=True)
 class Draft:
     """A draft model for a Batch, and how it drafts. Costs are relative to a one-token, one-row call of the target;
-    the defaults were measured on one CPU thread at width 128 (docs/benchmarks.md, "Speculative decoding")."""
+    the defaults were measured with a 12-layer target at width 128 on one CPU thread (docs/benchmarks.md,
+    "Speculative decoding"): shallower targets pay relatively more for a round, wider ones less."""
 
     model: StepRunner
     k: int = 4  # the most tokens proposed per round
     adaptive: bool = True  # False: always k (the window and max_tokens permitting), whatever it gains
     confidence: float = 0.5  # a round stops after a proposal the draft gives less probability than this
-    prior: float = 1.5  # tokens per unit of target time assumed for a row that has not drafted yet
-    token_cost: float = 0.15  # one more token in a target call (a verification)
-    row_cost: float = 0.15  # one more row in a batched target decode call
+    prior: float = 1.25  # tokens per unit of target time assumed for a row that has not drafted yet
+    token_cost: float = 0.2  # one more token in a target call (a verification)
+    round_cost: float | None = None  # a round's bookkeeping; None: 2 / (target layers + 1), two layers' worth
+    row_cost: float = 0.4  # one more row in a batched target decode call
     step_cost: float | None = None  # one draft step; None: (draft layers + 1) / (target layers + 1)
 
     def __post_init__(self) -> None:
         if not 1 <= self.k <= MAX_DRAFT_TOKENS:
             raise BadValue(f"draft tokens per round must be within 1..{MAX_DRAFT_TOKENS}, got {self.k}")
 
-    def drafted_token_cost(self, target: StepRunner) -> float:
-        """A drafted token's cost in target steps: a draft step and one more token in the verification."""
-        step = self.step_cost
-        if step is None:  # a step is the layers and about one layer's worth of embedding, head and call overhead
-            step = (self.model.shape.n_layer + 1) / (target.shape.n_layer + 1)
-        return step + self.token_cost
+    def costs(self, target: StepRunner) -> tuple[float, float]:
+        """A round's own cost and a drafted token's (a draft step and one more verified token), in target steps.
+        A step costs its layers and about one layer's worth of embedding, head and call; a round's Python about two
+        (at width 128: wider layers make both smaller)."""
+        units = target.shape.n_layer + 1
+        step = self.step_cost if self.step_cost is not None else (self.model.shape.n_layer + 1) / units
+        return (self.round_cost if self.round_cost is not None else 2 / units), step + self.token_cost
 
 
 def check_pair(target: StepRunner, draft: StepRunner) -> None:
@@ -112,15 +119,42 @@ def batch_rate(rows: int, row_cost: float) -> float:
     return rows / (1 + row_cost * (rows - 1))
 
 
-def round_rate(kept: int, proposed: int, token_cost: float) -> float:
+def round_rate(kept: int, proposed: int, round_cost: float, token_cost: float) -> float:
     """Tokens per unit of target time of a round: the kept proposals and the target's own token, for one target
-    step and `proposed` drafted tokens."""
-    return (kept + 1) / (1 + token_cost * proposed)
+    step, the round's own cost and `proposed` drafted tokens."""
+    return (kept + 1) / (1 + round_cost + token_cost * proposed)
 
 
-def observe(gain: float, kept: int, proposed: int, token_cost: float) -> float:
-    """A row's running gain (tokens per unit of target time while drafting) after a round."""
-    return gain + WEIGHT * (round_rate(kept, proposed, token_cost) - gain)
+@dataclass
+class Pace:
+    """A row's drafting record: whether drafting pays for it, learnt from its rounds."""
+
+    gain: float  # tokens per unit of target time its rounds made: the mean of the last ~SPAN, the prior counting one
+    rounds: int = 0
+    trial: int = TRIAL  # rounds it drafts before its gain can stop it
+    waited: int = 0  # steps since its own rounds stopped it, or since it last tried again
+    patience: int = RETRY  # steps it waits before trying again
+
+    def drafts(self, bar: float, prior: float) -> bool:
+        """Whether the row drafts this step, when the batch's decode step makes `bar` tokens per unit."""
+        if self.gain > bar:
+            self.patience = RETRY
+            return True
+        if prior <= bar:  # the batch stops it, not its rounds: nothing to try
+            return False
+        if self.trial:
+            self.trial -= 1
+            return True
+        self.waited += 1
+        if self.waited < self.patience:
+            return False
+        self.waited, self.patience, self.trial = 0, min(2 * self.patience, MAX_WAIT), TRIAL - 1
+        return True
+
+    def observe(self, rate: float) -> None:
+        """A round made `rate` tokens per unit of target time (round_rate)."""
+        self.rounds += 1
+        self.gain += (rate - self.gain) / min(self.rounds + 1, SPAN)
 
 
 # -- proposals and verification -------------------------------------------------------------------------------------

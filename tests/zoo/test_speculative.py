@@ -238,8 +238,8 @@ def test_rounds_stay_within_k_the_window_and_max_tokens(zoo):
 
 def test_a_batch_full_enough_does_not_draft_and_a_row_alone_does(zoo):
     """With the default costs (a CPU: each drafting row verified in its own call, one more row in the batched call
-    0.15 of a call), four rows decoding together do not draft even with a draft that always agrees and costs
-    little; the row left alone does."""
+    0.4 of a call), four rows decoding together do not draft even with a draft that always agrees and costs little;
+    the row left alone does."""
     target, _, tok = zoo
     batch = Batch(target, tok, slots=4, draft=Draft(target, 4, step_cost=0.05))
     rows = [batch.new_row(tok.encode(p), greedy(n)) for p, n in (("ROMEO:", 20), ("KING:", 20), ("A", 20),
@@ -255,7 +255,8 @@ def test_a_batch_full_enough_does_not_draft_and_a_row_alone_does(zoo):
 
 
 def test_a_draft_that_never_agrees_is_mostly_left_alone(zoo):
-    """A row stops drafting after a few rejected rounds, and tries one round again every RETRY steps."""
+    """A row stops drafting after a few rejected rounds, and tries one round again after RETRY steps, then after
+    twice as many each time."""
     target, _, tok = zoo
     s = target.shape
     mute = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=s.block_size, vocab_size=s.vocab_size))
@@ -271,13 +272,24 @@ def test_a_draft_that_never_agrees_is_mostly_left_alone(zoo):
         batch.step()
         steps, drafting = steps + 1, drafting + bool(batch.stats.verify_rows)
     assert row.generated == plain.tokens and row.accepted == 0
-    assert 0 < drafting < steps / 8 and drafting >= steps / (speculative.RETRY + 1)
+    assert 5 <= drafting <= 20 < steps / 8  # a few rounds, then TRIAL rounds after 32, 64 and 128 steps
 
 
 def test_drafting_rules():
-    assert speculative.batch_rate(1, 0.15) == 1.0 and speculative.batch_rate(8, 0.15) == pytest.approx(8 / 2.05)
-    assert speculative.round_rate(3, 3, 0.3) == pytest.approx(4 / 1.9)
-    gain = speculative.observe(1.5, 0, 4, 0.3)
-    assert gain < 1.5 and speculative.observe(gain, 4, 4, 0.3) > gain
+    assert speculative.batch_rate(1, 0.4) == 1.0 and speculative.batch_rate(8, 0.4) == pytest.approx(8 / 3.8)
+    assert speculative.round_rate(3, 3, 0.3, 0.35) == pytest.approx(4 / 2.35)
+    pace = speculative.Pace(1.25)
+    assert pace.drafts(1.0, 1.25) and not pace.drafts(1.5, 1.25)  # alone it drafts; a fuller batch stops it
+    pace.observe(0.5)
+    assert pace.gain == pytest.approx(0.875)  # the prior counts as one round
+    trial = speculative.TRIAL
+    assert all(pace.drafts(1.0, 1.25) for _ in range(trial))  # a few rounds before its gain can stop it
+    for wait in (speculative.RETRY, 2 * speculative.RETRY):  # then a trial after a wait, twice as long each time
+        assert not any(pace.drafts(1.0, 1.25) for _ in range(wait - 1))
+        assert all(pace.drafts(1.0, 1.25) for _ in range(trial))
+    assert not any(pace.drafts(1.0, 0.9) for _ in range(10 * speculative.RETRY))  # the batch stops it: no tries
+    for _ in range(100):
+        pace.observe(2.0)
+    assert pace.gain == pytest.approx(2.0, abs=0.01) and pace.drafts(1.0, 1.25)
     with pytest.raises(BadValue, match="within 1..16"):
         Draft(None, 17)
