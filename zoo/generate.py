@@ -141,7 +141,7 @@ class Result:
 @dataclass
 class StepStats:
     """What the last step did, for metrics: tokens written by multi-token calls (prompts, re-prefills) and rows
-    decoded, and the time each kind of call took."""
+    decoded, the drafting rows' proposals and what the target kept of them, and the time each kind of call took."""
 
     prefill_tokens: int = 0
     prefill_seconds: float = 0.0
@@ -287,6 +287,7 @@ class Batch:
                 r.draft_start, r.draft_cached = r.start, 0
         else:  # exact: as nanoGPT, the last block_size tokens again, with no cache to reuse (positions shift)
             r.cached, r.pending = 0, r.context[-self.block :]
+            r.start = len(r.prompt) + len(r.generated) - len(r.pending)
 
     def _decode(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
         """One call over the slots from the lowest to the highest of `feeds`, one token each; slots in between that
