@@ -25,8 +25,11 @@ def bench_cmd(
     policies: Annotated[bool, typer.Option("--policies", help="Instead: 1,000-token generations and validation loss "
                                            "under each context policy (exact vs half).")] = False,
     speculative: Annotated[bool, typer.Option("--speculative", help="Instead: every (target, shallower draft) pair of "
-                                              "the store's exported variants, greedy single-stream tokens/s with "
-                                              "and without drafting, acceptance, tokens per target call.")] = False,
+                                              "the store's exported variants, greedy tokens/s with and without "
+                                              "drafting at batch 1 and 8, acceptance, tokens per target call.")]
+    = False,
+    draft_tokens: Annotated[int, typer.Option(min=1, max=16, help="With --speculative: the most tokens drafted per "
+                                              "round.")] = 4,
     as_json: Annotated[bool, typer.Option("--json", help="Print the rows as JSON.")] = False,
     store: StoreOpt = None,
 ) -> None:
@@ -36,20 +39,22 @@ def bench_cmd(
 
     ds = tuple(int(d) for d in depths.split(",") if d.strip())
     if speculative:
-        srow = run_speculative(open_store(store), threads, 200 if quick else 1000, repeats=repeats,
+        srow = run_speculative(open_store(store), threads, 200 if quick else 1000, k=draft_tokens, repeats=repeats,
                                say=lambda m: err.print(f"[dim]{m}[/]", highlight=False))
         if not srow:
             fail("no pair to measure: the store needs two exported variants of one tokenizer, of different depths")
         if as_json:
             print(json.dumps(as_dicts(srow), indent=2))
             return
-        table = Table(title=f"speculative decoding, greedy, one stream ({threads} thread(s), medians of {repeats})")
-        for c in ["target", "draft", "k", "tokens", "alone tok/s", "drafted tok/s", "speed-up", "accepted",
-                  "tokens/call", "same text"]:
+        table = Table(title=f"speculative decoding, greedy ({threads} thread(s), medians of {repeats} runs, each "
+                            "stepping the target alone and drafted in turn)")
+        for c in ["target", "draft", "batch", "k", "tokens/row", "alone tok/s", "drafted tok/s", "speed-up",
+                  "proposed", "accepted", "tokens/call", "same text"]:
             table.add_column(c, justify="left" if c in ("target", "draft") else "right")
         for r in srow:
-            table.add_row(r.target, r.draft, str(r.k), str(r.tokens), f"{r.plain_tok_s:,.0f}", f"{r.spec_tok_s:,.0f}",
-                          f"{r.speedup:.2f}x", f"{100 * r.acceptance:.0f}%", f"{r.tokens_per_call:.2f}",
+            table.add_row(r.target, r.draft, str(r.batch), str(r.k), str(r.tokens), f"{r.plain_tok_s:,.0f}",
+                          f"{r.spec_tok_s:,.0f}", f"{r.speedup:.2f}x", f"{r.drafted:,}",
+                          f"{100 * r.acceptance:.0f}%" if r.drafted else "-", f"{r.tokens_per_call:.2f}",
                           "yes" if r.identical else "NO")
         Console(width=max(out.width, 170)).print(table)
         return

@@ -34,7 +34,9 @@ def generate_cmd(
                                                    "this one to verify (speculative decoding): the same text at "
                                                    "temperature 0, the same distribution above it, faster when the "
                                                    "draft guesses well.", show_default=False)] = None,
-    draft_tokens: Annotated[int, typer.Option(min=1, max=16, help="Tokens the draft proposes per round.")] = 4,
+    draft_tokens: Annotated[int, typer.Option(min=1, max=16, help="The most tokens the draft proposes per round "
+                                              "(fewer after a guess it is unsure of, none while drafting does not "
+                                              "pay).")] = 4,
     store: StoreOpt = None,
 ) -> None:
     """Generate text from a variant and print the completion (without the prompt) to stdout.
@@ -103,18 +105,12 @@ def generate_cmd(
 def _open_draft(store, target, draft: str, device: str, threads: int | None):
     """The draft variant's exported model, refused early when it cannot draft for `target`."""
     from gptzoo.zoo.runtime import OnnxLoadError, open_variant
+    from gptzoo.zoo.speculative import check_variants
 
     depth = re.fullmatch(r"(\d+)l", draft)  # an alias: that depth of the target's dataset
     d = store.resolve(layers=int(depth[1]), dataset=target.dataset_name) if depth else store.resolve(model=draft)
-    if d.id == target.id:
-        fail(f"--draft {draft} is the target itself: pick a shallower variant")
-    if d.card.tokenizer != target.card.tokenizer or d.card.vocab_size != target.card.vocab_size:
-        fail(f"{d.id} cannot draft for {target.id}: another tokenizer or vocabulary")
-    if not d.exported:
-        fail(f"{d.id} is not exported yet: run `gptzoo export --model {d.id}`")
-    if d.card.n_layer >= target.card.n_layer:
-        err.print(f"[yellow]warning: the draft {d.id} ({d.card.n_layer} layers) is not shallower than {target.id} "
-                  f"({target.card.n_layer}): it will rarely save time[/]", highlight=False)
+    if warning := check_variants(target, d):
+        err.print(f"[yellow]warning: {warning}[/]", highlight=False)
     try:
         return open_variant(d, device=device, threads=threads)
     except OnnxLoadError as e:

@@ -216,51 +216,72 @@ def run_policies(store, threads: int = 1, n_tokens: int = 1000, depths=(4, 12), 
     return out
 
 
+SPEC_PROMPTS = ("\n", "ROMEO:", "JULIET:", "KING HENRY VI:", "First Citizen:", "MENENIUS:", "Nurse:", "HAMLET:")
+
+
 @dataclass
 class SpecRow:
     target: str
     draft: str
-    k: int  # tokens drafted per round
-    tokens: int  # greedy tokens generated from "\n"
-    plain_tok_s: float  # the target alone
+    batch: int  # rows decoding together, one prompt each (SPEC_PROMPTS)
+    k: int  # the most tokens drafted per round (fewer as the engine adapts)
+    tokens: int  # greedy tokens per row
+    plain_tok_s: float  # the target alone, all rows together
     spec_tok_s: float  # drafted
     speedup: float
-    acceptance: float  # proposals the target kept
-    tokens_per_call: float  # tokens per target call
-    identical: bool  # the drafted text is the target's own (greedy)
+    drafted: int  # proposals
+    acceptance: float  # of which the target kept
+    tokens_per_call: float  # tokens per target call (verifications, batched decodes, prefills)
+    identical: bool  # every row's drafted text is the target's own (greedy)
 
 
-def run_speculative(store, threads: int = 1, n_tokens: int = 1000, ks=(2, 4), repeats: int = 3,
+def interleaved(target: StepRunner, tok, prompts, n_tokens: int, draft) -> tuple[float, float, list, list, Batch]:
+    """Every prompt's greedy completion of n_tokens, decoded together, by the target alone and with `draft` (a
+    gptzoo.zoo.speculative.Draft): the two batches step in turn, each step timed, so a burst of load elsewhere on the
+    machine slows both alike. Seconds of each, the completions of each, and the drafting batch (its counters)."""
+    batches, rows, seconds = [], [], [0.0, 0.0]
+    for d in (None, draft):
+        b = Batch(target, tok, policy="half", slots=len(prompts), draft=d)
+        rows.append([b.new_row(tok.encode(p), SamplingParams(max_tokens=n_tokens, temperature=0.0)) for p in prompts])
+        b.add(rows[-1])
+        batches.append(b)
+    while any(b.rows for b in batches):
+        for i, b in enumerate(batches):
+            if b.rows:
+                t0 = time.perf_counter()
+                b.remove(b.step())
+                seconds[i] += time.perf_counter() - t0
+    return seconds[0], seconds[1], [r.generated for r in rows[0]], [r.generated for r in rows[1]], batches[1]
+
+
+def run_speculative(store, threads: int = 1, n_tokens: int = 1000, batches=(1, 8), k: int = 4, repeats: int = 3,
                     say=lambda m: None) -> list[SpecRow]:
     """Every (target, draft) pair of the store's exported variants with one tokenizer, the draft shallower: greedy
-    single-stream tokens/s with and without the draft (medians, alternating), acceptance and tokens per call."""
-    from gptzoo.zoo import speculative
-    from gptzoo.zoo.generate import generate
+    tokens/s with and without the draft at each batch size (medians of `repeats` runs, each stepping the two in
+    turn; the speed-up is the median of the runs' ratios), acceptance and tokens per target call."""
     from gptzoo.zoo.runtime import open_variant
+    from gptzoo.zoo.speculative import Draft
     from gptzoo.zoo.tokenizers import from_spec
 
     variants = sorted((v for v in store.variants() if v.exported and not v.card.quantization),
                       key=lambda v: v.card.n_layer)
     models = {v.id: open_variant(v, device="cpu", threads=threads) for v in variants}
-    params = SamplingParams(max_tokens=n_tokens, temperature=0.0)
     out = []
     for t in variants:
         tok = from_spec(t.card.tokenizer)
         for d in variants:
             if d.card.n_layer >= t.card.n_layer or d.card.tokenizer != t.card.tokenizer:
                 continue
-            for k in ks:
-                say(f"{t.id} drafted by {d.id}, k={k}")
-                plain_s, spec_s = [], []
-                for _ in range(repeats):
-                    t0 = time.perf_counter()
-                    (plain,) = generate(models[t.id], tok, ["\n"], params)
-                    plain_s.append(time.perf_counter() - t0)
-                    t0 = time.perf_counter()
-                    got, stats = speculative.generate(models[t.id], models[d.id], tok, "\n", params, k=k)
-                    spec_s.append(time.perf_counter() - t0)
-                n = len(got.tokens)
-                a, b = n / statistics.median(plain_s), n / statistics.median(spec_s)
-                out.append(SpecRow(t.id, d.id, k, n, a, b, b / a, stats.acceptance, n / stats.target_calls,
-                                   got.tokens == plain.tokens))
+            for batch in batches:
+                say(f"{t.id} drafted by {d.id}, batch {batch}")
+                prompts = [SPEC_PROMPTS[i % len(SPEC_PROMPTS)] for i in range(batch)]
+                draft = Draft(models[d.id], k)
+                runs = [interleaved(models[t.id], tok, prompts, n_tokens, draft) for _ in range(repeats)]
+                plain_s, spec_s = (statistics.median(r[i] for r in runs) for i in (0, 1))
+                b = runs[-1][4]  # greedy: every run drafts and accepts alike
+                n = sum(len(g) for g in runs[-1][3])
+                out.append(SpecRow(t.id, d.id, batch, k, n // batch, n / plain_s, n / spec_s,
+                                   statistics.median(r[0] / r[1] for r in runs), b.drafted,
+                                   b.accepted / b.drafted if b.drafted else 0.0, n / b.calls,
+                                   all(r[2] == r[3] for r in runs)))
     return out

@@ -7,6 +7,11 @@ parameters, random stream and stop sequences. Rows join (their prompt fed by the
 budget, beside the decoding rows) and leave between steps without copying any cache: that is what continuous
 batching in the server builds on.
 
+Given a `Draft` (gptzoo.zoo.speculative), rows also decode speculatively: a row's draft model proposes tokens from its
+own slot cache (the same slot index), the target verifies them in one call per row, and the row takes every token
+the target agrees with; how many a row drafts follows its acceptance and the batch's occupancy, down to none, when
+it decodes in the batched call like any other row.
+
 Context policies, when a row's window (block_size tokens) is full:
 - `exact`: as nanoGPT's `generate`, every further token re-runs the last block_size tokens with no cache (the
   positions shift, so no cache stays exact). Greedy output equals nanoGPT's token for token.
@@ -24,6 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from gptzoo.zoo import speculative as spec
 from gptzoo.zoo.errors import BadValue
 from gptzoo.zoo.sampling import SamplingParams, sample, sample_rows
 from gptzoo.zoo.step_contract import Call, StepRunner
@@ -95,6 +101,12 @@ class Row:
     finish_reason: str | None = None  # "stop" or "length" when done
     on_text: Callable[[str], None] | None = None
     tag: object = None  # the caller's handle (e.g. a server request)
+    pace: spec.Pace | None = None  # drafts when it pays (None: the batch has no draft, or the request opted out)
+    start: int = 0  # the context index at position 0 of its slot (its window's first token)
+    draft_start: int = 0  # and of the draft's slot: at or after `start` (the draft may see less of the window)
+    draft_cached: int = 0  # positions 0 .. draft_cached-1 of the draft's slot hold context[draft_start:]
+    drafted: int = 0  # tokens the draft proposed for this row
+    accepted: int = 0  # of which the target kept
 
     @property
     def done(self) -> bool:
@@ -129,25 +141,35 @@ class Result:
 @dataclass
 class StepStats:
     """What the last step did, for metrics: tokens written by multi-token calls (prompts, re-prefills) and rows
-    decoded, and the time each kind of call took."""
+    decoded, the drafting rows' proposals and what the target kept of them, and the time each kind of call took."""
 
     prefill_tokens: int = 0
     prefill_seconds: float = 0.0
-    decode_rows: int = 0
+    decode_rows: int = 0  # rows in the batched one-token call
     decode_seconds: float = 0.0
+    verify_rows: int = 0  # rows that drafted: each verified in a call of its own
+    verify_seconds: float = 0.0
+    drafted: int = 0  # tokens the draft proposed
+    accepted: int = 0  # of which the target kept
+    draft_seconds: float = 0.0  # the draft model's calls
 
 
 class Batch:
     """Rows decoding together over one slot cache of `slots` rows (fixed: rows take and free slots, the cache is
     never copied or resized). `prefill_chunk`: prompt tokens fed per step at most (None: no limit), so a long prompt
-    does not stall the rows already decoding."""
+    does not stall the rows already decoding. `draft`: a draft model (with its own slot cache, the same slots) that
+    rows use to decode speculatively (gptzoo.zoo.speculative); the `half` policy only."""
 
     def __init__(self, model: StepRunner, tokenizer: Tokenizer, policy: str = "half", slots: int = 8,
-                 prefill_chunk: int | None = None):
+                 prefill_chunk: int | None = None, draft: spec.Draft | None = None):
         if policy not in POLICIES:
             raise BadValue(f"unknown context policy {policy!r}; choose one of: {', '.join(POLICIES)}")
         if slots < 1 or (prefill_chunk is not None and prefill_chunk < 1):
             raise BadValue("a batch needs at least one slot and a prefill chunk of at least one token")
+        if draft is not None:
+            if policy != "half":  # `exact` recomputes every window: no cache to verify on
+                raise BadValue("speculative decoding needs the half context policy")
+            spec.check_pair(model, draft.model)
         self.model, self.tok, self.policy = model, tokenizer, policy
         self.block = model.shape.block_size
         self.cache = model.new_cache(slots)
@@ -155,20 +177,31 @@ class Batch:
         self._free = list(range(slots))  # a heap: the lowest free slot first keeps the decode call's range short
         self._owner: list[Row | None] = [None] * slots
         self.rows: list[Row] = []
-        self.calls = 0  # session calls made, for tests and profiling
+        self.calls = 0  # session calls of the target, for tests and profiling
         self.stats = StepStats()
+        self.draft, self.draft_calls = draft, 0
+        self.drafted = self.accepted = 0  # tokens the draft proposed and the target kept, since the batch began
+        if draft is not None:
+            self.draft_cache = draft.model.new_cache(slots)
+            self._round_cost, self._token_cost = draft.costs(model)  # in target steps
 
     # -- rows joining and leaving -------------------------------------------------------------------------------
-    def new_row(self, prompt_ids: list[int], params: SamplingParams, on_text=None, tag=None) -> Row:
+    def new_row(self, prompt_ids: list[int], params: SamplingParams, on_text=None, tag=None,
+                draft: bool = True) -> Row:
+        """A row for `add`; `draft=False`: it never decodes speculatively (a request that opted out)."""
         if not prompt_ids:
             raise BadValue("the prompt is empty")
         rng = np.random.default_rng(params.seed)
-        return Row(prompt_ids[-self.block :], params, StopText(self.tok, params.stop), rng, on_text=on_text, tag=tag)
+        row = Row(prompt_ids[-self.block :], params, StopText(self.tok, params.stop), rng, on_text=on_text, tag=tag)
+        if draft and self.draft is not None:
+            row.pace = spec.Pace(self.draft.prior)
+        return row
 
     @property
     def cache_bytes(self) -> int:
-        """Memory of the slot cache: every layer's keys and values for every slot (float32)."""
-        return self.model.shape.cache_bytes(self.slots)
+        """Memory of the slot cache: every layer's keys and values for every slot (float32), the draft's too."""
+        draft = self.draft.model.shape.cache_bytes(self.slots) if self.draft is not None else 0
+        return self.model.shape.cache_bytes(self.slots) + draft
 
     @property
     def free_slots(self) -> int:
@@ -181,6 +214,7 @@ class Batch:
             raise BadValue(f"{len(rows)} rows do not fit: {len(self._free)} of {self.slots} cache slots are free")
         for r in rows:
             r.slot, r.cached, r.pending, r.prompting = heapq.heappop(self._free), 0, list(r.prompt), True
+            r.start = r.draft_start = r.draft_cached = 0
             self._owner[r.slot] = r
         self.rows += rows
 
@@ -195,10 +229,11 @@ class Batch:
 
     # -- one step ---------------------------------------------------------------------------------------------
     def step(self) -> list[Row]:
-        """Advance every unfinished row by one token, and feed waiting prompts up to the chunk budget; returns the
-        rows that finished in this step. Per step, not per row: one call for every row that feeds one token, one
-        call per run of neighbouring slots that feed equally many (re-prefills of full windows, prompt chunks), one
-        sampling call for every row that got its logits."""
+        """Advance every unfinished row by one token (or, drafting, by as many as the target accepts and one), and
+        feed waiting prompts up to the chunk budget; returns the rows that finished in this step. Per step, not per
+        row: one call for every row that feeds one token, one call per run of neighbouring slots that feed equally
+        many (re-prefills of full windows, prompt chunks), one sampling call for every row that got its logits;
+        drafting rows: one draft call per proposal for all of them, one verification call each."""
         self.stats = StepStats()
         single, multi = [], []
         budget = self.prefill_chunk if self.prefill_chunk is not None else float("inf")
@@ -217,7 +252,12 @@ class Batch:
             (single if n == 1 else multi).append((r, r.pending[:n]))
         if not single and not multi:
             return []
+        verify = self._plan(single, multi) if self.draft is not None else []
         got_rows, got_logits = [], []
+        if verify:
+            t0 = time.perf_counter()
+            proposals = self._propose(verify)
+            self.stats.draft_seconds = time.perf_counter() - t0
         if multi:
             t0 = time.perf_counter()
             for feeds in _runs(sorted(multi, key=lambda f: f[0].slot)):
@@ -230,7 +270,11 @@ class Batch:
             self.stats.decode_rows, self.stats.decode_seconds = len(single), time.perf_counter() - t0
         if got_rows:
             self._accept(got_rows, np.concatenate(got_logits) if len(got_logits) > 1 else got_logits[0])
-        return [r for r, _ in single + multi if r.done]
+        if verify:
+            t0 = time.perf_counter()
+            self._verify(verify, proposals)
+            self.stats.verify_rows, self.stats.verify_seconds = len(verify), time.perf_counter() - t0
+        return [f[0] for f in single + multi + verify if f[0].done]
 
     def _next_feed(self, r: Row) -> None:
         """What a row that just sampled feeds next: that token, or, with its window full, a recomputed window."""
@@ -238,23 +282,34 @@ class Batch:
             r.pending = [r.generated[-1]]
         elif self.policy == "half":  # re-prefill half a window and the new token, then decode from the cache again
             r.cached, r.pending = 0, r.context[-(self.block // 2 + 1) :]
+            r.start = len(r.prompt) + len(r.generated) - len(r.pending)
+            if r.draft_start < r.start:  # the draft's positions would run past the new window's
+                r.draft_start, r.draft_cached = r.start, 0
         else:  # exact: as nanoGPT, the last block_size tokens again, with no cache to reuse (positions shift)
             r.cached, r.pending = 0, r.context[-self.block :]
+            r.start = len(r.prompt) + len(r.generated) - len(r.pending)
 
     def _decode(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
         """One call over the slots from the lowest to the highest of `feeds`, one token each; slots in between that
         are free or busy elsewhere feed a token that lands past what they hold (gptzoo.zoo.step_contract)."""
+        self.calls += 1
+        if len(feeds) == 1:  # one stream: no arrays to build
+            r, t = feeds[0]
+            logits = self.model.decode(self.cache, r.slot, t, (r.cached,))
+            if self._advance(feeds, got_rows):
+                got_logits.append(logits.copy())  # the decode's output is reused
+            return
         lo = min(r.slot for r, _ in feeds)
         B = max(r.slot for r, _ in feeds) - lo + 1
-        tokens, live = np.zeros(B, np.int64), np.zeros(B, bool)
+        tokens = np.zeros(B, np.int64)
         starts = np.array([r.cached if r else 0 for r in self._owner[lo : lo + B]], np.int64)
         at = np.empty(len(feeds), np.int64)
         for i, (r, t) in enumerate(feeds):
             b = at[i] = r.slot - lo
-            tokens[b], live[b] = t[0], True
-        logits = self._run(Call.decode(lo, tokens, starts, live))
+            tokens[b] = t[0]
+        logits = self.model.decode(self.cache, lo, tokens, starts)
         if ready := self._advance(feeds, got_rows):
-            got_logits.append(logits[at[ready], 0])
+            got_logits.append(logits[at[ready]])  # a copy: the decode's output is reused
 
     def _feed(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
         """One call for rows in neighbouring slots that feed equally many tokens from the start of their slots, or
@@ -277,6 +332,123 @@ class Batch:
                 got_rows.append(r)
         return ready
 
+    # -- speculative decoding ---------------------------------------------------------------------------------
+    def _plan(self, single: list[tuple[Row, list[int]]],
+              multi: list[tuple[Row, list[int]]]) -> list[tuple[Row, list[int], int]]:
+        """Which rows draft this step, and how many tokens at most: taken out of `single` and `multi` (rows feeding
+        the end of a prompt or a re-prefilled window verify their proposals in the same call)."""
+        d = self.draft
+        ending = [f for f in multi if len(f[1]) == len(f[0].pending)]  # rows that get a token this step
+        bar = spec.batch_rate(len(single) + len(ending), d.row_cost)
+        verify = []
+        for feeds in (single, ending):
+            for r, t in feeds:
+                if r.pace and (k := self._draft_length(r, len(t), bar)):
+                    verify.append((r, t, k))
+        if verify:
+            drafting = {id(f[0]) for f in verify}
+            single[:] = [f for f in single if id(f[0]) not in drafting]
+            multi[:] = [f for f in multi if id(f[0]) not in drafting]
+        return verify
+
+    def _draft_length(self, r: Row, feeding: int, bar: float) -> int:
+        """The most tokens the row drafts this step (0: it decodes in the batched call)."""
+        d = self.draft
+        # proposals must fit the window after what the row feeds, and within max_tokens
+        room = min(self.block - r.cached - feeding, r.params.max_tokens - len(r.generated), d.k)
+        if room < 1 or not d.adaptive:
+            return max(room, 0)
+        return room if r.pace.drafts(bar, d.prior) else 0
+
+    def _propose(self, verify: list[tuple[Row, list[int], int]]) -> list[tuple[list[int], list]]:
+        """Each drafting row's proposals (and the distributions they were drawn from, above temperature 0). First
+        the draft's slot catches up with the row's window, to its newest token (one token usually, the whole window
+        after a re-prefill or a pause in drafting); then one batched one-token call per proposal for the rows still
+        drafting."""
+        d = self.draft
+        out: list[tuple[list[int], list]] = [([], []) for _ in verify]
+        logits: dict[int, np.ndarray] = {}  # index in verify -> the draft's logits for that row's next proposal
+        catch_one = []
+        for i, (r, t, _) in enumerate(verify):
+            end = len(r.prompt) + len(r.generated)  # the newest token, context[end - 1], goes in first
+            lag = end - r.draft_start - r.draft_cached  # the tokens the draft's slot lacks
+            if lag > spec.CATCH_UP:  # a re-prefilled window, a pause in drafting: the draft reads the end only
+                r.draft_start, r.draft_cached = max(r.start, end - spec.CATCH_UP), 0
+                lag = end - r.draft_start
+            if lag == 1:
+                catch_one.append((i, t[-1]))
+            else:
+                self.draft_calls += 1
+                logits[i] = d.model.extend(self.draft_cache, r.slot, _last(r, lag), r.draft_cached, 1)[0]
+                r.draft_cached += lag
+        if catch_one:
+            logits.update(self._draft_decode(verify, catch_one))
+        live = list(range(len(verify)))
+        while live:
+            feed = []
+            for i in live:
+                r, _, k = verify[i]
+                token, confidence, q = spec.propose(logits[i], r.params, r.rng)
+                proposals, qs = out[i]
+                proposals.append(token)
+                if q is not None:
+                    qs.append(q)
+                if len(proposals) < k and (not d.adaptive or confidence >= d.confidence):
+                    feed.append((i, token))
+            live = [i for i, _ in feed]
+            if feed:
+                logits = self._draft_decode(verify, feed)
+        return out
+
+    def _draft_decode(self, verify: list[tuple[Row, list[int], int]],
+                      feed: list[tuple[int, int]]) -> dict[int, np.ndarray]:
+        """One draft call feeding one token to each row in `feed` ((index in verify, token)), over the slots from the
+        lowest to the highest; the others in between feed a token past what they hold."""
+        if len(feed) == 1:  # one stream: no arrays to build
+            i, token = feed[0]
+            r = verify[i][0]
+            self.draft_calls += 1
+            logits = self.draft.model.decode(self.draft_cache, r.slot, (token,), (r.draft_cached,))
+            r.draft_cached += 1
+            return {i: logits[0]}
+        rows = [verify[i][0] for i, _ in feed]
+        lo = min(r.slot for r in rows)
+        B = max(r.slot for r in rows) - lo + 1
+        tokens = np.zeros(B, np.int64)
+        starts = np.array([r.draft_cached if r else 0 for r in self._owner[lo : lo + B]], np.int64)
+        for r, (_, token) in zip(rows, feed, strict=True):
+            tokens[r.slot - lo] = token
+        self.draft_calls += 1
+        logits = self.draft.model.decode(self.draft_cache, lo, tokens, starts)
+        for r in rows:
+            r.draft_cached += 1
+        return {i: logits[r.slot - lo] for r, (i, _) in zip(rows, feed, strict=True)}
+
+    def _verify(self, verify: list[tuple[Row, list[int], int]], proposals: list[tuple[list[int], list]]) -> None:
+        """The target scores each drafting row's feed and proposals in one call of its own, keeps the prefix it
+        agrees with and adds its own next token; both slots roll back to what was kept."""
+        for (r, t, _), (props, qs) in zip(verify, proposals, strict=True):
+            self.calls += 1
+            logits = self.model.extend(self.cache, r.slot, t + props, r.cached, len(props) + 1)
+            if r.params.temperature == 0:
+                kept, extra = spec.accept_greedy(logits, props)
+            else:
+                kept, extra = spec.accept(logits, props, qs, r.params, r.rng)
+            r.cached += len(t) + len(kept)  # the rejected tail lies past the slot's length now: rolled back
+            r.draft_cached = min(r.draft_cached, r.start + r.cached - r.draft_start)
+            r.pending, r.prompting = [], False
+            r.drafted += len(props)
+            r.accepted += len(kept)
+            self.stats.drafted += len(props)
+            self.stats.accepted += len(kept)
+            self.drafted += len(props)
+            self.accepted += len(kept)
+            r.pace.observe(spec.round_rate(len(kept), len(props), self._round_cost, self._token_cost))
+            for token in kept + [extra]:
+                r.take(token)
+                if r.done:
+                    break
+
     # -- helpers ----------------------------------------------------------------------------------------------
     def _accept(self, rows: list[Row], logits: np.ndarray) -> None:
         """Sample every row's next token from its logits (one row of `logits` each) in one call, then its text."""
@@ -290,6 +462,11 @@ class Batch:
     def _run(self, call: Call) -> np.ndarray:
         self.calls += 1
         return self.model.run(self.cache, call)
+
+
+def _last(r: Row, n: int) -> list[int]:
+    """The last n tokens of a row's context, without copying the whole of it."""
+    return r.generated[-n:] if n <= len(r.generated) else r.context[-n:]
 
 
 def _runs(feeds: list[tuple[Row, list[int]]]) -> list[list[tuple[Row, list[int]]]]:

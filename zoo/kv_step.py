@@ -60,3 +60,12 @@ class TorchModel:
         for c, written in zip(cache, out[1:], strict=True):
             c[rows] = written
         return out[0].numpy()
+
+    def decode(self, cache: list[torch.Tensor], first: int, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        # a full slot (an idle row's length may be block_size) feeds from position 0: its length is past the table
+        starts = np.asarray(starts, np.int64)
+        return self.run(cache, Call.decode(first, np.asarray(tokens), starts, starts < self.shape.block_size))[:, 0]
+
+    def extend(self, cache: list[torch.Tensor], slot: int, tokens: list[int], start: int, wanted: int) -> np.ndarray:
+        return self.run(cache, Call.fill(slot, [tokens], [start], wanted=list(range(len(tokens) - wanted,
+                                                                                     len(tokens)))))[0]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from gptzoo.zoo.errors import BadValue, GptzooError, first_line
 from gptzoo.zoo.step_contract import GraphShape
 
 MIN_ONNXRUNTIME = (1, 20)
+SHORT = 17  # longest feed `extend` binds once: a verification of MAX_DRAFT_TOKENS proposals and the newest token
 
 
 class OnnxLoadError(GptzooError):
@@ -105,6 +107,29 @@ class OnnxModel:
         self.session.run_with_iobinding(io)
         return logits
 
+    def decode(self, cache: SlotCache, first: int, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
+        """Logits [B, V] of one new token per slot first .. first + B - 1, as `run` with `Call.decode` (rows with
+        nothing to feed feed token 0 at their own length), without building or binding anything: the inputs and the
+        logits of these slots are bound once, to arrays rewritten in place. The logits are a view of that output,
+        valid until the next `decode` of the same slots."""
+        return self._bound(cache, first, len(tokens), 1, 1).decode(tokens, starts)
+
+    def extend(self, cache: SlotCache, slot: int, tokens: list[int], start: int, wanted: int) -> np.ndarray:
+        """Logits [wanted, V] of the last `wanted` of `tokens`, fed to one slot from position `start`: `run` with
+        `Call.fill` for the short feeds of speculative decoding (a verification, a draft catching up), bound once per
+        length as `decode` is; longer feeds go through `run`. A view, valid until the next such call."""
+        if len(tokens) > SHORT:  # a window re-prefilled or a prompt's end: rare, and many lengths
+            call = contract.Call.fill(slot, [tokens], [start], wanted=list(range(len(tokens) - wanted, len(tokens))))
+            return self.run(cache, call)[0]
+        return self._bound(cache, slot, 1, len(tokens), wanted).extend(tokens, start)
+
+    def _bound(self, cache: SlotCache, first: int, rows: int, new: int, wanted: int) -> _Bound:
+        key = (self, first, rows, new, wanted)
+        b = cache.bound.get(key)
+        if b is None:
+            b = cache.bound[key] = _Bound(self, cache, first, rows, new, wanted)
+        return b
+
 
 def available_memory() -> int | None:
     """Bytes of physical memory free now (Linux; None where the OS does not say)."""
@@ -129,6 +154,7 @@ class SlotCache:
         self.values = [ort.OrtValue.ortvalue_from_numpy(z, device, 0) for z in zeros]
         self.slot_bytes = math.prod(shape[1:]) * 4
         self.bindings: dict = {}  # (model, first slot, rows) -> the onnxruntime IO binding of those slots
+        self.bound: dict = {}  # (model, first slot, rows, new tokens, wanted) -> a _Bound call of those slots
 
     @property
     def slots(self) -> int:
@@ -139,6 +165,54 @@ class SlotCache:
         if first < 0 or first + rows > self.slots:
             raise IndexError(f"slots {first}..{first + rows - 1} outside a cache of {self.slots}")
         return self.values[tensor].data_ptr() + first * self.slot_bytes
+
+
+class _Bound:
+    """Calls of one shape (rows, new tokens per row, logits wanted per row) over fixed slots, every input bound once:
+    numpy arrays wrapped by OrtValues (on the CPU without a copy) and rewritten in place per call. Building a Call
+    and binding five inputs and the output anew costs a third of a 1-layer model's step."""
+
+    def __init__(self, model: OnnxModel, cache: SlotCache, first: int, rows: int, new: int, wanted: int):
+        import onnxruntime as ort
+
+        self.session, self.last = model.session, model.shape.block_size - 1
+        self.io = io = model.session.io_binding()
+        for i, (past, present) in enumerate(zip(model._past, model._present, strict=True)):
+            at, shape = cache.pointer(i, first, rows), (rows, *cache.shape[1:])
+            io.bind_input(past, model.device, 0, np.float32, shape, at)
+            io.bind_output(present, model.device, 0, np.float32, shape, at)
+        self.ids, self.positions = np.zeros((rows, new), np.int64), np.zeros((rows, new), np.int64)
+        self.seqlens, self.total = np.zeros(rows, np.int32), np.zeros((), np.int32)
+        self.steps = np.arange(new, dtype=np.int64)
+        inputs = {contract.INPUT_IDS: self.ids, contract.POSITION_IDS: self.positions,
+                  contract.SEQLENS_K: self.seqlens, contract.TOTAL_LENGTH: self.total,
+                  contract.LOGITS_INDEX: np.tile(np.arange(new - wanted, new, dtype=np.int64), (rows, 1))}
+        self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in inputs.values()]  # kept: they wrap the arrays
+        for name, value in zip(inputs, self.values, strict=True):
+            io.bind_ortvalue_input(name, value)
+        self.logits = np.zeros((rows, wanted, model.shape.vocab_size), np.float32)
+        io.bind_output(contract.LOGITS, "cpu", 0, np.float32, self.logits.shape, self.logits.ctypes.data)
+
+    def decode(self, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
+        if len(tokens) == 1:  # one stream: scalar writes, cheaper than numpy operations
+            self.ids[0, 0], self.positions[0, 0] = tokens[0], starts[0]
+            self.seqlens[0], self.total[...] = starts[0], starts[0] + 1
+        else:
+            starts = np.asarray(starts)
+            self.ids[:, 0] = tokens
+            # a full slot's idle row feeds at its length, block_size: past the position table, so clamped
+            np.minimum(starts, self.last, out=self.positions[:, 0])
+            self.seqlens[:] = starts
+            self.total[...] = starts.max() + 1
+        self.session.run_with_iobinding(self.io)
+        return self.logits[:, 0]
+
+    def extend(self, tokens: list[int], start: int) -> np.ndarray:
+        self.ids[0] = tokens
+        np.add(self.steps, start, out=self.positions[0])
+        self.seqlens[0], self.total[...] = start + len(tokens) - 1, start + len(tokens)
+        self.session.run_with_iobinding(self.io)
+        return self.logits[0]
 
 
 def _graph_shape(session, meta: dict, path: Path) -> GraphShape:

@@ -35,6 +35,7 @@ Plain numpy and names only, so the exporter (gptzoo.exports), both backends and 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -179,6 +180,18 @@ class StepRunner(Protocol):
 
     def run(self, cache: object, call: Call) -> np.ndarray:
         """Logits [B, K, V] for `call`, whose keys/values are written into its slots of `cache` in place."""
+        ...
+
+    def decode(self, cache: object, first: int, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
+        """Logits [B, V] of `run(cache, Call.decode(first, tokens, starts, live))` where the rows not live feed
+        token 0: the step of every token, which a backend may run faster than `run`. The array may be reused by the
+        next call."""
+        ...
+
+    def extend(self, cache: object, slot: int, tokens: list[int], start: int, wanted: int) -> np.ndarray:
+        """Logits [wanted, V] of the last `wanted` of `tokens` fed to one slot from position `start`:
+        `run(cache, Call.fill(slot, [tokens], [start], wanted=…))[0]`, the verification of speculative decoding,
+        which a backend may run faster. The array may be reused by the next call."""
         ...
 
 

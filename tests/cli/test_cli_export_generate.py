@@ -115,12 +115,13 @@ def test_generate_with_a_draft_prints_the_same_greedy_text(exported_store, tmp_p
 
 def test_bench_speculative_measures_every_pair(exported_store, tmp_path):
     """A 1-layer draft made from the 2-layer variant's card (its own weights: not a good draft, but a real pair of
-    depths sharing a tokenizer): one row per k, the same greedy text, acceptance and speed figures present."""
+    depths sharing a tokenizer): one row per batch size, the same greedy text, acceptance and speed figures."""
     import torch
 
     from gptzoo.exports.onnx_export import export_model
     from gptzoo.zoo.model import GPT, GPTConfig
     from gptzoo.zoo.sources import sha256_file
+    from gptzoo.zoo.speculative import auto_draft
     from gptzoo.zoo.store import Store
 
     store = tmp_path / "store"
@@ -137,10 +138,15 @@ def test_bench_speculative_measures_every_pair(exported_store, tmp_path):
     card |= {"id": "shakespeare-char-1l", "n_layer": 1}
     card["onnx"] |= {"sha256": sha256_file(d / "model.onnx"), "bytes": (d / "model.onnx").stat().st_size}
     (d / "card.json").write_text(json.dumps(card))
-    r = run("bench", "--speculative", "--quick", "--repeats", 1, "--json", "--store", store)
+    variants = Store(store).variants()
+    assert auto_draft(variants, variants[1]).id == "shakespeare-char-1l" and auto_draft(variants, variants[0]) is None
+    r = run("bench", "--speculative", "--quick", "--repeats", 1, "--json", "--draft-tokens", 3, "--store", store)
     assert r.exit_code == 0, r.output
     rows = json.loads(r.stdout)
-    assert [(x["target"], x["draft"], x["k"]) for x in rows] == [
-        ("shakespeare-char-2l", "shakespeare-char-1l", 2), ("shakespeare-char-2l", "shakespeare-char-1l", 4)]
+    assert [(x["target"], x["draft"], x["batch"], x["k"]) for x in rows] == [
+        ("shakespeare-char-2l", "shakespeare-char-1l", 1, 3), ("shakespeare-char-2l", "shakespeare-char-1l", 8, 3)]
     assert all(x["identical"] and x["tokens"] == 200 and 0 <= x["acceptance"] <= 1 and x["spec_tok_s"] > 0
-               for x in rows)
+               and x["tokens_per_call"] >= 1 for x in rows)
+    table = run("bench", "--speculative", "--quick", "--repeats", 1, "--store", store)
+    assert table.exit_code == 0 and "same text" in table.stdout and "NO" not in table.stdout
+    assert run("bench", "--speculative", "--draft-tokens", 17, "--store", store).exit_code == 2
