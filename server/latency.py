@@ -44,6 +44,7 @@ class TokenTime:
         self._w = self._n = self._nn = self._t = self._nt = 0.0  # decayed sums: weight, rows, rows², seconds, rows·s
         self._at = 0.0  # perf_counter time of the last observation
         self._prior = (0.0, 0.0, 0.0, 0.0, 0.0)
+        self._prior_line = (math.nan, 0.0)  # (a, b) through the calibration alone
         self._prefill = math.nan  # seconds per prompt token fed, recent average
         self._queue = 0.0  # seconds a request waited for a slot lately, when it had to wait
         self._slow, self._slow_at = 1.0, 0.0  # recent step time ÷ the calibration's at the same rows (contention)
@@ -54,6 +55,10 @@ class TokenTime:
         w = PRIOR_WEIGHT / len(pts)
         self._prior = (w * len(pts), w * sum(n for n, _ in pts), w * sum(n * n for n, _ in pts),
                        w * sum(t for _, t in pts), w * sum(n * t for n, t in pts))
+        pw, pn, pnn, pt, pnt = self._prior
+        var = pw * pnn - pn * pn
+        b = max(0.0, (pw * pnt - pn * pt) / var) if var > 0 else 0.0
+        self._prior_line = ((pt - b * pn) / pw, b)
 
     def observe(self, rows: int, seconds: float, now: float) -> None:
         """One decode step's interval (the time since the previous step ended) with `rows` decoding rows."""
@@ -93,21 +98,14 @@ class TokenTime:
             return math.nan, math.nan
         lw, ln, lnn = live[:3]
         # steps that all had about the same rows say nothing about the slope: then it comes from the prior alone
-        if lw * lnn - ln * ln > 0.25 * lw * lw and (b := (w * nt - n * t) / (w * nn - n * n)) >= 0:
-            return (t - b * n) / w, b
-        pw, pn, pnn, pt, pnt = self._prior
-        pvar = pw * pnn - pn * pn
-        b = max(0.0, (pw * pnt - pn * pt) / pvar) if pvar > 0 else 0.0
+        if not (lw * lnn - ln * ln > 0.25 * lw * lw and (b := (w * nt - n * t) / (w * nn - n * n)) >= 0):
+            b = self._prior_line[1]
         return (t - b * n) / w, b
 
     def prior_tpot(self, rows: int) -> float:
         """The calibration's time per token at `rows` rows (the model alone, at load); nan before calibration."""
-        w, n, nn, t, nt = self._prior
-        if w <= 0:
-            return math.nan
-        var = w * nn - n * n
-        b = max(0.0, (w * nt - n * t) / var) if var > 0 else 0.0
-        return (t - b * n) / w + b * rows
+        a, b = self._prior_line
+        return a + b * rows
 
     def tpot(self, rows: int, now: float) -> float:
         """Predicted seconds per output token at `rows` decoding rows (nan when nothing is known yet)."""

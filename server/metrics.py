@@ -59,6 +59,7 @@ ROUTES = Counter("gptzoo_route_decisions", "Where completion requests went and w
                  "variant), best-fit (`auto` or a family id: the best variant predicted within the budget), "
                  "fastest-no-fit (none fitted: the fastest), fallback-overload (a full queue handed it to a shallower "
                  "variant).", (*LABELS, "family", "reason"))
+BUDGET_RESULTS = (WITHIN, OVER) = ("within", "over")
 BUDGET = Counter("gptzoo_budget_requests", "Completed requests that carried a latency budget (max_tpot_ms, "
                  "max_ttft_ms), by result: within or over. Goodput is the rate of result=within.",
                  (*LABELS, "family", "result"))

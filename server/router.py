@@ -20,12 +20,12 @@ import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 
-from gptzoo.server import metrics
+from gptzoo.server import metrics, routing
 from gptzoo.server.errors import ApiError
 from gptzoo.server.settings import Settings
 from gptzoo.server.worker import LOADING, ModelWorker
 from gptzoo.zoo.errors import BadValue
-from gptzoo.zoo.store import Broken, Store, Variant, family_id
+from gptzoo.zoo.store import Broken, Store, Variant
 
 log = logging.getLogger("gptzoo.server")
 
@@ -168,8 +168,7 @@ class ModelRouter:
     def ready_workers(self, family: str | None = None) -> list[ModelWorker]:
         """The workers that serve now, of one family (shakespeare-char: its cards' dataset name as ids spell it) or
         all: what routing may choose."""
-        return [w for w in self.workers.values() if w.ready and (family is None or (
-            w.card is not None and w.card.dataset_name is not None and family_id(w.card.dataset_name) == family))]
+        return [w for w in self.workers.values() if w.ready and (family is None or routing.family(w) == family)]
 
     def alias_target(self, alias: str) -> str | None:
         """The id an alias names now (ready variants first), or None when it names none or several."""
@@ -193,7 +192,7 @@ class ModelRouter:
                                 "by its full id", param="model", code="ambiguous_model")
         listed = ", ".join(f"{i} ({', '.join(self.aliases_of(i))})" if self.aliases_of(i) else i for i in self.workers)
         shown = name if len(name) <= 80 else f"{name[:80]}…"
-        fams = sorted({family_id(w.card.dataset_name) for w in self.workers.values() if w.card and w.card.dataset_name})
+        fams = sorted(routing.families(list(self.workers.values())))
         routed = f"; or `auto`, or a family: {', '.join(fams)}" if fams else ""
         raise ApiError(404, f"model {shown!r} does not exist; available: {listed or 'none (the store is empty)'}"
                             f"{routed}", param="model", code="model_not_found")

@@ -12,6 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 
+from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
 from gptzoo.server.latency import Budget
 from gptzoo.server.worker import ModelWorker
@@ -19,8 +20,7 @@ from gptzoo.zoo.store import family_id
 
 AUTO = "auto"
 # why a request went where it went (the x-gptzoo-route header and the metric's `reason` label)
-NAMED, BEST_FIT, FASTEST_NO_FIT, FALLBACK = "named", "best-fit", "fastest-no-fit", "fallback-overload"
-REASONS = (NAMED, BEST_FIT, FASTEST_NO_FIT, FALLBACK)
+NAMED, BEST_FIT, FASTEST_NO_FIT, FALLBACK = metrics.ROUTE_REASONS
 # A variant fits when its prediction is within this share of the budget: predictions lag the load by a few steps,
 # and a request sent to a variant slows the rows already there.
 HEADROOM = 0.85

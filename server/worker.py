@@ -247,22 +247,20 @@ class ModelWorker:
         if not self.sha256:  # a card without the file's sha256: /admin/models still tells which file serves
             self.sha256 = sha256_file(onnx_path(self.variant))
         self.model, self.tokenizer, self.provider = model, tokenizer, model.provider
-        # Warm-up: a real prefill and decode step, so the first request pays no one-off session costs.
-        batch = Batch(model, tokenizer, self.settings.policy, slots=1)
-        batch.add([batch.new_row([0, 0], SamplingParams(max_tokens=2, temperature=0))])
-        batch.step()
-        batch.step()
         self._batch = self._new_batch()  # the serving cache, allocated before the model says it is ready
-        self._calibrate()
+        self._warm_up()
 
-    def _calibrate(self) -> None:
-        """The latency prior for depth routing: one decode step with one row, and one with every slot taken."""
+    def _warm_up(self) -> None:
+        """Real prefill and decode steps on the serving cache, so the first request pays no one-off session costs,
+        with one row and with every slot taken; the second decode step of each is timed: the latency prior for
+        depth routing."""
         batch, full = self._batch, self._batch.slots
         times = {}
         for n in dict.fromkeys((1, full)):
-            rows = [batch.new_row([0, 0], SamplingParams(max_tokens=3, temperature=0)) for _ in range(n)]
+            rows = [batch.new_row([0, 0], SamplingParams(max_tokens=4, temperature=0)) for _ in range(n)]
             batch.add(rows)
             batch.step()  # the prompts, and the first tokens
+            batch.step()  # the first decode at this many rows (its bindings are made here)
             t0 = time.perf_counter()
             batch.step()
             times[n] = time.perf_counter() - t0
@@ -285,7 +283,7 @@ class ModelWorker:
             family = family_id(self.card.dataset_name)
             for reason in metrics.ROUTE_REASONS:
                 metrics.ROUTES.labels(**self.labels, family=family, reason=reason)
-            for result in ("within", "over"):
+            for result in metrics.BUDGET_RESULTS:
                 metrics.BUDGET.labels(**self.labels, family=family, result=result)
         for outcome in metrics.LOAD_OUTCOMES:
             metrics.LOADS.labels(**self.labels, outcome=outcome)
@@ -481,8 +479,8 @@ class ModelWorker:
         if tpot is not None:
             self.m.tpot.observe(tpot)
         if job.budget and job.first_token_at:
-            met = job.budget.met(tpot, job.first_token_at - job.arrival)
-            metrics.BUDGET.labels(**self.labels, family=job.family, result="within" if met else "over").inc()
+            result = metrics.WITHIN if job.budget.met(tpot, job.first_token_at - job.arrival) else metrics.OVER
+            metrics.BUDGET.labels(**self.labels, family=job.family, result=result).inc()
         self._post(job, Done(row.text.text, row.finish_reason, len(row.generated)))
 
     def _fail(self, job: Job, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:

@@ -39,27 +39,28 @@ def routed_card(name: str, kind: str, members: list[ModelWorker]) -> ModelCard:
     )
 
 
+def routed_cards(router: ModelRouter) -> dict[str, ModelCard]:
+    """Each family (a model name that picks a depth by the request's latency budget) and `auto` (the one family of
+    the store; not listed when there are several), by name."""
+    fams = routing.families(list(router.workers.values()))
+    cards = {f: routed_card(f, "family", members) for f, members in sorted(fams.items())}
+    if len(fams) == 1:
+        cards[routing.AUTO] = routed_card(routing.AUTO, "auto", next(iter(fams.values())))
+    return cards
+
+
 @get("/v1/models", summary="List the models", tags=["models"])
 async def list_models(router: NamedDependency[ModelRouter]) -> ModelList:
-    """Every variant, then each family (a model name that picks a depth by the request's latency budget) and `auto`
-    (the one family of the store; not listed when there are several)."""
-    workers = list(router.workers.values())
-    fams = routing.families(workers)
-    routed = [routed_card(f, "family", members) for f, members in sorted(fams.items())]
-    if len(fams) == 1:
-        routed.append(routed_card(routing.AUTO, "auto", next(iter(fams.values()))))
-    return ModelList(data=[model_card(router, w) for w in workers] + routed)
+    """Every variant, then each family and `auto`."""
+    variants = [model_card(router, w) for w in router.workers.values()]
+    return ModelList(data=variants + list(routed_cards(router).values()))
 
 
 @get("/v1/models/{model_id:str}", summary="Describe one model (by id or alias), a family or auto", tags=["models"],
      responses={404: ResponseSpec(ErrorResponse, description="Unknown model")})
 async def get_model(model_id: FromPath[str], router: NamedDependency[ModelRouter]) -> ModelCard:
-    if model_id not in router.workers:
-        fams = routing.families(list(router.workers.values()))
-        if model_id in fams:
-            return routed_card(model_id, "family", fams[model_id])
-        if model_id == routing.AUTO and len(fams) == 1:
-            return routed_card(model_id, "auto", next(iter(fams.values())))
+    if model_id not in router.workers and (card := routed_cards(router).get(model_id)):
+        return card
     return model_card(router, router.get(model_id))
 
 
