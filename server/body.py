@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+from collections.abc import Iterator
 
 from litestar import Request
 from litestar.enums import ScopeType
@@ -107,11 +108,22 @@ def _not_json(body: bytes, reason: str) -> ApiError:
                        "half), which is not a character: send valid Unicode text", path or None)
 
 
+def _nodes(doc: object) -> Iterator[tuple[str, object]]:
+    """(path, value) of every value in a parsed document, depth first in document order. A loop, not recursion:
+    the document may be nested as deep as the standard library reads."""
+    stack: list[tuple[str, object]] = [("", doc)]
+    while stack:
+        path, value = stack.pop()
+        yield path, value
+        if isinstance(value, dict):
+            stack.extend(reversed([(f"{path}.{clip(k)}" if path else clip(k), v) for k, v in value.items()]))
+        elif isinstance(value, list):
+            stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(value)]))
+
+
 def _lone_surrogate(doc: object) -> tuple[str, bool, int] | None:
     """(path of the first string holding a lone surrogate, whether that string is a field name, the surrogate)."""
-    stack: list[tuple[str, object]] = [("", doc)]
-    while stack:  # a loop, not recursion: the document may be nested as deep as the standard library reads
-        path, value = stack.pop()
+    for path, value in _nodes(doc):
         if isinstance(value, str):
             if (char := _surrogate_in(value)) is not None:
                 return path, False, char
@@ -119,23 +131,14 @@ def _lone_surrogate(doc: object) -> tuple[str, bool, int] | None:
             for key in value:
                 if (char := _surrogate_in(key)) is not None:
                     return path, True, char
-            stack.extend(reversed([(f"{path}.{clip(k)}" if path else clip(k), v) for k, v in value.items()]))
-        elif isinstance(value, list):
-            stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(value)]))
     return None
 
 
 def _non_finite(doc: object) -> tuple[str, str] | None:
     """(path, spelling) of the first NaN or infinity in a document the standard library read."""
-    stack: list[tuple[str, object]] = [("", doc)]
-    while stack:
-        path, value = stack.pop()
+    for path, value in _nodes(doc):
         if isinstance(value, float) and not math.isfinite(value):
             return path, "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
-        if isinstance(value, dict):
-            stack.extend(reversed([(f"{path}.{clip(k)}" if path else clip(k), v) for k, v in value.items()]))
-        elif isinstance(value, list):
-            stack.extend(reversed([(f"{path}[{i}]", v) for i, v in enumerate(value)]))
     return None
 
 
