@@ -40,8 +40,9 @@ class MetricsController(PrometheusController):
     opt = {"public": True}
 
 
-def api_key_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Bearer-token auth on everything but the probes and /metrics (handlers marked public)."""
+async def api_key_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
+    """Bearer-token auth on everything but the probes and /metrics (handlers marked public). A coroutine: Litestar
+    runs a plain function guard in its thread pool, a hop (and a GIL hand-over) per request for a dict lookup."""
     key = connection.app.state.settings.api_key
     if not key or handler.opt.get("public"):
         return

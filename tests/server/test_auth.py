@@ -40,3 +40,25 @@ def test_probes_and_metrics_stay_open(locked):
 
 def test_no_key_configured_means_open(client):
     assert client.get("/v1/models").status_code == 200
+
+
+def test_requests_stay_on_the_event_loop(locked, monkeypatch):
+    """No part of a request (the key check, the handler, a stream's chunks) runs in Litestar's thread pool: a hop
+    there and back per request costs a GIL hand-over on a core the decode thread needs."""
+    import litestar.utils.sync as sync
+
+    hops = []
+    real = sync.sync_to_thread
+
+    def counted(fn, *args, **kwargs):
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(sync, "sync_to_thread", counted)
+    h = {"Authorization": f"Bearer {KEY}"}
+    r = locked.post("/v1/completions", json={"model": "2l", "prompt": "A", "max_tokens": 3}, headers=h)
+    assert r.status_code == 200
+    r = locked.post("/v1/completions", json={"model": "2l", "prompt": "A", "max_tokens": 5, "stream": True}, headers=h)
+    assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
+    assert locked.get("/v1/models", headers=h).status_code == 200
+    assert hops == []
