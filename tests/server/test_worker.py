@@ -1,6 +1,7 @@
 """The per-model worker and the settings, below HTTP: queue limit, cancellation, env round trip."""
 
 import asyncio
+import os
 import threading
 import time
 
@@ -160,6 +161,31 @@ def test_a_step_hands_every_rows_events_to_the_loop_at_once(exported_store, step
     # rows share their steps (all are in the batch from the second pass on), so one per token per row would be
     # about eight per pass.
     assert hand_offs <= 2 * advances.n < sum(len(e) for e in per_job) // 3
+
+
+def test_the_decode_thread_gives_way_after_each_hand_off(exported_store, monkeypatch):
+    """Every hand-off to a loop is followed by a yield of the core, so the loop sends at once instead of waiting
+    for the scheduler's next turn on a core it shares with the decode thread."""
+    yields = Counted(os.sched_yield)
+    monkeypatch.setattr(os, "sched_yield", yields)
+    w = ModelWorker(Store(exported_store).load(MODEL), Settings.build(threads=1, stream_interval=0))
+    w.start()
+    assert w.loaded.wait(30) and w.ready
+    yields.n = 0  # the warm-up's
+
+    async def go():
+        loop = asyncio.get_running_loop()
+        loop.call_soon_threadsafe = hand_offs = Counted(loop.call_soon_threadsafe)
+        job = Job([1, 2, 3], SamplingParams(max_tokens=12, seed=1), stream=True)
+        w.submit(job)
+        return await collect(job), hand_offs.n
+
+    try:
+        events, hand_offs = asyncio.run(go())
+    finally:
+        w.close()
+    assert isinstance(events[-1], Done) and events[-1].completion_tokens == 12
+    assert hand_offs >= 2 and yields.n == hand_offs
 
 
 def test_jobs_from_different_event_loops_share_a_batch(exported_store, step_gate):
