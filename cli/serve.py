@@ -158,8 +158,10 @@ def serve_cmd(
     # KeyboardInterrupt that uvicorn.run swallows: exit 0.
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
+        # h11, not httptools: uvicorn's httptools protocol takes headers of any size (20 MB measured), h11 stops at
+        # 16 KiB. The loop is uvloop where installed (`loop="auto"`).
         uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
-                    log_config=_log_config(log_level), timeout_graceful_shutdown=shutdown_timeout)
+                    log_config=_log_config(log_level), timeout_graceful_shutdown=shutdown_timeout, http="h11")
     finally:
         signal.signal(signal.SIGTERM, previous)
         if metrics_dir:

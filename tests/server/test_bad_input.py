@@ -114,6 +114,27 @@ def test_a_body_that_trickles_in_gets_408_and_the_connection_is_closed(tmp_path,
         assert error["code"] == "body_timeout" and "1 s" in error["message"], error
 
 
+@pytest.mark.slow
+def test_a_header_too_large_is_refused_before_the_app(tmp_path, exported_store):
+    """`gptzoo serve` keeps h11's header size limit (httptools, picked up by uvicorn when installed, has none: a
+    20 MB header line was answered 200): 1 MB of header never reaches a handler."""
+    with live_server(tmp_path, exported_store) as (base, _):
+        port = int(base.rsplit(":", 1)[1])
+        reply = b""
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.settimeout(30)
+            try:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
+                for _ in range(16):
+                    s.sendall(b"a" * 65536)
+                s.sendall(b"\r\n\r\n")
+                while chunk := s.recv(65536):
+                    reply += chunk
+            except ConnectionError:
+                pass  # reset while we still sent: refused
+    assert not reply.startswith(b"HTTP/1.1 200"), reply[:100]
+
+
 # -- 5 and 10: bodies that cannot be read, and what they are told ------------------------------------------------
 
 
