@@ -9,7 +9,8 @@ opened by the target's worker; it need not be served), one of them with `--draft
 `gptzoo loadtest --cpus 1`: streaming, greedy (temperature 0), tokens from `usage`, `--duration` seconds per run.
 After a warm-up and a check that both servers write the same greedy text, every round runs every level against both
 servers in turn, the order alternating between rounds, so both see the same noise of a shared machine. Per level it
-prints the median tokens/s of each (and the range), the ratio of the medians and each round's ratio, and, from the
+prints the median tokens/s of each (and the range), the ratio of the medians and each round's ratio (with their median:
+the steadier figure when other jobs share the machine), and, from the
 drafting server's /metrics, what the draft proposed per generated token and the share the target kept."""
 
 from __future__ import annotations
@@ -100,11 +101,12 @@ def main() -> None:
             p.wait(30)
     Path("spec_serving.json").write_text(json.dumps({f"{k[0]} c{k[1]}": v for k, v in results.items()}, indent=1))
     print("| streams | without tok/s (median, range) | with draft tok/s (median, range) | with ÷ without "
-          "(medians) | per round | proposed per token | kept | same text |")
+          "(medians) | per round (median) | proposed per token | kept | same text |")
     print("|---|---|---|---|---|---|---|---|")
     for c in levels:
         off, on = results["without", c], results["with draft", c]
-        rounds = " / ".join(f"{b / a:.2f}" for a, b in zip(off, on, strict=True))
+        ratios = [b / a for a, b in zip(off, on, strict=True)]
+        rounds = " / ".join(f"{x:.2f}" for x in ratios) + f" ({statistics.median(ratios):.2f})"
         proposed = sum(x[0] for x in drafted[c])
         kept = sum(x[1] for x in drafted[c])
         made = sum(x[2] for x in drafted[c])

@@ -199,9 +199,11 @@ def _drafts(values: list[str], variants, k: int) -> list[str]:
     if plan := drafts.pairs_now(entries, variants):
         err.print(f"drafting: {', '.join(f'{t} by {d}' for t, d in plan.items())} (at most {k} tokens a round)",
                   highlight=False)
-    else:
+    elif entries == [drafts.AUTO]:
         err.print("[yellow]warning:[/] --draft auto: no exported variant has a shallower exported variant with its "
                   "tokenizer and dataset; serving without drafts", highlight=False)
+    else:
+        err.print("[yellow]warning:[/] --draft: no target is exported yet; each drafts once it is", highlight=False)
     return entries
 
 
