@@ -86,6 +86,20 @@ def serve_cmd(
                      help="Serve only these variants: ids or depth aliases, comma-separated (or repeat the flag). "
                           "The others are listed as unloaded; POST /admin/models/ID/load serves one."),
     ] = None,
+    draft: Annotated[
+        list[str] | None,
+        typer.Option("--draft", metavar="TARGET=DRAFT|auto", show_default=False,
+                     help="Speculative decoding: DRAFT (a shallower variant, id or depth alias) proposes tokens "
+                          "that TARGET verifies, e.g. 12l=1l (repeat the flag for more pairs). `auto`: every "
+                          "variant drafted by the shallowest exported variant with its tokenizer and dataset "
+                          "(variants with none serve without). The text is the same as without at temperature 0, "
+                          "and its distribution the same above; a request opts out with `\"speculative\": false`. "
+                          "Rows draft while it pays: alone, not in a full batch."),
+    ] = None,
+    draft_tokens: Annotated[
+        int, typer.Option(min=1, max=16, help="The most tokens a draft proposes per round (fewer after a guess it "
+                                              "is unsure of, none while drafting does not pay).")
+    ] = 4,
     log_level: Annotated[
         Literal["critical", "error", "warning", "info", "debug"], typer.Option(help="Server log level.")
     ] = "info",
@@ -99,14 +113,16 @@ def serve_cmd(
     /schema. Each model loads in its own thread with a warm-up generation; a variant that fails to load is reported
     as not ready and the others serve. Variants exported, re-exported or removed while it runs are picked up every
     --reload-interval seconds, without dropping a request; /admin/reload, /admin/models and
-    /admin/models/ID/load|unload control that by hand (behind --api-key). SIGTERM or Ctrl-C stops the server
+    /admin/models/ID/load|unload control that by hand (behind --api-key). With --draft a shallow variant drafts
+    tokens for a deep one (speculative decoding): the draft is opened by its target when the target loads, and a
+    draft that cannot be opened then leaves the target serving without one. SIGTERM or Ctrl-C stops the server
     gracefully: it stops accepting, lets queued and running requests finish for up to --shutdown-timeout seconds,
     then exits 0 (a second Ctrl-C forces it).
     """
     import uvicorn
 
     from gptzoo.measure.pinning import CpuListError, check_cpus, format_cpus, pin
-    from gptzoo.server.router import resolve_names
+    from gptzoo.server.names import resolve_names
     from gptzoo.server.settings import Settings
     from gptzoo.zoo.errors import BadValue
     from gptzoo.zoo.runtime import choose_providers
@@ -134,13 +150,15 @@ def serve_cmd(
             names = resolve_names(variants, wanted)
         except BadValue as e:
             fail(str(e), code=2)
+    drafts = _drafts(draft, variants, draft_tokens) if draft else None
     choose_providers(device)  # a clear error now (e.g. cuda without onnxruntime-gpu), not one per model later
     settings = Settings.build(store=str(the_store.root), device=device, api_key=api_key, max_tokens=max_tokens,
                               max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size,
                               prefill_chunk=prefill_chunk, stream_interval=stream_interval / 1000,
                               max_waiting=max_queue, fallback=fallback, request_timeout=request_timeout,
                               shutdown_timeout=shutdown_timeout, body_timeout=body_timeout, threads=threads,
-                              reload_interval=reload_interval, models=names)
+                              reload_interval=reload_interval, models=names, drafts=drafts,
+                              draft_tokens=draft_tokens)
     # uvicorn's workers (and the single in-process app) build the app from these variables.
     os.environ.update(settings.to_env())
     metrics_dir = _fresh_metrics_dir(workers)
@@ -166,6 +184,29 @@ def serve_cmd(
         signal.signal(signal.SIGTERM, previous)
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _drafts(values: list[str], variants, k: int) -> list[str]:
+    """The settings' drafts for the --draft values, refused (exit 2, one line) when a pair cannot draft; says which
+    variant drafts for which."""
+    from gptzoo.server import drafts
+    from gptzoo.zoo.errors import BadValue
+
+    try:
+        entries, warnings = drafts.resolve(values, variants)
+    except BadValue as e:
+        fail(str(e), code=2)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    if plan := drafts.pairs_now(entries, variants):
+        err.print(f"drafting: {', '.join(f'{t} by {d}' for t, d in plan.items())} (at most {k} tokens a round)",
+                  highlight=False)
+    elif entries == [drafts.AUTO]:
+        err.print("[yellow]warning:[/] --draft auto: no exported variant has a shallower exported variant with its "
+                  "tokenizer and dataset; serving without drafts", highlight=False)
+    else:
+        err.print("[yellow]warning:[/] --draft: no target is exported yet; each drafts once it is", highlight=False)
+    return entries
 
 
 def _fresh_metrics_dir(workers: int) -> Path | None:

@@ -32,6 +32,8 @@ class AdminModel(msgspec.Struct, kw_only=True):
     dataset: str | None
     aliases: list[str]
     requests: Annotated[int, Meta(description="Requests it holds: queued or running.")]
+    draft: Annotated[str | None, Meta(description="The variant drafting for this version (speculative decoding), "
+                                                  "opened when it loaded; null: none.")] = None
     next: NextVersion | None
 
 

@@ -1,9 +1,10 @@
 """The service's own Prometheus metrics, module-level so two apps in one process share them (tests build many).
 
-Labels are `model` and `layers` only (plus `outcome` on the request counter, `reason` on refusals and metadata on the
-info gauge), so the series count stays small. In multi-worker mode prometheus_client writes per-process files under
-$PROMETHEUS_MULTIPROC_DIR, which must be set before this module is imported; gauges say how to combine them.
-The HTTP side (every route, status code, duration) comes from Litestar's Prometheus middleware, as gptzoo_http_*."""
+Labels are `model` and `layers` only (plus `outcome` on the request counter, `reason` on refusals, `draft` on the
+speculative-decoding counters and metadata on the info gauge), so the series count stays small. In multi-worker mode
+prometheus_client writes per-process files under $PROMETHEUS_MULTIPROC_DIR, which must be set before this module is
+imported; gauges say how to combine them. The HTTP side (every route, status code, duration) comes from Litestar's
+Prometheus middleware, as gptzoo_http_*."""
 
 from __future__ import annotations
 
@@ -37,7 +38,9 @@ CANCELLED = Counter("gptzoo_requests_cancelled", "Completion requests whose clie
 BATCH_SIZE = Histogram("gptzoo_batch_size", "Rows decoded together in one decode step.", LABELS,
                        buckets=buckets.BATCH_ROWS)
 STEP_TIME = Histogram("gptzoo_engine_step_seconds", "Wall time of an engine step's calls: phase=prefill feeds prompt "
-                      "chunks and window re-prefills, phase=decode advances every decoding row by one token.",
+                      "chunks and window re-prefills, phase=decode advances every decoding row by one token; with a "
+                      "draft, phase=draft is the draft model's proposals and phase=verify the target's checks of "
+                      "them (one call per drafting row).",
                       (*LABELS, "phase"), buckets=buckets.STEP_SECONDS)
 PREFILL_TOKENS = Histogram("gptzoo_prefill_tokens_per_step", "Tokens fed by an engine step's prefill calls (prompt "
                            "chunks, capped by --prefill-chunk, and window re-prefills).", LABELS,
@@ -63,6 +66,12 @@ BUDGET_RESULTS = (WITHIN, OVER) = ("within", "over")
 BUDGET = Counter("gptzoo_budget_requests", "Completed requests that carried a latency budget (max_tpot_ms, "
                  "max_ttft_ms), by result: within or over. Goodput is the rate of result=within.",
                  (*LABELS, "family", "result"))
+SPEC_LABELS = (*LABELS, "draft")
+SPEC_DRAFTED = Counter("gptzoo_spec_draft_tokens", "Speculative decoding (`gptzoo serve --draft`): tokens the draft "
+                       "variant `draft` proposed for its target `model`. Only drafted targets have series.",
+                       SPEC_LABELS)
+SPEC_ACCEPTED = Counter("gptzoo_spec_accepted_tokens", "Of gptzoo_spec_draft_tokens, the tokens the target kept: "
+                        "rate(accepted) / rate(drafted) is the pair's acceptance rate.", SPEC_LABELS)
 RUNNING = Gauge("gptzoo_requests_running", "Completion requests being decoded.", LABELS, multiprocess_mode="livesum")
 WAITING = Gauge("gptzoo_requests_waiting", "Completion requests queued for a batch slot.", LABELS,
                 multiprocess_mode="livesum")
@@ -117,6 +126,15 @@ class ModelMetrics:
         self.tpot, self.predicted_tpot = TPOT.labels(**labels), PREDICTED_TPOT.labels(**labels)
         self._mine: dict[object, float] = {}  # gauge child -> this worker's share
         self._lock = threading.Lock()  # the worker thread sets, whoever ends the worker releases
+        self._labels = labels
+        self.spec_drafted = self.spec_accepted = self.draft_time = self.verify_time = None  # set_draft
+
+    def set_draft(self, draft: str) -> None:
+        """The worker drafts with variant `draft`: its speculative-decoding series exist from now on (at 0)."""
+        self.spec_drafted = SPEC_DRAFTED.labels(**self._labels, draft=draft)
+        self.spec_accepted = SPEC_ACCEPTED.labels(**self._labels, draft=draft)
+        self.draft_time = STEP_TIME.labels(**self._labels, phase="draft")
+        self.verify_time = STEP_TIME.labels(**self._labels, phase="verify")
 
     def _share(self, gauge, value: float) -> None:
         with self._lock:

@@ -16,39 +16,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from gptzoo.server import metrics, routing
+from gptzoo.server.drafts import DraftPlan
 from gptzoo.server.errors import ApiError
+from gptzoo.server.names import depth_alias, resolve_names
 from gptzoo.server.settings import Settings
 from gptzoo.server.worker import LOADING, ModelWorker
-from gptzoo.zoo.errors import BadValue
 from gptzoo.zoo.store import Broken, Store, Variant
 
 log = logging.getLogger("gptzoo.server")
-
-
-def depth_alias(v: Variant) -> str:
-    """`shakespeare-char-4l` -> `4l`, `shakespeare-char-4l-int8` -> `4l-int8`."""
-    m = re.search(rf"(?:^|-)({v.n_layer}l(?:-.*)?)$", v.id)
-    return m.group(1) if m else f"{v.n_layer}l"
-
-
-def resolve_names(variants: list[Variant], names: Iterable[str]) -> list[str]:
-    """The ids that `names` (ids or depth aliases, as `--models` takes them) denote; BadValue for a name that is
-    unknown or ambiguous."""
-    ids = {v.id for v in variants}
-    out = []
-    for name in names:
-        matches = [name] if name in ids else [v.id for v in variants if depth_alias(v) == name]
-        if len(matches) != 1:
-            listed = ", ".join(f"{v.id} ({depth_alias(v)})" for v in variants) or "none"
-            why = f"matches several ({', '.join(matches)})" if matches else "is not in the store"
-            raise BadValue(f"--models: {name!r} {why}; variants: {listed}")
-        out.append(matches[0])
-    return out
 
 
 def not_selected(model_id: str) -> str:
@@ -63,6 +42,7 @@ class ModelRouter:
         self.store = Store(settings.store)
         good, broken = self.store.scan()
         self.only = set(resolve_names(good, settings.models)) if settings.models else None
+        self.drafts = DraftPlan.from_settings(self.store, settings.drafts, settings.draft_tokens, good)
         self.workers: dict[str, ModelWorker] = {}
         for entry in [*good, *broken]:
             if isinstance(entry, Broken):
@@ -81,7 +61,7 @@ class ModelRouter:
     def new_worker(self, entry: Variant | Broken, unloaded: str | None = None) -> ModelWorker:
         if unloaded is None and self.only is not None and entry.id not in self.only:
             unloaded = not_selected(entry.id)
-        return ModelWorker(entry, self.settings, unloaded=unloaded, on_loaded=self._loaded)
+        return ModelWorker(entry, self.settings, unloaded=unloaded, on_loaded=self._loaded, drafts=self.drafts)
 
     def _loaded(self, w: ModelWorker) -> None:
         """From the worker's thread: hand the news to the event loop (before the worker says it is loaded, so

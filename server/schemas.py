@@ -56,6 +56,10 @@ class CompletionRequest(msgspec.Struct, forbid_unknown_fields=True, kw_only=True
     fallback: Annotated[Literal["none", "shallower"], Meta(description="When the variant's queue is full: 429 "
                         "(none), or the next shallower variant of its family (shallower). Default: the server's "
                         "--fallback.")] | None = None
+    # gptzoo extension for speculative decoding (`gptzoo serve --draft`)
+    speculative: Annotated[bool, Meta(description="false: this request is decoded without the variant's draft "
+                           "model (on a variant the server drafts for). Drafting never changes the text at "
+                           "temperature 0, nor its distribution above it. Default true.")] | None = None
     # not supported (NEUTRAL): accepted at their neutral values only, checked in serving.py
     logprobs: Annotated[int, _unsupported("logprobs")] | None = None
     echo: Annotated[bool, _unsupported("echo")] | None = None
@@ -122,6 +126,8 @@ class ModelCard(msgspec.Struct, kw_only=True):
     reason: str | None
     kind: Literal["variant", "family", "auto"] = "variant"
     variants: list[str] | None = None
+    draft: Annotated[str | None, Meta(description="The variant that drafts tokens for this one (speculative "
+                                                  "decoding, `gptzoo serve --draft`); null: none.")] = None
 
 
 class ModelList(msgspec.Struct, kw_only=True):

@@ -92,7 +92,8 @@ class CompletionService:
         tried = [worker]
         while True:
             scope.setdefault("state", {})["gptzoo_model_labels"] = worker.labels
-            job = Job(ids, params, stream=bool(req.stream), budget=budget, family=routing.family(worker) or "")
+            job = Job(ids, params, stream=bool(req.stream), budget=budget, family=routing.family(worker) or "",
+                      speculative=req.speculative is not False)
             try:
                 worker.submit(job)
                 break

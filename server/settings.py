@@ -15,7 +15,7 @@ Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 # Fields read from variables the rest of gptzoo already uses; every other field is GPTZOO_SERVE_<FIELD>.
 _ENV_NAMES = {"store": "GPTZOO_STORE", "api_key": "GPTZOO_API_KEY", "threads": "GPTZOO_THREADS"}
-_LIST_FIELDS = {"models"}  # comma-separated in the environment
+_LIST_FIELDS = {"models", "drafts"}  # comma-separated in the environment
 
 
 def env_name(field: str) -> str:
@@ -60,6 +60,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reload_interval: Annotated[float, msgspec.Meta(ge=0)] = 5.0
     # Serve only these variants (ids or depth aliases); the others are listed as unloaded. None: every variant.
     models: Annotated[list[Annotated[str, msgspec.Meta(min_length=1)]], msgspec.Meta(min_length=1)] | None = None
+    # Speculative decoding (gptzoo.server.drafts): "TARGET=DRAFT" pairs (ids or depth aliases) and/or "auto" (each
+    # variant drafted by the shallowest exported variant with its tokenizer and dataset). None: nothing drafts.
+    drafts: list[Annotated[str, msgspec.Meta(pattern=r"^(auto|[^=,]+=[^=,]+)$")]] | None = None
+    draft_tokens: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4  # the most tokens a draft proposes per round
 
     @classmethod
     def build(cls, **values) -> Settings:

@@ -14,6 +14,10 @@ Refusals (429 queue full, 503 queue timeout or shutting down) carry Retry-After 
 shutdown the worker drains: no new jobs, queued and running ones go on until the drain deadline. A worker the live zoo
 retires (its variant was re-exported, removed or unloaded: gptzoo.server.reload) is out of the routing table already;
 it finishes every job it holds, then is stopped.
+
+A variant the server drafts for (`gptzoo serve --draft`) gets its draft when its worker loads: the draft's session and
+slot cache belong to this worker and its Batch decodes speculatively (gptzoo.server.drafts says which draft, and
+what happens when the store changes); each step's proposals and kept tokens go to the gptzoo_spec_* counters.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from gptzoo.server import metrics
+from gptzoo.server.drafts import DraftPlan
 from gptzoo.server.errors import ApiError
 from gptzoo.server.events import Done, Event, Failed, TextDelta
 from gptzoo.server.latency import Budget, TokenTime
@@ -40,6 +45,7 @@ from gptzoo.zoo.generate import Batch, Row
 from gptzoo.zoo.runtime import OnnxModel, open_variant
 from gptzoo.zoo.sampling import SamplingParams
 from gptzoo.zoo.sources import sha256_file
+from gptzoo.zoo.speculative import Draft
 from gptzoo.zoo.store import ONNX, Broken, Variant, family_id
 from gptzoo.zoo.tokenizers import Tokenizer, from_spec
 
@@ -53,8 +59,9 @@ class Job:
     """One completion request on its way through a worker."""
 
     def __init__(self, prompt_ids: list[int], params: SamplingParams, stream: bool, budget: Budget | None = None,
-                 family: str = ""):
+                 family: str = "", speculative: bool = True):
         self.prompt_ids, self.params, self.stream = prompt_ids, params, stream
+        self.speculative = speculative  # False: the request opted out of drafting (its `speculative` field)
         self.budget, self.family = budget or Budget(), family  # family: the metric label of its budget's verdict
         self.loop = asyncio.get_running_loop()
         self.events: asyncio.Queue = asyncio.Queue()
@@ -107,11 +114,13 @@ def version(entry: Variant | Broken) -> tuple:
 
 class ModelWorker:
     def __init__(self, variant: Variant | Broken, settings: Settings, *, unloaded: str | None = None,
-                 on_loaded: Callable[[ModelWorker], None] | None = None):
+                 on_loaded: Callable[[ModelWorker], None] | None = None, drafts: DraftPlan | None = None):
         """A Broken variant (its card cannot be used) gets a worker that is failed from the start, so it is listed
         with its reason; `unloaded` (the reason) makes a placeholder that loads nothing. `on_loaded` is called from
-        the worker's thread once loading ended, either way (before `loaded` is set)."""
-        self.settings = settings
+        the worker's thread once loading ended, either way (before `loaded` is set). `drafts`: the server's
+        speculative decoding, whose draft for this variant the worker opens when it loads (gptzoo.server.drafts)."""
+        self.settings, self.drafts = settings, drafts
+        self.draft_id: str | None = None  # the variant drafting for this one, once loaded (None: none drafts)
         self.entry = variant  # what the store held when this worker was made
         self.variant, self.card = (variant, variant.card) if isinstance(variant, Variant) else (None, None)
         self.id, self.dir = variant.id, variant.dir
@@ -247,17 +256,48 @@ class ModelWorker:
         if not self.sha256:  # a card without the file's sha256: /admin/models still tells which file serves
             self.sha256 = sha256_file(onnx_path(self.variant))
         self.model, self.tokenizer, self.provider = model, tokenizer, model.provider
-        self._batch = self._new_batch()  # the serving cache, allocated before the model says it is ready
+        draft = self._open_draft()
+        self._batch = self._new_batch(draft)  # the serving cache, allocated before the model says it is ready
         self._warm_up()
+
+    def _open_draft(self) -> Draft | None:
+        """The draft for this variant's batch, if the server drafts for it and the draft opens; a draft that does
+        not (gone from the store, not exported, another vocabulary, broken) is a warning: the variant serves
+        without drafting."""
+        if self.drafts is None:
+            return None
+        if self.settings.policy != "half":  # `exact` recomputes every window: no cache to verify on
+            log.warning("%s: serving without a draft: speculative decoding needs the half context policy", self.id)
+            return None
+        try:
+            variant, why = self.drafts.drafts_for(self.variant)
+            if variant is None:
+                if why:
+                    log.warning("%s: serving without a draft: %s", self.id, why)
+                return None
+            draft, warning = self.drafts.open(self.variant, self.model, variant, self.settings.device,
+                                              self.settings.threads)
+        except Exception as e:  # anything: a draft only ever makes its target faster, never unavailable
+            log.warning("%s: serving without a draft: %s", self.id,
+                        first_line(e).replace(str(self.dir.parent) + os.sep, ""))
+            return None
+        if warning:
+            log.warning("%s: %s", self.id, warning)
+        self.draft_id = variant.id
+        self.m.set_draft(variant.id)
+        log.info("%s: drafted by %s (at most %d tokens a round)", self.id, variant.id, draft.k)
+        return draft
 
     def _warm_up(self) -> None:
         """Real prefill and decode steps on the serving cache, so the first request pays no one-off session costs,
         with one row and with every slot taken; the second decode step of each is timed: the latency prior for
-        depth routing."""
+        depth routing (rows that do not draft: that is the step it predicts). With a draft, one drafting row
+        then warms up the draft's session and the verification."""
         batch, full = self._batch, self._batch.slots
         times = {}
         for n in dict.fromkeys((1, full)):
-            rows = [batch.new_row([0, 0], SamplingParams(max_tokens=4, temperature=0)) for _ in range(n)]
+            rows = [batch.new_row([0, 0], SamplingParams(max_tokens=4, temperature=0), draft=False)
+                    for _ in range(n)]
             batch.add(rows)
             batch.step()  # the prompts, and the first tokens
             batch.step()  # the first decode at this many rows (its bindings are made here)
@@ -266,6 +306,12 @@ class ModelWorker:
             times[n] = time.perf_counter() - t0
             batch.remove(rows)
         self.latency.calibrate(times[1], times[full], full)
+        if batch.draft is not None:
+            row = batch.new_row([0, 0], SamplingParams(max_tokens=2 * batch.draft.k + 2, temperature=0))
+            batch.add([row])
+            while not row.done:
+                batch.step()
+            batch.remove([row])
 
     def info_labels(self) -> dict[str, str]:
         """gptzoo_model_info's labels for this worker (the router publishes them for the worker that serves)."""
@@ -312,9 +358,10 @@ class ModelWorker:
         metrics.REFUSED.labels(**self.labels, reason=code).inc()
         return ApiError(status, message, code=code, headers={"Retry-After": retry_after})
 
-    def _new_batch(self) -> Batch:
+    def _new_batch(self, draft: Draft | None = None) -> Batch:
         s = self.settings
-        batch = Batch(self.model, self.tokenizer, s.policy, slots=s.max_batch_size, prefill_chunk=s.prefill_chunk)
+        batch = Batch(self.model, self.tokenizer, s.policy, slots=s.max_batch_size, prefill_chunk=s.prefill_chunk,
+                      draft=draft)
         self.m.set_cache(batch.slots, batch.cache_bytes)
         return batch
 
@@ -410,7 +457,7 @@ class ModelWorker:
                 self.latency.observe_queue(now - job.arrival)
             self.m.prompt_tokens.inc(len(job.prompt_ids))
             on_text = (lambda delta, job=job: self._post(job, TextDelta(delta))) if job.stream else None
-            rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job))
+            rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job, draft=job.speculative))
         batch.add(rows)
         self.peak_rows = max(self.peak_rows, len(batch.rows))
         batch.step()
@@ -426,6 +473,11 @@ class ModelWorker:
             if self._stepped_at:  # a row's time per token is the time from one step's end to the next one's
                 self.latency.observe(st.decode_rows, t - self._stepped_at, t)
         self._stepped_at = t if st.decode_rows else 0.0
+        if st.verify_rows:
+            self.m.draft_time.observe(st.draft_seconds)
+            self.m.verify_time.observe(st.verify_seconds)
+            self.m.spec_drafted.inc(st.drafted)
+            self.m.spec_accepted.inc(st.accepted)
         self._account(batch.rows, t)
         self._retire(batch, time.perf_counter())
 

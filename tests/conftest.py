@@ -76,3 +76,20 @@ def exported_store(tmp_path_factory, trained_store) -> Path:
     shutil.copytree(trained_store, root)
     export_variant(Store(root).load("shakespeare-char-2l"))
     return root
+
+
+@pytest.fixture(scope="session")
+def drafted_store(tmp_path_factory, data_dir) -> Path:
+    """A store of two tiny variants trained ten times longer than `trained_store`'s (its greedy text is one
+    character over and over; theirs varies), both exported: `shakespeare-char-2l` and `shakespeare-char-1l`, a
+    shallower variant of the same tokenizer and dataset to draft for it. Read-only for tests: copy it first."""
+    from gptzoo.exports.onnx_export import export_variant
+    from gptzoo.trainer.loop import train
+    from gptzoo.zoo.store import Store
+
+    root = tmp_path_factory.mktemp("drafted") / "store"
+    for layers in (2, 1):
+        train(layers, "cpu", TINY | {"max_iters": 300, "eval_interval": 100}, Store(root), data_dir,
+              show_progress=False)
+        export_variant(Store(root).load(f"shakespeare-char-{layers}l"))
+    return root

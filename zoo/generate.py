@@ -184,6 +184,9 @@ class Batch:
         if draft is not None:
             self.draft_cache = draft.model.new_cache(slots)
             self._round_cost, self._token_cost = draft.costs(model)  # in target steps
+            # a batch step making this many tokens per unit leaves every row undrafted: `_plan` need not ask them
+            self._ceiling = (spec.gain_ceiling(draft.k, draft.prior, self._round_cost, self._token_cost)
+                             if draft.adaptive else float("inf"))
 
     # -- rows joining and leaving -------------------------------------------------------------------------------
     def new_row(self, prompt_ids: list[int], params: SamplingParams, on_text=None, tag=None,
@@ -340,6 +343,8 @@ class Batch:
         d = self.draft
         ending = [f for f in multi if len(f[1]) == len(f[0].pending)]  # rows that get a token this step
         bar = spec.batch_rate(len(single) + len(ending), d.row_cost)
+        if bar >= self._ceiling:  # a full enough batch: no row drafts, and asking each costs a step's 0.2-0.3%
+            return []
         verify = []
         for feeds in (single, ending):
             for r, t in feeds:

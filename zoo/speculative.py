@@ -125,6 +125,14 @@ def round_rate(kept: int, proposed: int, round_cost: float, token_cost: float) -
     return (kept + 1) / (1 + round_cost + token_cost * proposed)
 
 
+def gain_ceiling(k: int, prior: float, round_cost: float, token_cost: float) -> float:
+    """The most tokens per unit of target time a row can be believed to make: its prior, or a round's best
+    (round_rate with every proposal kept, or none proposed). A batch whose decode step makes at least this many
+    drafts no row, whatever their records say (Pace.drafts is False for every row, and changes none)."""
+    best = max(round_rate(p, p, round_cost, token_cost) for p in range(k + 1))
+    return max(prior, best)
+
+
 @dataclass
 class Pace:
     """A row's drafting record: whether drafting pays for it, learnt from its rounds."""

@@ -25,7 +25,7 @@ def admin_model(zoo: LiveZoo, w: ModelWorker) -> AdminModel:
     return AdminModel(
         id=w.id, state=w.state, ready=w.ready, reason=w.reason, sha256=w.sha256, loaded_at=w.loaded_at,
         provider=w.provider, n_layer=c and c.n_layer, dataset=c and c.dataset_name, aliases=r.aliases_of(w.id),
-        requests=w.in_flight,
+        requests=w.in_flight, draft=w.draft_id,
         next=NextVersion(state=nxt.state, sha256=nxt.sha256, reason=nxt.reason) if nxt else None,
     )
 

@@ -21,6 +21,7 @@ def model_card(router: ModelRouter, w: ModelWorker) -> ModelCard:
         n_head=c and c.n_head, n_embd=c and c.n_embd, block_size=c and c.block_size, vocab_size=c and c.vocab_size,
         params=c and c.params, val_loss=c and c.val_loss, dataset=c and c.dataset_name,
         quantization=c and c.quantization, provider=w.provider, ready=w.ready, state=w.state, reason=w.reason,
+        draft=w.draft_id,
     )
 
 

@@ -96,10 +96,11 @@ def run(*cmd, stdin: str | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def scrape(exported_store) -> str:
-    """/metrics of the real app over the tiny exported variant, after one completion, one stream and one refusal,
-    so every histogram, counter and gauge of the server has samples."""
-    settings = Settings.build(store=str(exported_store), max_tokens=64, threads=1)
+def scrape(drafted_store) -> str:
+    """/metrics of the real app over the tiny exported 2-layer variant, drafted by the 1-layer one (not served
+    itself), after one completion, one stream and one refusal, so every histogram, counter and gauge of the server
+    has samples."""
+    settings = Settings.build(store=str(drafted_store), max_tokens=64, threads=1, models=["2l"], drafts=["2l=1l"])
     with TestClient(app=create_app(settings)) as client:
         for stream in (False, True):
             r = client.post("/v1/completions", json={"model": "2l", "prompt": "ROMEO:", "max_tokens": 8,

@@ -29,6 +29,7 @@ REQUIRED_METRICS = {
     "gptzoo_route_decisions_total", "gptzoo_budget_requests_total", "gptzoo_time_per_output_token_seconds_bucket",
     "gptzoo_predicted_time_per_output_token_seconds_bucket",
     "gptzoo_model_loads_total", "gptzoo_model_load_seconds_sum", "gptzoo_model_load_seconds_count",
+    "gptzoo_spec_draft_tokens_total", "gptzoo_spec_accepted_tokens_total",
 }
 
 

@@ -1,5 +1,7 @@
 """Proof that the dashboard works: the real `prometheus` binary scrapes a real `gptzoo serve` under a short load,
-and every panel's PromQL, evaluated through Prometheus' HTTP API, parses and returns series."""
+and every panel's PromQL, evaluated through Prometheus' HTTP API, parses and returns series. The server serves the
+2-layer variant drafted by the 1-layer one (`--models 2l --draft 2l=1l`), so the speculative-decoding panels have
+series too."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import yaml
 
 from tests.deploy.conftest import dashboard, panel_exprs, substitute
 from tests.server.conftest import MODEL, free_port, live_server, metric
+
+DRAFT = "shakespeare-char-1l"
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +61,18 @@ def drive_load(base: str, n: int) -> int:
         return sum(pool.map(one, range(n)))
 
 
+def of_model(expr: str) -> str:
+    """A panel's expr with $model set to the served variant (the draft, listed but unloaded, has series too)."""
+    return substitute(expr.replace("$model", MODEL))
+
+
+def drive_alone(base: str, n: int) -> None:
+    """n greedy completions one after the other: a row alone in the batch drafts (one of them opts out)."""
+    for i in range(n):
+        r = post(base, model="2l", prompt="ROMEO:", max_tokens=40, temperature=0, speculative=i != 1)
+        assert r.status_code == 200, r.text
+
+
 def cancel_a_stream(base: str) -> None:
     """A long stream whose client leaves after the first chunk: the server counts it as cancelled."""
     body = {"model": "2l", "prompt": "ROMEO:", "max_tokens": 100_000, "stream": True}
@@ -94,10 +110,11 @@ def reload_model(base: str) -> None:
     wait_for(lambda: httpx.get(f"{base}/readyz", timeout=5).status_code == 200, "the model loaded again")
 
 
-def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_path, exported_store):
+def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_path, drafted_store):
     store = tmp_path / "store"
-    shutil.copytree(exported_store, store)
-    flags = ("--max-tokens", 100_000, "--max-batch-size", BATCH, "--max-queue", QUEUE)
+    shutil.copytree(drafted_store, store)
+    flags = ("--max-tokens", 100_000, "--max-batch-size", BATCH, "--max-queue", QUEUE, "--models", "2l",
+             "--draft", "2l=1l")
     with live_server(tmp_path, store, *flags) as (base, _):
         port = free_port()
         prom = f"http://127.0.0.1:{port}"
@@ -120,9 +137,11 @@ def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_
 
             # The load in two halves with scrapes between them, so the rates see counters rise.
             tokens = drive_load(base, 15)
+            drive_alone(base, 3)
             seen = scrapes()
             wait_for(lambda: scrapes() >= seen + 2, "two scrapes between the halves", proc=proc)
             tokens += drive_load(base, 15)
+            drive_alone(base, 3)
             assert post(base, model="no-such-model", prompt="x").status_code == 404
             assert post(base, model="2l", prompt="x", max_tokens=0).status_code == 400
             crowd_out(base)
@@ -143,10 +162,10 @@ def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_
             outcomes = {s["metric"]["outcome"] for s in query(prom, substitute(
                 exprs["Completion requests/s by outcome [A]"]))}
             assert {"length", "model_not_found", "invalid_request", "cancelled", "overloaded"} <= outcomes, outcomes
-            refused = {s["metric"]["reason"]: float(s["value"][1]) for s in query(prom, substitute(
+            refused = {s["metric"]["reason"]: float(s["value"][1]) for s in query(prom, of_model(
                 exprs["Refused and cancelled requests/s [A]"]))}
             assert refused["overloaded"] > 0 and refused["queue_timeout"] == 0, refused
-            [cancelled] = query(prom, substitute(exprs["Refused and cancelled requests/s [B]"]))
+            [cancelled] = query(prom, of_model(exprs["Refused and cancelled requests/s [B]"]))
             assert float(cancelled["value"][1]) > 0
             reasons = {s["metric"]["reason"] for s in query(prom, substitute(
                 exprs["Route decisions/s by reason [A]"]))}
@@ -154,21 +173,28 @@ def test_every_panel_expr_returns_series_from_a_real_prometheus(prometheus, tmp_
             results = {s["metric"]["result"] for s in query(prom, substitute(
                 exprs["Goodput: budgeted requests within and over budget per second [A]"]))}
             assert results == {"within", "over"}, results
-            [point] = query(prom, substitute(exprs["Quality vs latency frontier: validation loss against p50 "
-                                                  "ms/token [B]"]))
+            [point] = query(prom, of_model(exprs["Quality vs latency frontier: validation loss against p50 "
+                                                 "ms/token [B]"]))
             assert 0 < float(point["value"][1]) < 1e3  # ms per token of the tiny model
-            [rate] = query(prom, substitute(exprs["Tokens/s [A]"]))
-            assert rate["metric"]["model"] == MODEL and float(rate["value"][1]) > 0
-            [loss] = query(prom, substitute(exprs["Validation loss vs p95 latency, per depth [A]"]))
+            rates = {s["metric"]["model"]: float(s["value"][1]) for s in query(prom, substitute(exprs["Tokens/s [A]"]))}
+            assert rates[MODEL] > 0 and rates.get(DRAFT, 0) == 0, rates  # the draft is not served, only drafts
+            # the acceptance per pair, over a range that holds the drafting however slow the machine is today
+            [acceptance] = query(prom, substitute(exprs["Speculative acceptance [A]"]).replace("[30s]", "[5m]"))
+            assert acceptance["metric"] == {"model": MODEL, "draft": DRAFT}, acceptance
+            assert 0 <= float(acceptance["value"][1]) <= 1, acceptance
+            [proposed] = query(prom, substitute(exprs["Drafted tokens/s [A]"]).replace("[30s]", "[5m]"))
+            [kept] = query(prom, substitute(exprs["Drafted tokens/s [B]"]).replace("[30s]", "[5m]"))
+            assert float(proposed["value"][1]) > 0 and float(kept["value"][1]) <= float(proposed["value"][1])
+            [loss] = query(prom, of_model(exprs["Validation loss vs p95 latency, per depth [A]"]))
             card_loss = httpx.get(f"{base}/v1/models/{MODEL}").json()["val_loss"]
             assert loss["metric"]["layers"] == "2" and math.isclose(float(loss["value"][1]), card_loss)
-            [p95] = query(prom, substitute(exprs["Validation loss vs p95 latency, per depth [B]"]))
+            [p95] = query(prom, of_model(exprs["Validation loss vs p95 latency, per depth [B]"]))
             assert 0 < float(p95["value"][1]) < 30
             generated = query(prom, f'sum(gptzoo_generation_tokens_total{{model="{MODEL}"}})')
             assert float(generated[0]["value"][1]) >= tokens
             # the reload's load, over a range that holds it however slow the machine is today
             loads = {s["metric"]["outcome"]: float(s["value"][1])
-                     for s in query(prom, substitute(exprs["Model loads [A]"]).replace("[30s]", "[5m]"))}
+                     for s in query(prom, of_model(exprs["Model loads [A]"]).replace("[30s]", "[5m]"))}
             assert loads["loaded"] > 0 and loads["failed"] == 0, loads
         finally:
             proc.terminate()

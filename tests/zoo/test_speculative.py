@@ -293,3 +293,19 @@ def test_drafting_rules():
     assert pace.gain == pytest.approx(2.0, abs=0.01) and pace.drafts(1.0, 1.25)
     with pytest.raises(BadValue, match="within 1..16"):
         Draft(None, 17)
+
+
+@pytest.mark.parametrize(("k", "round_cost", "token_cost"), [(4, 2 / 13, 0.35), (8, 0.3, 1.2), (1, 0.0, 0.2)])
+def test_no_row_drafts_in_a_batch_at_or_above_the_gain_ceiling(k, round_cost, token_cost):
+    """The ceiling bounds every round's rate and the prior: a batch whose step makes that much asks no row (the
+    shortcut in Batch._plan), because every row would answer no and none would change its record."""
+    ceiling = speculative.gain_ceiling(k, 1.25, round_cost, token_cost)
+    rates = [speculative.round_rate(kept, p, round_cost, token_cost) for p in range(k + 1) for kept in range(p + 1)]
+    assert max(rates + [1.25]) == pytest.approx(ceiling)
+    pace = speculative.Pace(1.25)
+    for rate in sorted(rates):
+        pace.observe(rate)
+    pace.observe(max(rates))
+    before = (pace.gain, pace.trial, pace.waited, pace.patience)
+    assert not any(pace.drafts(ceiling, 1.25) for _ in range(3 * speculative.MAX_WAIT))
+    assert (pace.gain, pace.trial, pace.waited, pace.patience) == before
