@@ -28,3 +28,11 @@ def start(exe: str, store: str, port: int, extra: list[str], name: str = "server
             continue
     proc.kill()
     raise SystemExit(f"{name}: not ready after {startup_s:.0f} s")
+
+
+def stop(procs: list[subprocess.Popen]) -> None:
+    """Ends the servers together: SIGTERM to all (they drain at once), then waits for each."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        p.wait(30)

@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pinned_server import start
+from pinned_server import start, stop
 
 HERE = Path(sys.executable).parent
 
@@ -141,10 +141,7 @@ def main() -> None:
                     exe, store, model_id, [levels[0], top],
                     {c: max(c * args.requests_per_client, 100) for c in (levels[0], top)}, args.max_tokens, "ROMEO:"))
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
+        stop(procs)
     Path("serving_ab.json").write_text(json.dumps({f"{k[0]} c{k[1]}": v for k, v in results.items()}, indent=1))
     print("| server | clients | tok/s (median) | range | TTFT p50 / p99 ms | e2e p50 ms | errors |")
     print("|---|---|---|---|---|---|---|")

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 
 import httpx
-from pinned_server import start
+from pinned_server import start, stop
 from prometheus_client.parser import text_string_to_metric_families
 
 HERE = Path(sys.executable).parent
@@ -95,10 +95,7 @@ def main() -> None:
                     print(f"round {r + 1} {name} c={c}: {report['tokens_per_s']:,.0f} tok/s "
                           f"({report['requests']['failed']} failed)", file=sys.stderr, flush=True)
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait(30)
+        stop(procs)
     Path("spec_serving.json").write_text(json.dumps({f"{k[0]} c{k[1]}": v for k, v in results.items()}, indent=1))
     print("| streams | without tok/s (median, range) | with draft tok/s (median, range) | with ÷ without "
           "(medians) | per round (median) | proposed per token | kept | same text |")
