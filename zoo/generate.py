@@ -293,8 +293,7 @@ class Batch:
             r.start = len(r.prompt) + len(r.generated) - len(r.pending)
 
     def _decode(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
-        """One call over the slots from the lowest to the highest of `feeds`, one token each; slots in between that
-        are free or busy elsewhere feed a token that lands past what they hold (gptzoo.zoo.step_contract)."""
+        """One target call feeding one token to each of `feeds` (`_one_token`)."""
         self.calls += 1
         if len(feeds) == 1:  # one stream: no arrays to build
             r, t = feeds[0]
@@ -302,17 +301,23 @@ class Batch:
             if self._advance(feeds, got_rows):
                 got_logits.append(logits.copy())  # the decode's output is reused
             return
-        lo = min(r.slot for r, _ in feeds)
-        B = max(r.slot for r, _ in feeds) - lo + 1
-        tokens = np.zeros(B, np.int64)
-        starts = np.array([r.cached if r else 0 for r in self._owner[lo : lo + B]], np.int64)
-        at = np.empty(len(feeds), np.int64)
-        for i, (r, t) in enumerate(feeds):
-            b = at[i] = r.slot - lo
-            tokens[b] = t[0]
-        logits = self.model.decode(self.cache, lo, tokens, starts)
+        logits = self._one_token(self.model, self.cache, [r for r, _ in feeds], [t[0] for _, t in feeds],
+                                 lambda r: r.cached)
         if ready := self._advance(feeds, got_rows):
-            got_logits.append(logits[at[ready]])  # a copy: the decode's output is reused
+            got_logits.append(logits[ready])
+
+    def _one_token(self, model: StepRunner, cache, rows: list[Row], tokens: list[int], length) -> np.ndarray:
+        """Logits [len(rows), V] (a copy) of one call over `cache` feeding tokens[i] to rows[i] at position
+        length(rows[i]) of its slot, over the slots from the lowest to the highest of `rows`: slots in between, free
+        or busy elsewhere, feed a token that lands past what they hold (gptzoo.zoo.step_contract). Callers decoding
+        one row call `model.decode` directly: a single stream pays for every list built."""
+        lo = min(r.slot for r in rows)
+        B = max(r.slot for r in rows) - lo + 1
+        at = np.array([r.slot - lo for r in rows], np.int64)
+        ids = np.zeros(B, np.int64)
+        ids[at] = tokens
+        starts = np.array([length(r) if r else 0 for r in self._owner[lo : lo + B]], np.int64)
+        return model.decode(cache, lo, ids, starts)[at]
 
     def _feed(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
         """One call for rows in neighbouring slots that feed equally many tokens from the start of their slots, or
@@ -407,27 +412,20 @@ class Batch:
 
     def _draft_decode(self, verify: list[tuple[Row, list[int], int]],
                       feed: list[tuple[int, int]]) -> dict[int, np.ndarray]:
-        """One draft call feeding one token to each row in `feed` ((index in verify, token)), over the slots from the
-        lowest to the highest; the others in between feed a token past what they hold."""
+        """One draft call feeding one token to each row in `feed` ((index in verify, token)) (`_one_token`)."""
+        self.draft_calls += 1
         if len(feed) == 1:  # one stream: no arrays to build
             i, token = feed[0]
             r = verify[i][0]
-            self.draft_calls += 1
             logits = self.draft.model.decode(self.draft_cache, r.slot, (token,), (r.draft_cached,))
             r.draft_cached += 1
             return {i: logits[0]}
         rows = [verify[i][0] for i, _ in feed]
-        lo = min(r.slot for r in rows)
-        B = max(r.slot for r in rows) - lo + 1
-        tokens = np.zeros(B, np.int64)
-        starts = np.array([r.draft_cached if r else 0 for r in self._owner[lo : lo + B]], np.int64)
-        for r, (_, token) in zip(rows, feed, strict=True):
-            tokens[r.slot - lo] = token
-        self.draft_calls += 1
-        logits = self.draft.model.decode(self.draft_cache, lo, tokens, starts)
+        logits = self._one_token(self.draft.model, self.draft_cache, rows, [token for _, token in feed],
+                                 lambda r: r.draft_cached)
         for r in rows:
             r.draft_cached += 1
-        return {i: logits[r.slot - lo] for r, (i, _) in zip(rows, feed, strict=True)}
+        return {i: logits[j] for j, (i, _) in enumerate(feed)}
 
     def _verify(self, verify: list[tuple[Row, list[int], int]], proposals: list[tuple[list[int], list]]) -> None:
         """The target scores each drafting row's feed and proposals in one call of its own, keeps the prefix it
