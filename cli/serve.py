@@ -150,7 +150,7 @@ def serve_cmd(
             names = resolve_names(variants, wanted)
         except BadValue as e:
             fail(str(e), code=2)
-    drafts = _drafts(draft, variants, draft_tokens) if draft else None
+    drafts = _drafts(draft, the_store, variants, draft_tokens) if draft else None
     choose_providers(device)  # a clear error now (e.g. cuda without onnxruntime-gpu), not one per model later
     settings = Settings.build(store=str(the_store.root), device=device, api_key=api_key, max_tokens=max_tokens,
                               max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size,
@@ -186,9 +186,9 @@ def serve_cmd(
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _drafts(values: list[str], variants, k: int) -> list[str]:
+def _drafts(values: list[str], store, variants, k: int) -> list[str]:
     """The settings' drafts for the --draft values, refused (exit 2, one line) when a pair cannot draft; says which
-    variant drafts for which."""
+    variant drafts for which (as the workers' DraftPlan will pick when they load)."""
     from gptzoo.server import drafts
     from gptzoo.zoo.errors import BadValue
 
@@ -198,8 +198,9 @@ def _drafts(values: list[str], variants, k: int) -> list[str]:
         fail(str(e), code=2)
     for warning in warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    if plan := drafts.pairs_now(entries, variants):
-        err.print(f"drafting: {', '.join(f'{t} by {d}' for t, d in plan.items())} (at most {k} tokens a round)",
+    plan = drafts.DraftPlan.from_settings(store, entries, k, variants)
+    if pairs := sorted((v.id, d.id) for v in variants if v.exported and (d := plan.drafts_for(v)[0])):
+        err.print(f"drafting: {', '.join(f'{t} by {d}' for t, d in pairs)} (at most {k} tokens a round)",
                   highlight=False)
     elif entries == [drafts.AUTO]:
         err.print("[yellow]warning:[/] --draft auto: no exported variant has a shallower exported variant with its "

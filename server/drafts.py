@@ -72,18 +72,6 @@ def resolve(values: list[str], variants: list[Variant]) -> tuple[list[str], list
     return [AUTO] * auto + [f"{t}={d}" for t, d in pairs.items()], warnings
 
 
-def pairs_now(entries: list[str], variants: list[Variant]) -> dict[str, str]:
-    """Target id -> draft id for the exported variants of `variants` that resolved `entries` draft (as their
-    workers would pick at load time, with this store)."""
-    auto, named = parse(entries)
-    pairs = dict(named)
-    for v in variants:
-        if v.exported and v.id not in pairs and auto and (d := auto_draft(variants, v)):
-            pairs[v.id] = d.id
-    exported = {v.id for v in variants if v.exported}
-    return {t: d for t, d in sorted(pairs.items()) if t in exported}
-
-
 @dataclass(frozen=True)
 class DraftPlan:
     """Who drafts for whom in this server: pairs by id, `auto` for the others, and the most tokens a round drafts."""
