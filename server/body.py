@@ -69,22 +69,25 @@ async def read_json_body(request: Request) -> None:
         raise bad_request(EMPTY, code="invalid_body")
     try:
         await request.json()
-    except UnicodeDecodeError:
-        raise bad_request(f"the request body is not valid UTF-8 ({_bad_byte(body)}): send JSON encoded as UTF-8",
-                          code="invalid_body") from None
     except RecursionError:
         raise bad_request("the request body is nested too deeply: arrays or objects inside one another, more levels "
                           "than any valid request has", code="invalid_body") from None
-    except SerializationException as e:
-        raise _not_json(body, str(e.__cause__ or e.detail)) from None
+    except (UnicodeDecodeError, SerializationException) as e:
+        # Which error a decoder raises for bad UTF-8 is its own choice (msgspec 0.23 stopped raising
+        # UnicodeDecodeError), so the body itself is checked: the client learns the byte and its offset either way.
+        if (bad := _bad_byte(body)) is not None:
+            raise bad_request(f"the request body is not valid UTF-8 ({bad}): send JSON encoded as UTF-8",
+                              code="invalid_body") from None
+        raise _not_json(body, str(e.__cause__ or getattr(e, "detail", e))) from None
 
 
-def _bad_byte(body: bytes) -> str:
+def _bad_byte(body: bytes) -> str | None:
+    """Where a body stops being UTF-8, or None when it is UTF-8 throughout."""
     try:
         body.decode()
     except UnicodeDecodeError as e:
         return f"byte 0x{body[e.start]:02x} at offset {e.start}"
-    return "a bad byte sequence"
+    return None
 
 
 def _not_json(body: bytes, reason: str) -> ApiError:
