@@ -19,7 +19,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY zoo zoo
 COPY trainer trainer
 COPY exports exports
@@ -27,10 +27,11 @@ COPY server server
 COPY measure measure
 COPY cli cli
 # Exactly one onnxruntime: `cpu` and `gpu` are mutually exclusive extras (both installed hide the CUDA provider).
-# The serving extras bring no torch; the last line fails the build if something pulled it in anyway.
+# The serving extras bring no torch; the last line fails the build if something pulled it in anyway. Versions come
+# from the lock (constraints.txt), the ones the test suite passed on; onnxruntime-gpu is pinned by its ARG.
 RUN case "$RUNTIME" in \
-      cpu) pip install --no-cache-dir "./[serve,cpu]" ;; \
-      gpu) pip install --no-cache-dir "./[serve,gpu]" "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}" ;; \
+      cpu) pip install --no-cache-dir -c constraints.txt "./[serve,cpu]" ;; \
+      gpu) pip install --no-cache-dir -c constraints.txt "./[serve,gpu]" "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}" ;; \
       *) echo "RUNTIME must be cpu or gpu, not '$RUNTIME'" >&2; exit 1 ;; \
     esac \
  && python -c "import onnxruntime as ort; print('onnxruntime', ort.__version__, ort.get_available_providers())" \
