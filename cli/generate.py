@@ -87,10 +87,10 @@ def generate_cmd(
     if drafter is None:
         (result,) = generate(runner, tokenizer, [prompt], params, policy=policy, on_text=on_text if stream else None)
     else:
-        from gptzoo.zoo import speculative
+        from gptzoo.zoo.generate import generate_drafted
 
-        result, spec = speculative.generate(runner, drafter, tokenizer, prompt, params, k=draft_tokens,
-                                            on_text=(lambda d: on_text(0, d)) if stream else None)
+        result, spec = generate_drafted(runner, drafter, tokenizer, prompt, params, k=draft_tokens,
+                                        on_text=(lambda d: on_text(0, d)) if stream else None)
     dt = time.perf_counter() - t0
     if not stream:
         sys.stdout.write(result.text)

@@ -1,5 +1,6 @@
 """Loss estimation on fixed windows, so that every evaluation (during training, `gptzoo eval`, or an exported
-model's check) scores exactly the same tokens and results compare to the last digit."""
+model's check) scores exactly the same tokens and results compare to the last digit; and `policy_nll`, what a
+context policy of generation costs in loss."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ import numpy as np
 import torch
 
 from gptzoo.zoo.errors import BadValue
+from gptzoo.zoo.generate import POLICIES
 from gptzoo.zoo.model import GPT
-from gptzoo.zoo.step_contract import StepRunner, logits_without_cache
+from gptzoo.zoo.step_contract import Call, StepRunner, logits_without_cache
 
 
 def eval_windows(n_tokens: int, block_size: int, max_windows: int | None) -> np.ndarray:
@@ -82,3 +84,34 @@ def onnx_loss_fn(model: StepRunner):
         return torch.nn.functional.cross_entropy(torch.from_numpy(logits).view(B * T, -1), y.view(-1))
 
     return fn
+
+
+def policy_nll(model: StepRunner, streams: np.ndarray, policy: str) -> float:
+    """Mean next-token loss of teacher-forced `streams` [S, N] when the context is managed as `policy` manages it
+    in generation (gptzoo.zoo.generate: exact, a sliding window of block_size; half, re-prefill half a window when it
+    fills). Measures what a context policy costs in quality, on real text."""
+    if policy not in POLICIES:
+        raise BadValue(f"unknown context policy {policy!r}")
+    S, N = streams.shape
+    B = model.shape.block_size
+    cache, w0, total = model.new_cache(S), 0, 0.0
+    everyone = np.ones(S, bool)
+    for i in range(N - 1):
+        if i - w0 >= B:  # the window is full
+            if policy == "exact":
+                logits = model.run(cache, Call.fill(0, streams[:, i - B + 1 : i + 1], np.zeros(S, np.int64)))
+                total += _nll(logits[:, -1], streams[:, i + 1])
+                continue
+            w0 = i - B // 2
+            model.run(cache, Call.fill(0, streams[:, w0:i], np.zeros(S, np.int64)))
+        p = i - w0
+        logits = model.run(cache, Call.decode(0, streams[:, i], np.full(S, p), everyone))
+        total += _nll(logits[:, -1], streams[:, i + 1])
+    return total / (S * (N - 1))
+
+
+def _nll(logits: np.ndarray, targets: np.ndarray) -> float:
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-logp[np.arange(len(targets)), targets].sum())

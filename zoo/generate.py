@@ -1,16 +1,17 @@
 """Generation on any backend of the cached step (a gptzoo.zoo.step_contract.StepRunner: onnxruntime or torch):
 prefill, cached decode, nanoGPT-exact context cropping, batching.
 
-A `Batch` holds rows (sequences) over one slot cache (gptzoo.zoo.step_contract): each row owns a slot, and one session
-call per step decodes every row, one sampling call samples them all; each row has its own positions, sampling
-parameters, random stream and stop sequences. Rows join (their prompt fed by the next steps, in chunks under a token
-budget, beside the decoding rows) and leave between steps without copying any cache: that is what continuous
-batching in the server builds on.
+A `Batch` holds rows (sequences, gptzoo.zoo.rows) over one slot cache (gptzoo.zoo.step_contract): each row owns a
+slot, and one session call per step decodes every row, one sampling call samples them all; each row has its own
+positions, sampling parameters, random stream and stop sequences. Rows join (their prompt fed by the next steps, in
+chunks under a token budget, beside the decoding rows) and leave between steps without copying any cache: that is
+what continuous batching in the server builds on. A step is a `Plan` (what each row feeds, which rows draft), its
+calls, then the sampling of what they returned.
 
 Given a `Draft` (gptzoo.zoo.speculative), rows also decode speculatively: a row's draft model proposes tokens from its
-own slot cache (the same slot index), the target verifies them in one call per row, and the row takes every token
-the target agrees with; how many a row drafts follows its acceptance and the batch's occupancy, down to none, when
-it decodes in the batched call like any other row.
+own slot cache (the same slot index; the `Drafter` owns it), the target verifies them in one call per row, and the
+row takes every token the target agrees with; how many a row drafts follows its acceptance and the batch's
+occupancy, down to none, when it decodes in the batched call like any other row.
 
 Context policies, when a row's window (block_size tokens) is full:
 - `exact`: as nanoGPT's `generate`, every further token re-runs the last block_size tokens with no cache (the
@@ -21,8 +22,6 @@ Context policies, when a row's window (block_size tokens) is full:
 
 from __future__ import annotations
 
-import codecs
-import heapq
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,104 +29,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from gptzoo.zoo import speculative as spec
+from gptzoo.zoo.detok import StopText
 from gptzoo.zoo.errors import BadValue
+from gptzoo.zoo.rows import Feed, Row, Slots
 from gptzoo.zoo.sampling import SamplingParams, sample, sample_rows
 from gptzoo.zoo.step_contract import Call, StepRunner
 from gptzoo.zoo.tokenizers import Tokenizer
 
 POLICIES = ("exact", "half")
-
-
-class StopText:
-    """Incremental text of a row's generated tokens: what is safe to emit now, and whether a stop sequence hit.
-    Text that could still become a stop sequence is held back; an incremental UTF-8 decoder holds back the bytes of
-    a character a BPE token split. Each token costs the same however long the text already is: only the text not
-    emitted yet (at most the longest stop sequence, plus the token's own text) is searched or copied."""
-
-    def __init__(self, tokenizer: Tokenizer, stop: list[str]):
-        self.tok, self.stop = tokenizer, stop
-        self.hold = max((len(s) for s in stop), default=1) - 1
-        self._utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self._emitted: list[str] = []  # the deltas returned so far
-        self._pending = ""  # decoded but held back
-        self.stopped = False
-
-    @property
-    def text(self) -> str:
-        """The text so far (final once stopped or finished)."""
-        if len(self._emitted) > 1:
-            self._emitted = ["".join(self._emitted)]
-        return (self._emitted[0] if self._emitted else "") + self._pending
-
-    def push(self, token: int) -> str:
-        pending = self._pending + self._utf8.decode(self.tok.decode_bytes([token]))
-        # A stop sequence completed by this token starts inside the held-back text: whatever was emitted lies more
-        # than `hold` characters back. The earliest start wins, whatever the order of the list.
-        at = -1
-        for s in self.stop:
-            i = pending.find(s)
-            if i != -1 and (at == -1 or i < at):
-                at = i
-        if at != -1:
-            self.stopped = True
-            return self._emit(pending[:at], at)
-        return self._emit(pending, max(len(pending) - self.hold, 0))
-
-    def finish(self) -> str:
-        if self.stopped:
-            return ""
-        # a dangling partial character becomes U+FFFD
-        pending = self._pending + self._utf8.decode(b"", final=True)
-        return self._emit(pending, len(pending))
-
-    def _emit(self, pending: str, upto: int) -> str:
-        delta, self._pending = pending[:upto], pending[upto:]
-        if delta:
-            self._emitted.append(delta)
-        return delta
-
-
-@dataclass(eq=False)  # rows are compared by identity
-class Row:
-    prompt: list[int]  # prompt token ids (already cropped to the window)
-    params: SamplingParams
-    text: StopText
-    rng: np.random.Generator
-    generated: list[int] = field(default_factory=list)
-    slot: int = -1  # this row's slot in the batch's cache (-1: not in a batch)
-    cached: int = 0  # positions 0 .. cached-1 of the slot hold this row's window
-    pending: list[int] = field(default_factory=list)  # tokens to write before the next one can be sampled
-    prompting: bool = False  # pending is (the rest of) the prompt: fed in chunks under the step's budget
-    finish_reason: str | None = None  # "stop" or "length" when done
-    on_text: Callable[[str], None] | None = None
-    tag: object = None  # the caller's handle (e.g. a server request)
-    pace: spec.Pace | None = None  # drafts when it pays (None: the batch has no draft, or the request opted out)
-    start: int = 0  # the context index at position 0 of its slot (its window's first token)
-    draft_start: int = 0  # and of the draft's slot: at or after `start` (the draft may see less of the window)
-    draft_cached: int = 0  # positions 0 .. draft_cached-1 of the draft's slot hold context[draft_start:]
-    drafted: int = 0  # tokens the draft proposed for this row
-    accepted: int = 0  # of which the target kept
-
-    @property
-    def done(self) -> bool:
-        return self.finish_reason is not None
-
-    @property
-    def context(self) -> list[int]:
-        return self.prompt + self.generated
-
-    def take(self, token: int) -> None:
-        """A sampled token joins the row: its text goes to on_text, and the row ends at a stop sequence or at
-        max_tokens."""
-        self.generated.append(token)
-        delta = self.text.push(token)
-        if self.text.stopped:
-            self.finish_reason = "stop"
-        elif len(self.generated) >= self.params.max_tokens:
-            self.finish_reason = "length"
-            delta += self.text.finish()
-        if delta and self.on_text:
-            self.on_text(delta)
 
 
 @dataclass
@@ -154,6 +63,28 @@ class StepStats:
     draft_seconds: float = 0.0  # the draft model's calls
 
 
+@dataclass
+class Plan:
+    """One step's work: rows feeding one token (one batched call), rows feeding several (prompt chunks, re-prefilled
+    windows: one call per run of neighbouring slots), and drafting rows (proposals, then one verification each)."""
+
+    decode: list[Feed] = field(default_factory=list)
+    fill: list[Feed] = field(default_factory=list)
+    rounds: list[spec.Round] = field(default_factory=list)
+
+    def finished(self) -> list[Row]:
+        return [f.row for f in self.decode + self.fill if f.row.done] + [
+            rd.feed.row for rd in self.rounds if rd.feed.row.done]
+
+
+@dataclass
+class Ready:
+    """Rows whose next token can be sampled now, and their logits (one array per call, rows in order)."""
+
+    rows: list[Row] = field(default_factory=list)
+    logits: list[np.ndarray] = field(default_factory=list)
+
+
 class Batch:
     """Rows decoding together over one slot cache of `slots` rows (fixed: rows take and free slots, the cache is
     never copied or resized). `prefill_chunk`: prompt tokens fed per step at most (None: no limit), so a long prompt
@@ -166,27 +97,17 @@ class Batch:
             raise BadValue(f"unknown context policy {policy!r}; choose one of: {', '.join(POLICIES)}")
         if slots < 1 or (prefill_chunk is not None and prefill_chunk < 1):
             raise BadValue("a batch needs at least one slot and a prefill chunk of at least one token")
-        if draft is not None:
-            if policy != "half":  # `exact` recomputes every window: no cache to verify on
-                raise BadValue("speculative decoding needs the half context policy")
-            spec.check_pair(model, draft.model)
         self.model, self.tok, self.policy = model, tokenizer, policy
         self.block = model.shape.block_size
-        self.cache = model.new_cache(slots)
         self.slots, self.prefill_chunk = slots, prefill_chunk
-        self._free = list(range(slots))  # a heap: the lowest free slot first keeps the decode call's range short
-        self._owner: list[Row | None] = [None] * slots
+        self.seats = Slots(slots)
+        self.cache = model.new_cache(slots)
+        self.draft = draft
+        self.drafter = spec.Drafter(draft, model, policy, self.seats) if draft is not None else None
         self.rows: list[Row] = []
         self.calls = 0  # session calls of the target, for tests and profiling
         self.stats = StepStats()
-        self.draft, self.draft_calls = draft, 0
-        self.drafted = self.accepted = 0  # tokens the draft proposed and the target kept, since the batch began
-        if draft is not None:
-            self.draft_cache = draft.model.new_cache(slots)
-            self._round_cost, self._token_cost = draft.costs(model)  # in target steps
-            # a batch step making this many tokens per unit leaves every row undrafted: `_plan` need not ask them
-            self._ceiling = (spec.gain_ceiling(draft.k, draft.prior, self._round_cost, self._token_cost)
-                             if draft.adaptive else float("inf"))
+        self.drafted = self.accepted = 0  # tokens the draft proposed and the target kept: the steps' sums
 
     # -- rows joining and leaving -------------------------------------------------------------------------------
     def new_row(self, prompt_ids: list[int], params: SamplingParams, on_text=None, tag=None,
@@ -195,10 +116,8 @@ class Batch:
         if not prompt_ids:
             raise BadValue("the prompt is empty")
         rng = np.random.default_rng(params.seed)
-        row = Row(prompt_ids[-self.block :], params, StopText(self.tok, params.stop), rng, on_text=on_text, tag=tag)
-        if draft and self.draft is not None:
-            row.pace = spec.Pace(self.draft.prior)
-        return row
+        return Row(prompt_ids[-self.block :], params, StopText(self.tok, params.stop), rng, on_text=on_text, tag=tag,
+                   may_draft=draft and self.draft is not None)
 
     @property
     def cache_bytes(self) -> int:
@@ -208,17 +127,18 @@ class Batch:
 
     @property
     def free_slots(self) -> int:
-        return len(self._free)
+        return len(self.seats.free)
 
     def add(self, rows: list[Row]) -> None:
         """Give each row a free slot; their prompts are fed by the next steps (chunked under the budget), and a
         row's first token comes in the step that feeds the end of its prompt."""
-        if len(rows) > len(self._free):
-            raise BadValue(f"{len(rows)} rows do not fit: {len(self._free)} of {self.slots} cache slots are free")
+        if len(rows) > len(self.seats.free):
+            raise BadValue(f"{len(rows)} rows do not fit: {len(self.seats.free)} of {self.slots} cache slots are free")
         for r in rows:
-            r.slot, r.cached, r.pending, r.prompting = heapq.heappop(self._free), 0, list(r.prompt), True
-            r.start = r.draft_start = r.draft_cached = 0
-            self._owner[r.slot] = r
+            self.seats.take(r)
+            r.cached, r.pending, r.prompting, r.start = 0, list(r.prompt), True, 0
+            if self.drafter is not None:
+                self.drafter.seat(r)
         self.rows += rows
 
     def remove(self, rows: list[Row]) -> None:
@@ -226,11 +146,10 @@ class Batch:
         if not rows:
             return
         for r in rows:
-            heapq.heappush(self._free, r.slot)
-            self._owner[r.slot], r.slot = None, -1
+            self.seats.release(r)
         self.rows = [r for r in self.rows if r.slot >= 0]
 
-    # -- one step ---------------------------------------------------------------------------------------------
+    # -- one step: plan, run, accept ----------------------------------------------------------------------------
     def step(self) -> list[Row]:
         """Advance every unfinished row by one token (or, drafting, by as many as the target accepts and one), and
         feed waiting prompts up to the chunk budget; returns the rows that finished in this step. Per step, not per
@@ -238,7 +157,16 @@ class Batch:
         many (re-prefills of full windows, prompt chunks), one sampling call for every row that got its logits;
         drafting rows: one draft call per proposal for all of them, one verification call each."""
         self.stats = StepStats()
-        single, multi = [], []
+        plan = self._plan()
+        if not plan.decode and not plan.fill and not plan.rounds:
+            return []
+        ready = self._execute(plan)
+        self._accept(plan, ready)
+        return plan.finished()
+
+    def _plan(self) -> Plan:
+        """What each unfinished row feeds this step (prompt chunks under the budget), and which rows draft."""
+        plan = Plan()
         budget = self.prefill_chunk if self.prefill_chunk is not None else float("inf")
         for r in self.rows:
             if r.done:
@@ -252,32 +180,59 @@ class Batch:
                 budget -= n
             else:
                 n = len(r.pending)
-            (single if n == 1 else multi).append((r, r.pending[:n]))
-        if not single and not multi:
-            return []
-        verify = self._plan(single, multi) if self.draft is not None else []
-        got_rows, got_logits = [], []
-        if verify:
+            (plan.decode if n == 1 else plan.fill).append(Feed(r, r.pending[:n]))
+        if self.drafter is not None and (plan.decode or plan.fill):
+            plan.rounds = self.drafter.plan(plan.decode, plan.fill)
+        return plan
+
+    def _execute(self, plan: Plan) -> Ready:
+        """The plan's calls: the draft's proposals, the multi-token feeds, the batched decode, the verifications."""
+        ready, st = Ready(), self.stats
+        if plan.rounds:
             t0 = time.perf_counter()
-            proposals = self._propose(verify)
-            self.stats.draft_seconds = time.perf_counter() - t0
-        if multi:
+            self.drafter.propose(plan.rounds)
+            st.draft_seconds = time.perf_counter() - t0
+        if plan.fill:
             t0 = time.perf_counter()
-            for feeds in _runs(sorted(multi, key=lambda f: f[0].slot)):
-                self._feed(feeds, got_rows, got_logits)
-                self.stats.prefill_tokens += sum(len(t) for _, t in feeds)
-            self.stats.prefill_seconds = time.perf_counter() - t0
-        if single:
+            for feeds in _runs(sorted(plan.fill, key=lambda f: f.row.slot)):
+                self._fill(feeds, ready)
+                st.prefill_tokens += sum(len(f.tokens) for f in feeds)
+            st.prefill_seconds = time.perf_counter() - t0
+        if plan.decode:
             t0 = time.perf_counter()
-            self._decode(single, got_rows, got_logits)
-            self.stats.decode_rows, self.stats.decode_seconds = len(single), time.perf_counter() - t0
-        if got_rows:
-            self._accept(got_rows, np.concatenate(got_logits) if len(got_logits) > 1 else got_logits[0])
-        if verify:
+            self._decode(plan.decode, ready)
+            st.decode_rows, st.decode_seconds = len(plan.decode), time.perf_counter() - t0
+        if plan.rounds:
             t0 = time.perf_counter()
-            self._verify(verify, proposals)
-            self.stats.verify_rows, self.stats.verify_seconds = len(verify), time.perf_counter() - t0
-        return [f[0] for f in single + multi + verify if f[0].done]
+            for rd in plan.rounds:  # one call per row: feed and proposals, a logit for each proposal and one more
+                r = rd.feed.row
+                self.calls += 1
+                rd.logits = self.model.extend(self.cache, r.slot, rd.feed.tokens + rd.proposals, r.cached,
+                                              len(rd.proposals) + 1)
+            st.verify_rows, st.verify_seconds = len(plan.rounds), time.perf_counter() - t0
+        return ready
+
+    def _accept(self, plan: Plan, ready: Ready) -> None:
+        """Sample every ready row's next token in one call (then its text); drafting rows keep what the target
+        verified."""
+        if ready.rows:
+            rows = ready.rows
+            logits = np.concatenate(ready.logits) if len(ready.logits) > 1 else ready.logits[0]
+            if len(rows) == 1:  # no lists to build for one row (a single stream: every microsecond shows)
+                tokens = [sample(logits[0], rows[0].params, rows[0].rng)]
+            else:
+                tokens = sample_rows(logits, [r.params for r in rows], [r.rng for r in rows])
+            for r, token in zip(rows, tokens, strict=True):
+                r.take(token)
+        if plan.rounds:
+            st = self.stats
+            t0 = time.perf_counter()
+            self.drafter.settle(plan.rounds)
+            st.verify_seconds += time.perf_counter() - t0
+            st.drafted = sum(len(rd.proposals) for rd in plan.rounds)
+            st.accepted = sum(rd.kept for rd in plan.rounds)
+            self.drafted += st.drafted
+            self.accepted += st.accepted
 
     def _next_feed(self, r: Row) -> None:
         """What a row that just sampled feeds next: that token, or, with its window full, a recomputed window."""
@@ -286,200 +241,64 @@ class Batch:
         elif self.policy == "half":  # re-prefill half a window and the new token, then decode from the cache again
             r.cached, r.pending = 0, r.context[-(self.block // 2 + 1) :]
             r.start = len(r.prompt) + len(r.generated) - len(r.pending)
-            if r.draft_start < r.start:  # the draft's positions would run past the new window's
-                r.draft_start, r.draft_cached = r.start, 0
+            if self.drafter is not None:
+                self.drafter.window_moved(r)
         else:  # exact: as nanoGPT, the last block_size tokens again, with no cache to reuse (positions shift)
             r.cached, r.pending = 0, r.context[-self.block :]
             r.start = len(r.prompt) + len(r.generated) - len(r.pending)
 
-    def _decode(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
-        """One target call feeding one token to each of `feeds` (`_one_token`)."""
+    def _decode(self, feeds: list[Feed], ready: Ready) -> None:
+        """One target call feeding one token to each of `feeds` (Slots.one_token)."""
         self.calls += 1
         if len(feeds) == 1:  # one stream: no arrays to build
-            r, t = feeds[0]
-            logits = self.model.decode(self.cache, r.slot, t, (r.cached,))
-            if self._advance(feeds, got_rows):
-                got_logits.append(logits.copy())  # the decode's output is reused
+            r, tokens = feeds[0]
+            logits = self.model.decode(self.cache, r.slot, tokens, (r.cached,))
+            if self._advance(feeds, ready):
+                ready.logits.append(logits.copy())  # the decode's output is reused
             return
-        logits = self._one_token(self.model, self.cache, [r for r, _ in feeds], [t[0] for _, t in feeds],
-                                 lambda r: r.cached)
-        if ready := self._advance(feeds, got_rows):
-            got_logits.append(logits[ready])
+        logits = self.seats.one_token(self.model, self.cache, [f.row for f in feeds], [f.tokens[0] for f in feeds],
+                                      _cached)
+        if done := self._advance(feeds, ready):
+            ready.logits.append(logits[done])
 
-    def _one_token(self, model: StepRunner, cache, rows: list[Row], tokens: list[int], length) -> np.ndarray:
-        """Logits [len(rows), V] (a copy) of one call over `cache` feeding tokens[i] to rows[i] at position
-        length(rows[i]) of its slot, over the slots from the lowest to the highest of `rows`: slots in between, free
-        or busy elsewhere, feed a token that lands past what they hold (gptzoo.zoo.step_contract). Callers decoding
-        one row call `model.decode` directly: a single stream pays for every list built."""
-        lo = min(r.slot for r in rows)
-        B = max(r.slot for r in rows) - lo + 1
-        at = np.array([r.slot - lo for r in rows], np.int64)
-        ids = np.zeros(B, np.int64)
-        ids[at] = tokens
-        starts = np.array([length(r) if r else 0 for r in self._owner[lo : lo + B]], np.int64)
-        return model.decode(cache, lo, ids, starts)[at]
-
-    def _feed(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row], got_logits: list[np.ndarray]) -> None:
+    def _fill(self, feeds: list[Feed], ready: Ready) -> None:
         """One call for rows in neighbouring slots that feed equally many tokens from the start of their slots, or
         for one row."""
-        call = Call.fill(feeds[0][0].slot, [t for _, t in feeds], [r.cached for r, _ in feeds])
+        call = Call.fill(feeds[0].row.slot, [f.tokens for f in feeds], [f.row.cached for f in feeds])
         logits = self._run(call)
-        if ready := self._advance(feeds, got_rows):
-            got_logits.append(logits[ready, 0])
+        if done := self._advance(feeds, ready):
+            ready.logits.append(logits[done, 0])
 
-    def _advance(self, feeds: list[tuple[Row, list[int]]], got_rows: list[Row]) -> list[int]:
+    def _advance(self, feeds: list[Feed], ready: Ready) -> list[int]:
         """The fed tokens are in the cache now; rows with nothing left to feed are ready to sample (their indices
         in `feeds`)."""
-        ready = []
-        for i, (r, t) in enumerate(feeds):
-            r.cached += len(t)
-            r.pending = r.pending[len(t) :]
+        done = []
+        for i, (r, tokens) in enumerate(feeds):
+            r.cached += len(tokens)
+            r.pending = r.pending[len(tokens) :]
             if not r.pending:
                 r.prompting = False
-                ready.append(i)
-                got_rows.append(r)
-        return ready
-
-    # -- speculative decoding ---------------------------------------------------------------------------------
-    def _plan(self, single: list[tuple[Row, list[int]]],
-              multi: list[tuple[Row, list[int]]]) -> list[tuple[Row, list[int], int]]:
-        """Which rows draft this step, and how many tokens at most: taken out of `single` and `multi` (rows feeding
-        the end of a prompt or a re-prefilled window verify their proposals in the same call)."""
-        d = self.draft
-        ending = [f for f in multi if len(f[1]) == len(f[0].pending)]  # rows that get a token this step
-        bar = spec.batch_rate(len(single) + len(ending), d.row_cost)
-        if bar >= self._ceiling:  # a full enough batch: no row drafts, and asking each costs a step's 0.2-0.3%
-            return []
-        verify = []
-        for feeds in (single, ending):
-            for r, t in feeds:
-                if r.pace and (k := self._draft_length(r, len(t), bar)):
-                    verify.append((r, t, k))
-        if verify:
-            drafting = {id(f[0]) for f in verify}
-            single[:] = [f for f in single if id(f[0]) not in drafting]
-            multi[:] = [f for f in multi if id(f[0]) not in drafting]
-        return verify
-
-    def _draft_length(self, r: Row, feeding: int, bar: float) -> int:
-        """The most tokens the row drafts this step (0: it decodes in the batched call)."""
-        d = self.draft
-        # proposals must fit the window after what the row feeds, and within max_tokens
-        room = min(self.block - r.cached - feeding, r.params.max_tokens - len(r.generated), d.k)
-        if room < 1 or not d.adaptive:
-            return max(room, 0)
-        return room if r.pace.drafts(bar, d.prior) else 0
-
-    def _propose(self, verify: list[tuple[Row, list[int], int]]) -> list[tuple[list[int], list]]:
-        """Each drafting row's proposals (and the distributions they were drawn from, above temperature 0). First
-        the draft's slot catches up with the row's window, to its newest token (one token usually, the whole window
-        after a re-prefill or a pause in drafting); then one batched one-token call per proposal for the rows still
-        drafting."""
-        d = self.draft
-        out: list[tuple[list[int], list]] = [([], []) for _ in verify]
-        logits: dict[int, np.ndarray] = {}  # index in verify -> the draft's logits for that row's next proposal
-        catch_one = []
-        for i, (r, t, _) in enumerate(verify):
-            end = len(r.prompt) + len(r.generated)  # the newest token, context[end - 1], goes in first
-            lag = end - r.draft_start - r.draft_cached  # the tokens the draft's slot lacks
-            if lag > spec.CATCH_UP:  # a re-prefilled window, a pause in drafting: the draft reads the end only
-                r.draft_start, r.draft_cached = max(r.start, end - spec.CATCH_UP), 0
-                lag = end - r.draft_start
-            if lag == 1:
-                catch_one.append((i, t[-1]))
-            else:
-                self.draft_calls += 1
-                logits[i] = d.model.extend(self.draft_cache, r.slot, _last(r, lag), r.draft_cached, 1)[0]
-                r.draft_cached += lag
-        if catch_one:
-            logits.update(self._draft_decode(verify, catch_one))
-        live = list(range(len(verify)))
-        while live:
-            feed = []
-            for i in live:
-                r, _, k = verify[i]
-                token, confidence, q = spec.propose(logits[i], r.params, r.rng)
-                proposals, qs = out[i]
-                proposals.append(token)
-                if q is not None:
-                    qs.append(q)
-                if len(proposals) < k and (not d.adaptive or confidence >= d.confidence):
-                    feed.append((i, token))
-            live = [i for i, _ in feed]
-            if feed:
-                logits = self._draft_decode(verify, feed)
-        return out
-
-    def _draft_decode(self, verify: list[tuple[Row, list[int], int]],
-                      feed: list[tuple[int, int]]) -> dict[int, np.ndarray]:
-        """One draft call feeding one token to each row in `feed` ((index in verify, token)) (`_one_token`)."""
-        self.draft_calls += 1
-        if len(feed) == 1:  # one stream: no arrays to build
-            i, token = feed[0]
-            r = verify[i][0]
-            logits = self.draft.model.decode(self.draft_cache, r.slot, (token,), (r.draft_cached,))
-            r.draft_cached += 1
-            return {i: logits[0]}
-        rows = [verify[i][0] for i, _ in feed]
-        logits = self._one_token(self.draft.model, self.draft_cache, rows, [token for _, token in feed],
-                                 lambda r: r.draft_cached)
-        for r in rows:
-            r.draft_cached += 1
-        return {i: logits[j] for j, (i, _) in enumerate(feed)}
-
-    def _verify(self, verify: list[tuple[Row, list[int], int]], proposals: list[tuple[list[int], list]]) -> None:
-        """The target scores each drafting row's feed and proposals in one call of its own, keeps the prefix it
-        agrees with and adds its own next token; both slots roll back to what was kept."""
-        for (r, t, _), (props, qs) in zip(verify, proposals, strict=True):
-            self.calls += 1
-            logits = self.model.extend(self.cache, r.slot, t + props, r.cached, len(props) + 1)
-            if r.params.temperature == 0:
-                kept, extra = spec.accept_greedy(logits, props)
-            else:
-                kept, extra = spec.accept(logits, props, qs, r.params, r.rng)
-            r.cached += len(t) + len(kept)  # the rejected tail lies past the slot's length now: rolled back
-            r.draft_cached = min(r.draft_cached, r.start + r.cached - r.draft_start)
-            r.pending, r.prompting = [], False
-            r.drafted += len(props)
-            r.accepted += len(kept)
-            self.stats.drafted += len(props)
-            self.stats.accepted += len(kept)
-            self.drafted += len(props)
-            self.accepted += len(kept)
-            r.pace.observe(spec.round_rate(len(kept), len(props), self._round_cost, self._token_cost))
-            for token in kept + [extra]:
-                r.take(token)
-                if r.done:
-                    break
-
-    # -- helpers ----------------------------------------------------------------------------------------------
-    def _accept(self, rows: list[Row], logits: np.ndarray) -> None:
-        """Sample every row's next token from its logits (one row of `logits` each) in one call, then its text."""
-        if len(rows) == 1:  # no lists to build for one row (a single stream: every microsecond shows)
-            tokens = [sample(logits[0], rows[0].params, rows[0].rng)]
-        else:
-            tokens = sample_rows(logits, [r.params for r in rows], [r.rng for r in rows])
-        for r, token in zip(rows, tokens, strict=True):
-            r.take(token)
+                done.append(i)
+                ready.rows.append(r)
+        return done
 
     def _run(self, call: Call) -> np.ndarray:
         self.calls += 1
         return self.model.run(self.cache, call)
 
 
-def _last(r: Row, n: int) -> list[int]:
-    """The last n tokens of a row's context, without copying the whole of it."""
-    return r.generated[-n:] if n <= len(r.generated) else r.context[-n:]
+def _cached(r: Row) -> int:
+    return r.cached
 
 
-def _runs(feeds: list[tuple[Row, list[int]]]) -> list[list[tuple[Row, list[int]]]]:
+def _runs(feeds: list[Feed]) -> list[list[Feed]]:
     """Split feeds (sorted by slot) into calls: runs of neighbouring slots that feed equally many tokens from the
     start of their slots (fresh prompts, re-prefilled windows), every other feed alone."""
-    runs: list[list[tuple[Row, list[int]]]] = []
+    runs: list[list[Feed]] = []
     for f in feeds:
         last = runs[-1][-1] if runs else None
-        fresh = f[0].cached == 0 and last is not None and last[0].cached == 0
-        if fresh and f[0].slot == last[0].slot + 1 and len(f[1]) == len(last[1]):
+        fresh = f.row.cached == 0 and last is not None and last.row.cached == 0
+        if fresh and f.row.slot == last.row.slot + 1 and len(f.tokens) == len(last.tokens):
             runs[-1].append(f)
         else:
             runs.append([f])
@@ -507,32 +326,27 @@ def generate(
     return [Result(r.text.text, r.generated, r.finish_reason, len(r.prompt)) for r in rows]
 
 
-def policy_nll(model: StepRunner, streams: np.ndarray, policy: str) -> float:
-    """Mean next-token loss of teacher-forced `streams` [S, N] when the context is managed as `policy` manages it
-    in generation (exact: a sliding window of block_size; half: re-prefill half a window when it fills). Measures
-    what a context policy costs in quality, on real text."""
-    if policy not in POLICIES:
-        raise BadValue(f"unknown context policy {policy!r}")
-    S, N = streams.shape
-    B = model.shape.block_size
-    cache, w0, total = model.new_cache(S), 0, 0.0
-    everyone = np.ones(S, bool)
-    for i in range(N - 1):
-        if i - w0 >= B:  # the window is full
-            if policy == "exact":
-                logits = model.run(cache, Call.fill(0, streams[:, i - B + 1 : i + 1], np.zeros(S, np.int64)))
-                total += _nll(logits[:, -1], streams[:, i + 1])
-                continue
-            w0 = i - B // 2
-            model.run(cache, Call.fill(0, streams[:, w0:i], np.zeros(S, np.int64)))
-        p = i - w0
-        logits = model.run(cache, Call.decode(0, streams[:, i], np.full(S, p), everyone))
-        total += _nll(logits[:, -1], streams[:, i + 1])
-    return total / (S * (N - 1))
+@dataclass
+class SpecStats:
+    target_calls: int = 0  # calls of the target (prefill, verifications, plain steps)
+    drafted: int = 0  # tokens the draft proposed
+    accepted: int = 0  # of which the target kept
+
+    @property
+    def acceptance(self) -> float:
+        return self.accepted / self.drafted if self.drafted else 0.0
 
 
-def _nll(logits: np.ndarray, targets: np.ndarray) -> float:
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-logp[np.arange(len(targets)), targets].sum())
+def generate_drafted(target: StepRunner, draft: StepRunner | spec.Draft, tokenizer: Tokenizer, prompt: str,
+                     params: SamplingParams, k: int = 4,
+                     on_text: Callable[[str], None] | None = None) -> tuple[Result, SpecStats]:
+    """One completion of `prompt` by `target`, drafted by `draft` (a model: drafting up to `k` tokens a round; or a
+    Draft saying how), in a one-row Batch."""
+    batch = Batch(target, tokenizer, "half", slots=1,
+                  draft=draft if isinstance(draft, spec.Draft) else spec.Draft(draft, k))
+    row = batch.new_row(tokenizer.encode(prompt), params, on_text=on_text)
+    batch.add([row])
+    while not row.done:
+        batch.step()
+    return (Result(row.text.text, row.generated, row.finish_reason, len(row.prompt)),
+            SpecStats(batch.calls, row.drafted, row.accepted))

@@ -1,7 +1,8 @@
 """Speculative decoding within the zoo: a shallow variant drafts, a deep one verifies (Leviathan et al. 2023).
 
-The engine is gptzoo.zoo.generate's `Batch` given a `Draft`; this module holds the rules it follows, as small pure
-functions, and `generate`, one completion drafted.
+The engine is gptzoo.zoo.generate's `Batch` given a `Draft`: this module holds the rules it follows, as small pure
+functions, and its `Drafter`, which owns the draft model's slot cache and runs every draft call
+(`gptzoo.zoo.generate.generate_drafted`: one completion drafted).
 
 Each round a row's draft proposes up to k tokens, one cheap step each, from its own slot cache; the target scores
 the row's newest token and all proposals in one call (k + 1 new tokens on its slot) and keeps the longest prefix it
@@ -30,19 +31,14 @@ How many tokens a row drafts (`Draft.adaptive`):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from gptzoo.zoo.errors import BadValue
+from gptzoo.zoo.rows import Feed, Row, Slots
 from gptzoo.zoo.sampling import SamplingParams, draw, logits_to_probs, sample
 from gptzoo.zoo.step_contract import StepRunner
-from gptzoo.zoo.tokenizers import Tokenizer
-
-if TYPE_CHECKING:
-    from gptzoo.zoo.generate import Result
 
 MAX_DRAFT_TOKENS = 16
 CATCH_UP = 16  # most tokens a draft reads to catch up with a row: what drafting needs, a 1-layer step per 8 tokens
@@ -79,6 +75,12 @@ class Draft:
         units = target.shape.n_layer + 1
         step = self.step_cost if self.step_cost is not None else (self.model.shape.n_layer + 1) / units
         return (self.round_cost if self.round_cost is not None else 2 / units), step + self.token_cost
+
+
+def check_policy(policy: str) -> None:
+    """Drafting needs the `half` context policy: `exact` recomputes every window, with no cache to verify on."""
+    if policy != "half":
+        raise BadValue("speculative decoding needs the half context policy")
 
 
 def check_pair(target: StepRunner, draft: StepRunner) -> None:
@@ -203,30 +205,155 @@ def accept(logits: np.ndarray, proposals: list[int], qs: list[np.ndarray], param
     return kept, sample(logits[len(proposals)], params, rng)
 
 
-# -- one completion ---------------------------------------------------------------------------------------------------
+# -- the drafter ----------------------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Round:
+    """A drafting row's step: what it feeds, then up to `k` proposals (with the distributions they were drawn from,
+    above temperature 0), which the target verifies together with the feed in one call of its own."""
+
+    feed: Feed
+    k: int
+    proposals: list[int] = field(default_factory=list)
+    qs: list[np.ndarray] = field(default_factory=list)
+    draft_logits: np.ndarray | None = None  # the draft's, for the next proposal
+    logits: np.ndarray | None = None  # the target's over the feed's last token and the proposals [len + 1, V]
+    kept: int = 0  # proposals the target kept
+
+
 @dataclass
-class SpecStats:
-    target_calls: int = 0  # calls of the target (prefill, verifications, plain steps)
-    drafted: int = 0  # tokens the draft proposed
-    accepted: int = 0  # of which the target kept
+class DraftSlot:
+    """What one slot of the draft's cache holds: context[start : start + cached] of the row there."""
 
-    @property
-    def acceptance(self) -> float:
-        return self.accepted / self.drafted if self.drafted else 0.0
+    pace: Pace | None = None  # that row's drafting record (None: it does not draft)
+    start: int = 0  # at or after the row's own `start`: the draft may see less of the window
+    cached: int = 0
 
 
-def generate(target: StepRunner, draft: StepRunner | Draft, tokenizer: Tokenizer, prompt: str,
-             params: SamplingParams, k: int = 4,
-             on_text: Callable[[str], None] | None = None) -> tuple[Result, SpecStats]:
-    """One completion of `prompt` by `target`, drafted by `draft` (a model: drafting up to `k` tokens a round; or a
-    Draft saying how), in a one-row Batch."""
-    from gptzoo.zoo.generate import Batch, Result
+class Drafter:
+    """A Batch's speculative decoding. It owns the draft model's slot cache (the batch's slots, the same indices)
+    and runs every draft call; the Batch runs every target call. Per step: `plan` (which rows draft, at most how
+    many tokens), `propose` (their proposals), then, once the Batch has verified each round, `settle` (what each row
+    keeps). A round is counted once, on its row (`Row.drafted`, `Row.accepted`)."""
 
-    batch = Batch(target, tokenizer, "half", slots=1, draft=draft if isinstance(draft, Draft) else Draft(draft, k))
-    ids = tokenizer.encode(prompt)
-    row = batch.new_row(ids, params, on_text=on_text)
-    batch.add([row])
-    while not row.done:
-        batch.step()
-    return (Result(row.text.text, row.generated, row.finish_reason, len(row.prompt)),
-            SpecStats(batch.calls, row.drafted, row.accepted))
+    def __init__(self, draft: Draft, target: StepRunner, policy: str, seats: Slots):
+        check_policy(policy)
+        check_pair(target, draft.model)
+        self.draft, self.seats, self.block = draft, seats, target.shape.block_size
+        self.cache = draft.model.new_cache(seats.n)
+        self.slots = [DraftSlot() for _ in range(seats.n)]
+        self.round_cost, self.token_cost = draft.costs(target)  # in target steps
+        # a batch step making this many tokens per unit leaves every row undrafted: `plan` need not ask them
+        self.ceiling = (gain_ceiling(draft.k, draft.prior, self.round_cost, self.token_cost)
+                        if draft.adaptive else float("inf"))
+        self.calls = 0  # draft calls, for tests and profiling
+
+    def seat(self, row: Row) -> None:
+        """A row took its slot: the draft's slot starts empty."""
+        self.slots[row.slot] = DraftSlot(Pace(self.draft.prior) if row.may_draft else None)
+
+    def window_moved(self, row: Row) -> None:
+        """The row's window was re-prefilled from context index row.start on."""
+        s = self.slots[row.slot]
+        if s.start < row.start:  # the draft's positions would run past the new window's
+            s.start, s.cached = row.start, 0
+
+    def plan(self, decode: list[Feed], fill: list[Feed]) -> list[Round]:
+        """Which rows draft this step, and how many tokens at most: taken out of `decode` and `fill` (rows feeding
+        the end of a prompt or a re-prefilled window verify their proposals in the same call)."""
+        d = self.draft
+        ending = [f for f in fill if len(f.tokens) == len(f.row.pending)]  # rows that get a token this step
+        bar = batch_rate(len(decode) + len(ending), d.row_cost)
+        if bar >= self.ceiling:  # a full enough batch: no row drafts, and asking each costs a step's 0.2-0.3%
+            return []
+        rounds = []
+        for feeds in (decode, ending):
+            for f in feeds:
+                pace = self.slots[f.row.slot].pace
+                if pace and (k := self._length(f, pace, bar)):
+                    rounds.append(Round(f, k))
+        if rounds:
+            drafting = {id(rd.feed.row) for rd in rounds}
+            decode[:] = [f for f in decode if id(f.row) not in drafting]
+            fill[:] = [f for f in fill if id(f.row) not in drafting]
+        return rounds
+
+    def _length(self, f: Feed, pace: Pace, bar: float) -> int:
+        """The most tokens the row drafts this step (0: it decodes in the batched call)."""
+        d, r = self.draft, f.row
+        # proposals must fit the window after what the row feeds, and within max_tokens
+        room = min(self.block - r.cached - len(f.tokens), r.params.max_tokens - len(r.generated), d.k)
+        if room < 1 or not d.adaptive:
+            return max(room, 0)
+        return room if pace.drafts(bar, d.prior) else 0
+
+    def propose(self, rounds: list[Round]) -> None:
+        """Each round's proposals. First the draft's slot catches up with the row's window, to its newest token (one
+        token usually, the whole window after a re-prefill or a pause in drafting); then one batched one-token call
+        per proposal for the rows still drafting."""
+        d = self.draft
+        catch_one = []
+        for rd in rounds:
+            r, s = rd.feed.row, self.slots[rd.feed.row.slot]
+            end = len(r.prompt) + len(r.generated)  # the newest token, context[end - 1], goes in first
+            lag = end - s.start - s.cached  # the tokens the draft's slot lacks
+            if lag > CATCH_UP:  # a re-prefilled window, a pause in drafting: the draft reads the end only
+                s.start, s.cached = max(r.start, end - CATCH_UP), 0
+                lag = end - s.start
+            if lag == 1:
+                catch_one.append(rd)
+            else:
+                self.calls += 1
+                rd.draft_logits = d.model.extend(self.cache, r.slot, r.last(lag), s.cached, 1)[0]
+                s.cached += lag
+        if catch_one:
+            self._decode(catch_one, [rd.feed.tokens[-1] for rd in catch_one])
+        live = rounds
+        while live:
+            more = []
+            for rd in live:
+                token, confidence, q = propose(rd.draft_logits, rd.feed.row.params, rd.feed.row.rng)
+                rd.proposals.append(token)
+                if q is not None:
+                    rd.qs.append(q)
+                if len(rd.proposals) < rd.k and (not d.adaptive or confidence >= d.confidence):
+                    more.append(rd)
+            live = more
+            if live:
+                self._decode(live, [rd.proposals[-1] for rd in live])
+
+    def _decode(self, rounds: list[Round], tokens: list[int]) -> None:
+        """One draft call feeding tokens[i] to rounds[i]'s row (Slots.one_token): each round's draft_logits."""
+        self.calls += 1
+        if len(rounds) == 1:  # one stream: no arrays to build
+            rd = rounds[0]
+            s = self.slots[rd.feed.row.slot]
+            rd.draft_logits = self.draft.model.decode(self.cache, rd.feed.row.slot, tokens, (s.cached,))[0]
+            s.cached += 1
+            return
+        slots = self.slots
+        logits = self.seats.one_token(self.draft.model, self.cache, [rd.feed.row for rd in rounds], tokens,
+                                      lambda r: slots[r.slot].cached)
+        for rd, row_logits in zip(rounds, logits, strict=True):
+            rd.draft_logits = row_logits
+            slots[rd.feed.row.slot].cached += 1
+
+    def settle(self, rounds: list[Round]) -> None:
+        """Each verified round (`Round.logits`): the row keeps the prefix of its proposals the target agrees with
+        and adds the target's own next token; both slots roll back to what was kept."""
+        for rd in rounds:
+            r, props, s = rd.feed.row, rd.proposals, self.slots[rd.feed.row.slot]
+            if r.params.temperature == 0:
+                kept, extra = accept_greedy(rd.logits, props)
+            else:
+                kept, extra = accept(rd.logits, props, rd.qs, r.params, r.rng)
+            rd.kept = len(kept)
+            r.cached += len(rd.feed.tokens) + len(kept)  # the rejected tail lies past the slot's length: rolled back
+            s.cached = min(s.cached, r.start + r.cached - s.start)
+            r.pending, r.prompting = [], False
+            r.drafted += len(props)
+            r.accepted += len(kept)
+            s.pace.observe(round_rate(len(kept), len(props), self.round_cost, self.token_cost))
+            for token in kept + [extra]:
+                r.take(token)
+                if r.done:
+                    break

@@ -160,7 +160,7 @@ def test_empty_prompt(engine):
 
 def test_policy_nll_equals_plain_loss_inside_the_window_and_differs_past_it(engine, data_dir):
     from gptzoo.zoo.datasets import load
-    from gptzoo.zoo.generate import policy_nll
+    from gptzoo.zoo.evaluate import policy_nll
 
     onnx, _, model = engine
     val = np.asarray(load("shakespeare_char", data_dir).val[:2 * 100]).astype(np.int64).reshape(2, 100)
@@ -174,7 +174,7 @@ def test_policy_nll_equals_plain_loss_inside_the_window_and_differs_past_it(engi
 
 
 def test_stop_text_holds_back_split_utf8_and_partial_stops():
-    from gptzoo.zoo.generate import StopText
+    from gptzoo.zoo.detok import StopText
     from gptzoo.zoo.tokenizers import GPT2Tokenizer
 
     tok = GPT2Tokenizer()
@@ -255,7 +255,7 @@ def test_half_policy_reprefills_rows_that_fill_together_in_one_call(engine):
 
 
 def test_stop_text_is_incremental_and_stops_at_the_earliest_match():
-    from gptzoo.zoo.generate import StopText
+    from gptzoo.zoo.detok import StopText
     from gptzoo.zoo.tokenizers import CharTokenizer
 
     tok = CharTokenizer("abcdxyz")

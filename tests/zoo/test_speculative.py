@@ -11,7 +11,7 @@ import torch
 
 from gptzoo.zoo import speculative
 from gptzoo.zoo.errors import BadValue
-from gptzoo.zoo.generate import Batch, generate
+from gptzoo.zoo.generate import Batch, generate, generate_drafted
 from gptzoo.zoo.kv_step import TorchModel
 from gptzoo.zoo.model import GPT, GPTConfig
 from gptzoo.zoo.runtime import OnnxModel
@@ -43,7 +43,7 @@ def test_greedy_text_is_the_targets_own_past_the_window(zoo, k, drafter):
     target, stranger, tok = zoo
     draft = Draft(target if drafter == "itself" else stranger, k, adaptive=False)  # k every round
     (plain,) = generate(target, tok, ["ROMEO:"], greedy(90))
-    got, stats = speculative.generate(target, draft, tok, "ROMEO:", greedy(90))
+    got, stats = generate_drafted(target, draft, tok, "ROMEO:", greedy(90))
     assert got.tokens == plain.tokens and got.text == plain.text  # 90 tokens: past the 32-token window twice
     assert stats.drafted > 0
     if drafter == "itself":  # a draft that is the target is always right: one target call per k + 1 tokens
@@ -57,7 +57,7 @@ def test_adaptive_drafting_keeps_the_text(zoo, drafter):
     target, stranger, tok = zoo
     draft = Draft(target if drafter == "itself" else stranger, 6, step_cost=0.05)
     (plain,) = generate(target, tok, ["KING:"], greedy(90))
-    got, stats = speculative.generate(target, draft, tok, "KING:", greedy(90))
+    got, stats = generate_drafted(target, draft, tok, "KING:", greedy(90))
     assert got.tokens == plain.tokens and stats.drafted > 0
 
 
@@ -65,11 +65,11 @@ def test_a_seed_gives_the_same_text_every_run_and_stops_work(zoo):
     target, stranger, tok = zoo
     draft = Draft(stranger, 4, adaptive=False)
     params = SamplingParams(max_tokens=60, temperature=0.9, seed=11)
-    a, _ = speculative.generate(target, draft, tok, "KING:", params)
-    b, _ = speculative.generate(target, draft, tok, "KING:", params)
+    a, _ = generate_drafted(target, draft, tok, "KING:", params)
+    b, _ = generate_drafted(target, draft, tok, "KING:", params)
     assert a.tokens == b.tokens and len(a.tokens) == 60
     stop = a.text[20:22]
-    c, _ = speculative.generate(target, draft, tok, "KING:", SamplingParams(max_tokens=60, temperature=0.9,
+    c, _ = generate_drafted(target, draft, tok, "KING:", SamplingParams(max_tokens=60, temperature=0.9,
                                                                             seed=11, stop=[stop]))
     assert c.finish_reason == "stop" and c.text == a.text[: a.text.index(stop)]
 
@@ -111,7 +111,7 @@ def test_sampling_with_a_draft_keeps_the_targets_distribution(zoo):
 
     def drafted(seeds):
         draft = Draft(stranger, 1, adaptive=False)
-        return Counter(speculative.generate(target, draft, tok, "ROMEO:", params(s))[0].tokens[0] for s in seeds)
+        return Counter(generate_drafted(target, draft, tok, "ROMEO:", params(s))[0].tokens[0] for s in seeds)
 
     n = 3000
     plain = Counter(generate(target, tok, ["ROMEO:"], params(s))[0].tokens[0] for s in range(n))
@@ -135,7 +135,7 @@ def test_sampling_with_a_draft_keeps_the_targets_distribution(zoo):
 def test_draft_tokens_outside_the_range_are_refused(zoo, k, match):
     target, _, tok = zoo
     with pytest.raises(BadValue, match=match):
-        speculative.generate(target, target, tok, "A", SamplingParams(max_tokens=2), k=k)
+        generate_drafted(target, target, tok, "A", SamplingParams(max_tokens=2), k=k)
 
 
 def test_a_draft_with_another_vocabulary_or_a_shorter_window_or_no_cache_is_refused(zoo):
@@ -143,7 +143,7 @@ def test_a_draft_with_another_vocabulary_or_a_shorter_window_or_no_cache_is_refu
     s = target.shape
     other = TorchModel(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=s.block_size, vocab_size=99)))
     with pytest.raises(BadValue, match="vocabulary"):
-        speculative.generate(target, other, tok, "A", SamplingParams(max_tokens=2))
+        generate_drafted(target, other, tok, "A", SamplingParams(max_tokens=2))
     short = TorchModel(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=s.vocab_size)))
     with pytest.raises(BadValue, match="window"):
         Batch(target, tok, draft=Draft(short))

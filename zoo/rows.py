@@ -1,0 +1,101 @@
+"""A row of a `Batch` (gptzoo.zoo.generate): one sequence on one slot of the slot cache; a `Feed`, what one step
+writes to a row's slot; and `Slots`, which row holds each slot, shared by the target's cache and the draft's (the
+same slot indices in both)."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+import numpy as np
+
+from gptzoo.zoo.detok import StopText
+from gptzoo.zoo.sampling import SamplingParams
+from gptzoo.zoo.step_contract import StepRunner
+
+
+@dataclass(eq=False)  # rows are compared by identity
+class Row:
+    prompt: list[int]  # prompt token ids (already cropped to the window)
+    params: SamplingParams
+    text: StopText
+    rng: np.random.Generator
+    generated: list[int] = field(default_factory=list)
+    slot: int = -1  # this row's slot in the batch's cache (-1: not in a batch)
+    cached: int = 0  # positions 0 .. cached-1 of the slot hold this row's window
+    pending: list[int] = field(default_factory=list)  # tokens to write before the next one can be sampled
+    prompting: bool = False  # pending is (the rest of) the prompt: fed in chunks under the step's budget
+    finish_reason: str | None = None  # "stop" or "length" when done
+    on_text: Callable[[str], None] | None = None
+    tag: object = None  # the caller's handle (e.g. a server request)
+    may_draft: bool = False  # drafts when it pays (False: the batch has no draft, or the request opted out)
+    start: int = 0  # the context index at position 0 of its slot (its window's first token)
+    drafted: int = 0  # tokens the draft proposed for this row
+    accepted: int = 0  # of which the target kept
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    @property
+    def context(self) -> list[int]:
+        return self.prompt + self.generated
+
+    def last(self, n: int) -> list[int]:
+        """The last n tokens of the context, without copying the whole of it."""
+        return self.generated[-n:] if n <= len(self.generated) else self.context[-n:]
+
+    def take(self, token: int) -> None:
+        """A sampled token joins the row: its text goes to on_text, and the row ends at a stop sequence or at
+        max_tokens."""
+        self.generated.append(token)
+        delta = self.text.push(token)
+        if self.text.stopped:
+            self.finish_reason = "stop"
+        elif len(self.generated) >= self.params.max_tokens:
+            self.finish_reason = "length"
+            delta += self.text.finish()
+        if delta and self.on_text:
+            self.on_text(delta)
+
+
+class Feed(NamedTuple):
+    """What one step writes to a row's slot: `tokens`, from position `row.cached` on."""
+
+    row: Row
+    tokens: list[int]
+
+
+class Slots:
+    """Which row holds each of a cache's `n` slots. Free slots are taken lowest first (a heap): that keeps the span
+    of the batched one-token call short."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.free = list(range(n))
+        self.owner: list[Row | None] = [None] * n
+
+    def take(self, row: Row) -> None:
+        row.slot = heapq.heappop(self.free)
+        self.owner[row.slot] = row
+
+    def release(self, row: Row) -> None:
+        """Nothing is copied: what the slot holds lies past the next owner's length, unread."""
+        heapq.heappush(self.free, row.slot)
+        self.owner[row.slot], row.slot = None, -1
+
+    def one_token(self, model: StepRunner, cache, rows: list[Row], tokens: list[int],
+                  length: Callable[[Row], int]) -> np.ndarray:
+        """Logits [len(rows), V] (a copy) of one call over `cache` feeding tokens[i] to rows[i] at position
+        length(rows[i]) of its slot, over the slots from the lowest to the highest of `rows`: slots in between, free
+        or busy elsewhere, feed a token that lands past what they hold (gptzoo.zoo.step_contract). Callers decoding
+        one row call `model.decode` directly: a single stream pays for every list built."""
+        lo = min(r.slot for r in rows)
+        B = max(r.slot for r in rows) - lo + 1
+        at = np.array([r.slot - lo for r in rows], np.int64)
+        ids = np.zeros(B, np.int64)
+        ids[at] = tokens
+        starts = np.array([length(r) if r else 0 for r in self.owner[lo : lo + B]], np.int64)
+        return model.decode(cache, lo, ids, starts)[at]
