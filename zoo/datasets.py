@@ -2,7 +2,7 @@
 
     <data-dir>/<name>/train.bin  val.bin  meta.json
 
-`meta.json` is written last (see gptzoo.trainer.data), so a folder without it is an unfinished preparation and is
+`meta.json` is written last (see gptzoo.zoo.prepare), so a folder without it is an unfinished preparation and is
 never loaded.
 """
 

@@ -25,6 +25,7 @@ from gptzoo.zoo import datasets as dsmod
 from gptzoo.zoo.card import GPT2_VOCAB, Card, DatasetFacts, EvalFacts, SourceFacts
 from gptzoo.zoo.evaluate import estimate
 from gptzoo.zoo.names import check_name, to_name
+from gptzoo.zoo.prepare import ensure
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.store import CARD, CKPT_BEST, Store, Variant, variant_id
 
@@ -105,8 +106,6 @@ def import_checkpoint(store: Store, ckpt_path: Path, meta_path: Path | None = No
 def _scoring_dataset(name: str, tokenizer: dict, data_dir: Path | None, say) -> dsmod.Dataset:
     """The prepared dataset to score the import on (preparing a built-in one), refused unless its tokenizer is the
     checkpoint's: token ids must mean the same characters."""
-    from gptzoo.trainer.data import ensure
-
     try:
         prepared = ensure(name, data_dir, say)
     except dsmod.DataError as e:
