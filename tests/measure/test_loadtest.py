@@ -21,18 +21,9 @@ from typer.testing import CliRunner
 
 from gptzoo.cli.main import app
 from gptzoo.measure import loadtest as lt
-from gptzoo.measure.loadtest import (
-    ERROR_KINDS,
-    LoadConfig,
-    LoadTestError,
-    RemoteNotAllowed,
-    RequestResult,
-    check_url,
-    classify_status,
-    one_request,
-    percentile,
-    summarize,
-)
+from gptzoo.measure.loadclient import ERROR_KINDS, RequestResult, classify_status, one_request
+from gptzoo.measure.loadconfig import LoadConfig, LoadTestError, RemoteNotAllowed, check_url
+from gptzoo.measure.loadstats import percentile, summarize
 from gptzoo.measure.pinning import CpuListError, check_cpus, format_cpus, parse_cpus
 from tests.server.conftest import MODEL, free_port, gptzoo, live_server
 
@@ -130,7 +121,7 @@ def test_budget_verdicts_goodput_and_what_served():
         RequestResult(**ok, e2e_s=0.005, tokens=1, model="a-1l", route="fastest-no-fit"),  # plain: e2e for TTFT
         RequestResult(ok=False, status=429, error="http_429"),
     ]
-    from gptzoo.measure.loadtest import Budget, budget_summary, served
+    from gptzoo.measure.loadstats import Budget, budget_summary, served
 
     b = budget_summary(results, 2.0, Budget(tpot_ms=3, ttft_ms=100))
     assert (b["within"], b["within_share"], b["goodput_per_s"]) == (2, 2 / 5, 1.0)  # the 4l one and the plain one
