@@ -78,7 +78,9 @@ def test_the_build_context_and_copies_hold_every_package_folder():
     ignore = [x for x in (REPO / ".dockerignore").read_text().splitlines() if x and not x.startswith("#")]
     dockerfile = (REPO / "Dockerfile").read_text()
     assert ignore[0] == "*"
-    assert {"!pyproject.toml", "!README.md"} <= set(ignore) and "COPY pyproject.toml README.md ./" in dockerfile
+    assert {"!pyproject.toml", "!README.md", "!constraints.txt"} <= set(ignore)
+    assert "COPY pyproject.toml README.md constraints.txt ./" in dockerfile
+    assert "-c constraints.txt" in dockerfile  # the image installs the locked versions the suite passed on
     folders = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
     assert folders
     for folder in folders:
