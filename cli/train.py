@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
 
 from gptzoo.cli.common import DataDirOpt, StoreOpt, err, fail, handle_errors, open_store, out
 from gptzoo.zoo.presets import BY_DEPTH, CANONICAL_DEPTHS, PROFILES
+from gptzoo.zoo.presets import preset as preset_values
 
 Hyper = "Hyper-parameters (override the preset)"
+# Overrides that change what a run costs; without any, `train` states the preset's expected time before it starts.
+COST_OVERRIDES = ("max_iters", "n_embd", "n_head", "block_size", "batch_size", "gradient_accumulation_steps")
 
 
 def _per_depth(profile: str, key: str) -> str:
     """A preset value by depth for --help, from the presets themselves: '1 layer: 0.1, 4: 0.2, ..., 12+: 0.3'."""
-    entries = [(d, v[key]) for d, v in BY_DEPTH.get(profile, ()) if key in v]
-    if not entries:
+    entries = [(d, preset_values(profile, d)[key]) for d, _ in BY_DEPTH.get(profile, ())]
+    if len({v for _, v in entries}) < 2:
         return f"{PROFILES[profile][key]:g}"
     parts = [f"{d}{'+' if i == len(entries) - 1 else ''}: {v:g}" for i, (d, v) in enumerate(entries)]
     return "by depth (layers " + ", ".join(parts) + ")"
@@ -29,15 +33,19 @@ def train(
         bool, typer.Option("--all", help=f"Train every canonical depth ({', '.join(map(str, CANONICAL_DEPTHS))}).")
     ] = False,
     preset: Annotated[
-        str, typer.Option(help="Width profile: cpu (128 wide, 2000 steps, a learning rate per depth that beats "
-                          "nanoGPT's), gpu (384 wide, nanoGPT's shakespeare_char with dropout growing with depth and "
-                          "early stopping), nanogpt-cpu / nanogpt-gpu (nanoGPT's exact recipes, for comparisons) or "
-                          "auto (gpu when CUDA is available, else cpu).")
+        str, typer.Option(help="Width profile: cpu (128 wide; context, steps and learning rate per depth, so that "
+                          "deeper variants are better), gpu (384 wide, nanoGPT's shakespeare_char with dropout growing "
+                          "with depth and early stopping), nanogpt-cpu / nanogpt-gpu (nanoGPT's exact recipes, for "
+                          "comparisons) or auto (gpu when CUDA is available, else cpu).")
     ] = "auto",
-    max_iters: Annotated[int | None, typer.Option(min=1, help="Optimizer steps.", rich_help_panel=Hyper)] = None,
+    max_iters: Annotated[int | None, typer.Option(
+        min=1, help=f"Optimizer steps. [default: cpu {_per_depth('cpu', 'max_iters')}; gpu "
+        f"{PROFILES['gpu']['max_iters']}]", rich_help_panel=Hyper, show_default=False)] = None,
     n_embd: Annotated[int | None, typer.Option(min=1, help="Width.", rich_help_panel=Hyper)] = None,
     n_head: Annotated[int | None, typer.Option(min=1, help="Attention heads.", rich_help_panel=Hyper)] = None,
-    block_size: Annotated[int | None, typer.Option(min=1, help="Context length.", rich_help_panel=Hyper)] = None,
+    block_size: Annotated[int | None, typer.Option(
+        min=1, help=f"Context length. [default: cpu {_per_depth('cpu', 'block_size')}; gpu "
+        f"{PROFILES['gpu']['block_size']}]", rich_help_panel=Hyper, show_default=False)] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Sequences per micro-batch.", rich_help_panel=Hyper)]
     = None,
     grad_accum: Annotated[int | None, typer.Option(min=1, help="Micro-batches per step.", rich_help_panel=Hyper)]
@@ -120,7 +128,14 @@ def train(
         device=device, compile=compile_model,
     )
     the_store = open_store(store)
-    for depth in CANONICAL_DEPTHS if all_depths else [layers]:
+    depths = CANONICAL_DEPTHS if all_depths else [layers]
+    first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks
+    if first_rank and not resume and not any(overrides[k] is not None for k in COST_OVERRIDES):  # the preset's cost
+        from gptzoo.trainer.config import TrainConfig, time_statement
+
+        cuda = torch.cuda.is_available()
+        out.print(time_statement([TrainConfig.from_preset(preset, d, cuda) for d in depths]), highlight=False)
+    for depth in depths:
         result = run_training(depth, preset, overrides, the_store, data_dir, name, resume, overwrite, not quiet,
                               allow_large=yes)
         if result.variant is None:  # a non-zero DDP rank: rank 0 reports

@@ -6,7 +6,7 @@ import inspect
 from dataclasses import asdict, dataclass, fields
 
 from gptzoo.zoo.errors import BadValue
-from gptzoo.zoo.presets import preset, resolve_profile
+from gptzoo.zoo.presets import REFERENCE_MACHINE, REFERENCE_MINUTES, preset, resolve_profile
 
 
 @dataclass
@@ -70,6 +70,21 @@ class TrainConfig:
         """Parameters in the transformer blocks (attention 4·d², MLP 8·d² per layer): what makes a run large."""
         return 12 * self.n_layer * self.n_embd**2
 
+    def tokens(self) -> int:
+        """Training tokens in all (one process): steps x batch x context x accumulation."""
+        return self.max_iters * self.batch_size * self.block_size * self.gradient_accumulation_steps
+
+    def expected_minutes(self) -> float | None:
+        """About how long this run takes on the reference machine: the measured minutes of the preset's own run at
+        the deepest canonical depth at or below this one (zoo.presets.REFERENCE_MINUTES), scaled by block
+        parameters and by tokens, which is what the step cost follows at these sizes. None without a reference."""
+        measured = REFERENCE_MINUTES.get(self.preset, {})
+        depths = [d for d in measured if d <= self.n_layer]
+        if not depths:
+            return None
+        ref = TrainConfig(**{k: v for k, v in preset(self.preset, max(depths)).items() if k in _FIELDS})
+        return measured[max(depths)] * self.approx_params() / ref.approx_params() * self.tokens() / ref.tokens()
+
     def model_args(self, vocab_size: int) -> dict:
         from gptzoo.zoo.model import GPTConfig
 
@@ -78,3 +93,22 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_FIELDS = {f.name for f in fields(TrainConfig)}
+
+
+def time_statement(configs: list[TrainConfig]) -> str:
+    """What `gptzoo train` says before it starts: the expected time of each run and of all of them."""
+    known = [(c, c.expected_minutes()) for c in configs]
+    if any(m is None for _, m in known):
+        measured = ", ".join(REFERENCE_MINUTES)
+        return f"no reference training time for preset {configs[0].preset} (measured for: {measured})"
+    each = [f"{c.n_layer} layer{'s' if c.n_layer > 1 else ''}: {m:.1f} min ({c.max_iters:,} steps of "
+            f"{c.batch_size}x{c.block_size} tokens)" for c, m in known]
+    total = sum(m for _, m in known)
+    if len(known) == 1:
+        c = configs[0]
+        return (f"expected time: about {total:.1f} min on {REFERENCE_MACHINE} for {c.n_layer} layer"
+                f"{'s' if c.n_layer > 1 else ''}, {c.max_iters:,} steps of {c.batch_size}x{c.block_size} tokens")
+    return f"expected time: about {total:.0f} min in all on {REFERENCE_MACHINE}: {', '.join(each)}"

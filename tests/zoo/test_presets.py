@@ -1,11 +1,20 @@
-"""Presets are plain data: the cpu recipe per depth, nanoGPT's exact recipes kept by name, the gpu profile's
-regularisation growing with depth and its early stopping."""
+"""Presets are plain data: the cpu recipe per depth (context and steps growing with depth), nanoGPT's exact recipes
+kept by name, the gpu profile's regularisation growing with depth and its early stopping, and the expected training
+time `gptzoo train` states."""
 
 import pytest
 
-from gptzoo.trainer.config import TrainConfig
+from gptzoo.trainer.config import TrainConfig, time_statement
 from gptzoo.zoo.errors import BadValue
-from gptzoo.zoo.presets import BY_DEPTH, CANONICAL_DEPTHS, PROFILES, depth_values, preset, resolve_profile
+from gptzoo.zoo.presets import (
+    BY_DEPTH,
+    CANONICAL_DEPTHS,
+    PROFILES,
+    REFERENCE_MINUTES,
+    depth_values,
+    preset,
+    resolve_profile,
+)
 
 # nanoGPT's README CPU command over config/train_shakespeare_char.py
 NANOGPT_CPU = dict(n_embd=128, n_head=4, block_size=64, batch_size=12, max_iters=2000, dropout=0.0, eval_iters=20,
@@ -21,13 +30,29 @@ def test_nanogpt_recipes_stay_exact_at_every_depth(depth):
     assert preset("nanogpt-gpu", depth) == NANOGPT_GPU | {"n_layer": depth}
 
 
+# The cpu preset per canonical depth, as measured in docs/quality.md (issue 23: depth that pays). Width, heads and
+# batch stay nanoGPT's at every depth; the context is 128 at every depth, and a deeper variant gets more steps.
+CPU_RECIPE = {
+    1: dict(learning_rate=4e-3, min_lr=4e-4, block_size=128),
+    4: dict(learning_rate=4e-3, min_lr=4e-4, block_size=128, max_iters=2400, eval_interval=400),
+    6: dict(learning_rate=4e-3, min_lr=4e-4, block_size=128, max_iters=3000, eval_interval=500),
+    12: dict(learning_rate=3e-3, min_lr=3e-4, beta2=0.95, warmup_iters=200, block_size=128, max_iters=4000,
+             eval_interval=500),
+}
+
+
 @pytest.mark.parametrize("depth", CANONICAL_DEPTHS)
-def test_cpu_preset_changes_only_what_does_not_cost_step_time(depth):
-    """Same model, batch and steps as nanoGPT's CPU recipe (so the same cost per step); only the schedule differs."""
-    ours, theirs = preset("cpu", depth), preset("nanogpt-cpu", depth)
-    changed = {k for k in ours if ours[k] != theirs[k]}
-    assert changed and changed <= {"learning_rate", "min_lr", "warmup_iters", "beta2", "weight_decay"}
-    assert ours["learning_rate"] > theirs["learning_rate"]
+def test_cpu_preset_is_the_measured_recipe_per_depth(depth):
+    assert preset("cpu", depth) == NANOGPT_CPU | CPU_RECIPE[depth] | {"n_layer": depth}
+
+
+def test_cpu_preset_keeps_the_width_and_gives_deeper_variants_more_tokens():
+    """The variants differ by depth: same width, heads and batch; context and tokens never shrink with depth."""
+    recipes = [TrainConfig.from_preset("cpu", d, cuda_available=False) for d in CANONICAL_DEPTHS]
+    assert {(c.n_embd, c.n_head, c.batch_size) for c in recipes} == {(128, 4, 12)}
+    tokens = [c.tokens() for c in recipes]
+    blocks = [c.block_size for c in recipes]
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens) and blocks == sorted(blocks)
 
 
 def test_cpu_beta2_is_lower_only_where_it_was_measured_better():
@@ -36,7 +61,7 @@ def test_cpu_beta2_is_lower_only_where_it_was_measured_better():
 
 
 def test_a_depth_between_canonical_ones_takes_the_shallower_entry():
-    assert depth_values("cpu", 5) == depth_values("cpu", 4)
+    assert depth_values("cpu", 5) == depth_values("cpu", 4) and preset("cpu", 5)["block_size"] == 128
     assert depth_values("gpu", 13) == depth_values("gpu", 100) == depth_values("gpu", 12)
     assert depth_values("nanogpt-cpu", 12) == {}
     assert [d for d, _ in BY_DEPTH["cpu"]] == list(CANONICAL_DEPTHS)
@@ -63,3 +88,26 @@ def test_unknown_preset_names_the_choices():
         resolve_profile("tpu", False)
     with pytest.raises(BadValue, match="at least 1 layer"):
         preset("cpu", 0)
+
+
+def test_expected_time_is_the_reference_run_scaled_by_parameters_and_tokens():
+    """A canonical depth's own recipe states the measured minutes; other shapes scale from the depth at or below."""
+    for depth, minutes in REFERENCE_MINUTES["cpu"].items():
+        assert TrainConfig.from_preset("cpu", depth, cuda_available=False).expected_minutes() == pytest.approx(minutes)
+    four = REFERENCE_MINUTES["cpu"][4]
+    half = TrainConfig.from_preset("cpu", 4, cuda_available=False, max_iters=preset("cpu", 4)["max_iters"] // 2)
+    assert half.expected_minutes() == pytest.approx(four / 2)
+    assert TrainConfig.from_preset("cpu", 5, cuda_available=False).expected_minutes() == pytest.approx(four * 5 / 4)
+    assert TrainConfig.from_preset("gpu", 4, cuda_available=False).expected_minutes() is None
+
+
+def test_time_statement_names_each_run_and_the_total():
+    configs = [TrainConfig.from_preset("cpu", d, cuda_available=False) for d in CANONICAL_DEPTHS]
+    total = sum(REFERENCE_MINUTES["cpu"].values())
+    said = time_statement(configs)
+    assert f"about {total:.0f} min in all" in said
+    assert all(f"{d} layer" in said for d in CANONICAL_DEPTHS)
+    one = time_statement(configs[1:2])
+    assert f"about {REFERENCE_MINUTES['cpu'][4]:.1f} min" in one and "2,400 steps of 12x128 tokens" in one
+    assert "no reference training time for preset gpu" in time_statement(
+        [TrainConfig.from_preset("gpu", 4, cuda_available=False)])
