@@ -102,11 +102,14 @@ def open_store(store: Path | None) -> Store:
 
 def resolve(store: Store, model: str | None = None, layers: int | None = None, dataset: str | None = None) -> Variant:
     """The variant `--model` (an id or a depth alias such as `4l`, by the server's naming rule) or `--layers` names;
-    among several variants of one alias, `dataset`'s when it has exactly one."""
+    among several variants of one alias, those whose id ends with it (`shakespeare-char-4l`, not `mine` at 4 layers),
+    then `dataset`'s; still several is an error naming them."""
     if model and store.entry(model) is None:  # not an id in the store: perhaps an alias
         from gptzoo.server.names import depth_alias
 
         matches = [v for v in store.variants() if depth_alias(v) == model]
+        if len(matches) > 1:  # ids that spell the alias (`...-4l`) before ids that only fall back to the depth
+            matches = [v for v in matches if v.id.endswith(f"-{model}")] or matches
         if dataset and len(matches) > 1:
             matches = [v for v in matches if v.dataset_name == dataset] or matches
         if len(matches) == 1:

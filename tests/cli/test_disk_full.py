@@ -169,11 +169,10 @@ full = Path(os.environ["FULL"])
 report = {}
 for name in ("old.bin", "old.pt", "log.jsonl"):
     (full / name).write_bytes(b"old contents\\n")
-with open(full / "ballast", "wb") as f:  # fill the disk to its last page
+with open(full / "ballast", "wb", buffering=0) as f:  # fill the disk to its last page (unbuffered: nothing left)
     try:
-        while True:
-            f.write(b"x" * 4096)
-            f.flush()
+        while f.write(b"x" * 4096):
+            pass
     except OSError:
         pass
 cases = {
@@ -185,8 +184,8 @@ cases = {
 
 def _np_save(target):
     import numpy as np
-    with atomic.atomic_path(target) as tmp:
-        np.save(tmp, np.zeros(100_000))
+    with atomic.atomic_path(target) as tmp, open(tmp, "wb") as f:  # a library writing to a file object
+        np.save(f, np.zeros(100_000))
 
 for name, write in cases.items():
     try:
