@@ -7,11 +7,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperCommand, TyperGroup
 
-from gptzoo.zoo.store import Store
+from gptzoo.trainer.progress import Console
+from gptzoo.zoo.atomic import no_space
+from gptzoo.zoo.errors import BadValue
+from gptzoo.zoo.store import Store, Variant
 
+# Never cut at 80 columns when captured to a file or a pipe (see Console).
 out = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -34,7 +38,8 @@ DataDirOpt = Annotated[
     ),
 ]
 LayersOpt = Annotated[int | None, typer.Option("--layers", "-l", min=1, help="Depth of the variant (layers).")]
-ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Variant id, e.g. shakespeare-char-4l.")]
+ModelOpt = Annotated[str | None, typer.Option("--model", "-m", help="Variant id (shakespeare-char-4l) or depth alias "
+                                             "(4l, 4l-int8), as the server names them.")]
 
 
 def fail(message: str, code: int = 1):
@@ -82,6 +87,8 @@ def handle_errors(fn):
         except PermissionError as e:
             fail(f"permission denied: {e.filename or e}")
         except OSError as e:  # the disk, not the code: full, read-only, gone
+            if no_space(e):  # a write outside zoo.atomic (which names its file itself)
+                fail(f"no space left on device{f': cannot write {e.filename}' if e.filename else ''}")
             fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
         except KeyboardInterrupt:
             fail("interrupted", code=130)
@@ -91,3 +98,45 @@ def handle_errors(fn):
 
 def open_store(store: Path | None) -> Store:
     return Store(store)
+
+
+def resolve(store: Store, model: str | None = None, layers: int | None = None, dataset: str | None = None) -> Variant:
+    """The variant `--model` (an id or a depth alias such as `4l`, by the server's naming rule) or `--layers` names;
+    among several variants of one alias, those whose id ends with it (`shakespeare-char-4l`, not `mine` at 4 layers),
+    then `dataset`'s; still several is an error naming them."""
+    if model and store.entry(model) is None:  # not an id in the store: perhaps an alias
+        from gptzoo.server.names import depth_alias
+
+        matches = [v for v in store.variants() if depth_alias(v) == model]
+        if len(matches) > 1:  # ids that spell the alias (`...-4l`) before ids that only fall back to the depth
+            matches = [v for v in matches if v.id.endswith(f"-{model}")] or matches
+        if dataset and len(matches) > 1:
+            matches = [v for v in matches if v.dataset_name == dataset] or matches
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise BadValue(f"--model {model!r} matches several variants ({', '.join(v.id for v in matches)}); name "
+                           "one by its id")
+    return store.resolve(model=model, layers=layers, dataset=dataset)  # an id, or its error
+
+
+def _no_bool_placeholder(params: list) -> list:
+    """Flags take no value: typer would show `<bool>` where a value's type goes."""
+    for p in params:
+        if getattr(p, "is_flag", False) and p.metavar is None:
+            p.metavar = ""
+    return params
+
+
+class Command(TyperCommand):
+    """Every gptzoo command: its --help shows flags without a `<bool>` placeholder."""
+
+    def get_params(self, ctx):
+        return _no_bool_placeholder(super().get_params(ctx))
+
+
+class Group(TyperGroup):
+    """Every gptzoo command group (the root, `data`, `zoo`, `import`), as Command."""
+
+    def get_params(self, ctx):
+        return _no_bool_placeholder(super().get_params(ctx))

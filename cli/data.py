@@ -6,12 +6,13 @@ from typing import Annotated
 
 import typer
 
-from gptzoo.cli.common import DataDirOpt, handle_errors, out
+from gptzoo.cli.common import Command, DataDirOpt, Group, handle_errors, out
 
-app = typer.Typer(help="Prepare datasets (tokenize text and split it 90/10 into train/val).", no_args_is_help=True)
+app = typer.Typer(help="Prepare datasets (tokenize text and split it 90/10 into train/val).", no_args_is_help=True,
+                  cls=Group)
 
 
-@app.command("prepare")
+@app.command("prepare", cls=Command)
 @handle_errors
 def prepare(
     dataset: Annotated[str, typer.Argument(help="shakespeare_char (chars), shakespeare (GPT-2 BPE) or text (a file).")],

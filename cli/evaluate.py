@@ -7,7 +7,18 @@ from typing import Annotated
 
 import typer
 
-from gptzoo.cli.common import DataDirOpt, LayersOpt, ModelOpt, StoreOpt, err, fail, handle_errors, open_store, out
+from gptzoo.cli.common import (
+    DataDirOpt,
+    LayersOpt,
+    ModelOpt,
+    StoreOpt,
+    err,
+    fail,
+    handle_errors,
+    open_store,
+    out,
+    resolve,
+)
 
 TOLERANCE = 1e-4  # the same windows in the same order: only float summation order may differ
 
@@ -30,7 +41,7 @@ def eval_cmd(
     from gptzoo.trainer.evaluation import evaluate_variant, windows
     from gptzoo.zoo.card import EvalFacts
 
-    variant = open_store(store).resolve(model=model, layers=layers)
+    variant = resolve(open_store(store), model=model, layers=layers)
 
     def say(message: str) -> None:
         err.print(message, highlight=False)

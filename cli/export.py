@@ -6,7 +6,18 @@ from typing import Annotated
 
 import typer
 
-from gptzoo.cli.common import DataDirOpt, LayersOpt, ModelOpt, StoreOpt, err, fail, handle_errors, open_store, out
+from gptzoo.cli.common import (
+    DataDirOpt,
+    LayersOpt,
+    ModelOpt,
+    StoreOpt,
+    err,
+    fail,
+    handle_errors,
+    open_store,
+    out,
+    resolve,
+)
 
 
 @handle_errors
@@ -42,7 +53,7 @@ def export_cmd(
     else:
         if layers is None and model is None:
             fail("name a variant with --layers N or --model ID, or pass --all", code=2)
-        variants = [the_store.resolve(model=model, layers=layers)]
+        variants = [resolve(the_store, model=model, layers=layers)]
     failed = 0
     for v in variants:
         try:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from typing import Annotated
 
 import typer
 
-from gptzoo.cli.common import LayersOpt, ModelOpt, StoreOpt, err, fail, handle_errors, open_store
+from gptzoo.cli.common import LayersOpt, ModelOpt, StoreOpt, err, fail, handle_errors, open_store, resolve
 
 
 @handle_errors
@@ -49,7 +48,7 @@ def generate_cmd(
     from gptzoo.zoo.tokenizers import from_spec
 
     the_store = open_store(store)
-    variant = the_store.resolve(model=model, layers=layers)
+    variant = resolve(the_store, model=model, layers=layers)
     if draft is not None and (backend != "onnx" or policy != "half"):
         fail("--draft needs the onnx backend and the half context policy", code=2)
     if backend == "onnx":
@@ -107,8 +106,7 @@ def _open_draft(store, target, draft: str, device: str, threads: int | None):
     from gptzoo.zoo.runtime import OnnxLoadError, open_variant
     from gptzoo.zoo.speculative import check_variants
 
-    depth = re.fullmatch(r"(\d+)l", draft)  # an alias: that depth of the target's dataset
-    d = store.resolve(layers=int(depth[1]), dataset=target.dataset_name) if depth else store.resolve(model=draft)
+    d = resolve(store, model=draft, dataset=target.dataset_name)  # an alias prefers the target's dataset
     if warning := check_variants(target, d):
         err.print(f"[yellow]warning: {warning}[/]", highlight=False)
     try:

@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from gptzoo.cli.common import DataDirOpt, StoreOpt, err, handle_errors, open_store, out
+from gptzoo.cli.common import Command, DataDirOpt, Group, StoreOpt, err, handle_errors, open_store, out
 
-app = typer.Typer(help="Import checkpoints trained elsewhere into the store.", no_args_is_help=True)
+app = typer.Typer(help="Import checkpoints trained elsewhere into the store.", no_args_is_help=True, cls=Group)
 
 
-@app.command("nanogpt")
+@app.command("nanogpt", cls=Command)
 @handle_errors
 def nanogpt(
     ckpt: Annotated[Path, typer.Argument(help="ckpt.pt written by nanoGPT's train.py.")],

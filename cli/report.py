@@ -12,7 +12,10 @@ from gptzoo.cli.common import StoreOpt, handle_errors, open_store, out
 
 @handle_errors
 def report_cmd(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder for depth-study.md and its plots.")] = Path("docs"),
+    out_dir: Annotated[Path | None, typer.Option(
+        "--out", help="Folder for depth-study.md and its plots (replaced there). [default: $GPTZOO_HOME/report, i.e. "
+        "~/.gptzoo/report; never the current folder, so a run inside a clone leaves its docs/ alone]",
+        show_default=False)] = None,
     measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Time a decode of every exported variant.")]
     = True,
     threads: Annotated[int, typer.Option(min=1, help="Threads for the speed measurement.")] = 1,
@@ -23,6 +26,7 @@ def report_cmd(
     and training; --no-measure leaves out the ms/token one), and the depth -> params / val loss / tokens/s / export
     size / frontier table, compared with nanoGPT's seed figures."""
     from gptzoo.measure.report import write_report
+    from gptzoo.zoo.store import gptzoo_home
 
-    target = write_report(open_store(store), out_dir, measure, threads)
+    target = write_report(open_store(store), out_dir or gptzoo_home() / "report", measure, threads)
     out.print(f"wrote {target} and its plots", highlight=False)

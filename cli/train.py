@@ -147,7 +147,15 @@ def train(
         stopped = " (early stop: patience)" if result.stop_reason == "patience" else ""
         out.print(
             f"{v.id}: val loss {v.card.val_loss:.4f} on the whole validation split (best at iter {v.card.best_iter} "
-            f"of {result.iterations}{stopped}), {v.card.params:,} params, {result.ms_per_iter:.1f} ms/iter, "
-            f"{result.tokens_per_s:,.0f} tok/s -> {v.dir}",
+            f"of {result.iterations}{stopped}), {v.card.params:,} params, {_speed(result)} -> {v.dir}",
             highlight=False,
         )
+
+
+def _speed(result) -> str:
+    """The run's one speed figure, as the progress bar showed it and the card keeps it (ms_per_iter)."""
+    from gptzoo.trainer.loop import SETUP_STEPS
+
+    if result.ms_per_iter is None:
+        return f"speed not measured (a run's first {SETUP_STEPS} steps pay one-off costs and are not timed)"
+    return f"{result.tokens_per_s:,.0f} tok/s (median step: {result.ms_per_iter:.1f} ms, evaluations excluded)"

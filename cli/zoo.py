@@ -8,12 +8,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from gptzoo.cli.common import StoreOpt, err, handle_errors, open_store, out
+from gptzoo.cli.common import Command, Group, StoreOpt, err, handle_errors, open_store, out
 
-app = typer.Typer(help="Inspect the store of variants.", no_args_is_help=True)
+app = typer.Typer(help="Inspect the store of variants.", no_args_is_help=True, cls=Group)
 
 
-@app.command("list")
+@app.command("list", cls=Command)
 @handle_errors
 def list_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the cards as a JSON array.")] = False,

@@ -8,12 +8,12 @@ trained or imported, is compared by."""
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import json
 import math
 import shutil
 import signal
-import statistics
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -26,7 +26,7 @@ from gptzoo.trainer import data as datamod
 from gptzoo.trainer import distributed
 from gptzoo.trainer.config import TrainConfig
 from gptzoo.trainer.progress import TrainProgress
-from gptzoo.zoo import checkpoint
+from gptzoo.zoo import atomic, checkpoint
 from gptzoo.zoo import datasets as dsmod
 from gptzoo.zoo import store as storemod
 from gptzoo.zoo.card import Card, DatasetFacts, EvalFacts
@@ -41,6 +41,8 @@ LARGE_PARAMS = 100_000_000
 # Fields a resumed run may change; everything else must match the checkpoint it continues.
 RESUMABLE_OVERRIDES = {"max_iters", "device", "compile", "eval_interval", "patience"}
 # Why a run stopped (card.stop_reason, TrainResult.stop_reason).
+# Steps at the start of a run (or resume) left out of its speed: they pay one-off allocation (and compile) costs.
+SETUP_STEPS = 3
 STOP_MAX_ITERS, STOP_PATIENCE, STOP_INTERRUPTED, STOP_DIVERGED = "max_iters", "patience", "interrupted", "diverged"
 
 
@@ -54,8 +56,8 @@ class TrainResult:
     iterations: int
     best_val_loss: float  # on the periodic evaluation's fixed windows (the card's val_loss is the whole split)
     interrupted: bool
-    ms_per_iter: float  # median wall time of one optimizer step, evaluations excluded
-    tokens_per_s: float
+    ms_per_iter: float | None  # median wall time of one optimizer step, evaluations excluded (None: no step timed)
+    tokens_per_s: float | None  # tokens per step / that median: the figure the progress bar shows as it goes
     stop_reason: str = STOP_MAX_ITERS  # max_iters, patience or interrupted
 
 
@@ -157,7 +159,8 @@ def train(
         if dist.master:
             store.ensure_writable()
             held.enter_context(store.lock(vid, "training"))  # before anything in the folder is touched
-            if not resume and vdir.exists() and any(vdir.iterdir()):
+            # A folder holding only a log is a run that ended before its first checkpoint (e.g. a full disk): redo it.
+            if not resume and vdir.exists() and any(p.name != storemod.TRAIN_LOG for p in vdir.iterdir()):
                 if not overwrite:
                     raise TrainError(
                         f"variant {vid} already exists in {store.root}; use --resume to continue it or --overwrite "
@@ -222,7 +225,7 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
         log_path.write_text("")
     splits = {"train": dataset.train, "val": dataset.val}
     eval_windows = cfg.eval_iters * cfg.batch_size
-    step_times: list[float] = []
+    step_times: list[float] = []  # seconds per timed step, kept sorted: its median is the run's one speed figure
     t_run = time.perf_counter()
 
     def elapsed() -> float:
@@ -258,14 +261,17 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
             diverged(it, losses["val"])
         record = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr_at(it, cfg),
                   "tokens_seen": tokens_seen(it), "elapsed_s": round(elapsed(), 3),
-                  "ms_per_iter": round(statistics.median(step_times) * 1000, 3) if step_times else None}
-        with open(log_path, "a") as f:
-            f.write(json.dumps(record, allow_nan=False) + "\n")
+                  "ms_per_iter": round(_median(step_times) * 1000, 3) if step_times else None}
+        atomic.append_text(log_path, json.dumps(record, allow_nan=False) + "\n")  # whole lines, even on a full disk
         progress.log(f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}")
         if losses["val"] < best_val:
             best_val, since_best = losses["val"], 0
-            checkpoint.save(state(it, with_optimizer=False), vdir / storemod.CKPT_BEST)
-            _write_card(store, vid, cfg, gconf, raw_model, dataset, it, losses, elapsed(), tokens_seen(it), step_times)
+            # The card names the new checkpoint's sha256: it is written before the checkpoint replaces the old one,
+            # so a failure between (a full disk) leaves the old pair, never a card that does not match its checkpoint.
+            with atomic.atomic_path(vdir / storemod.CKPT_BEST) as tmp:
+                checkpoint.save(state(it, with_optimizer=False), tmp)
+                _write_card(store, vid, cfg, gconf, raw_model, dataset, it, losses, elapsed(), tokens_seen(it),
+                            step_times, sha256_file(tmp))
         else:  # a new best wrote the whole card, progress facts included
             since_best += 1
             _update_progress_facts(store, vid, it, elapsed(), tokens_seen(it), step_times)
@@ -328,9 +334,10 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
                     if not math.isfinite(step_loss):
                         diverged(it, step_loss)
                     dt = time.perf_counter() - t0
-                    if it > start_iter + 3:  # the first steps pay one-off allocation (and compile) costs
-                        step_times.append(dt)
-                    progress.step(it, step_loss, tokens_per_iter / max(dt, 1e-9))
+                    if it > start_iter + SETUP_STEPS:
+                        bisect.insort(step_times, dt)
+                    median = _median(step_times)
+                    progress.step(it, step_loss, tokens_per_iter / median if median else None)
         interrupted = reason == STOP_INTERRUPTED
         if interrupted and dist.master:
             checkpoint.save(state(it, with_optimizer=True), vdir / storemod.CKPT_LAST)
@@ -346,16 +353,22 @@ def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> Trai
     if dist.master:  # outside our SIGINT handler: a Ctrl-C here leaves the card's fixed-window figure, still consistent
         score_best_on_whole_split(store, vid, dataset, device, progress.log)
 
-    ms = statistics.median(step_times) * 1000 if step_times else float("nan")
+    ms = _median(step_times) * 1000 if step_times else None
     return TrainResult(
         variant=store.load(vid) if dist.master else None,
         iterations=it,
         best_val_loss=best_val,
         interrupted=interrupted,
         ms_per_iter=ms,
-        tokens_per_s=tokens_per_iter / (ms / 1000) if step_times else float("nan"),
+        tokens_per_s=tokens_per_iter / (ms / 1000) if ms else None,
         stop_reason=reason,
     )
+
+
+def _median(sorted_times: list[float]) -> float | None:
+    """The median of a sorted list without sorting it again (the progress bar asks for it every step)."""
+    n = len(sorted_times)
+    return (sorted_times[(n - 1) // 2] + sorted_times[n // 2]) / 2 if n else None
 
 
 def _main_thread() -> bool:
@@ -403,14 +416,14 @@ def _dataset_facts(dataset: dsmod.Dataset) -> dict:
     return {"name": m["name"], "kind": m["kind"], "sha256": m["sha256"], "n_train": m["n_train"], "n_val": m["n_val"]}
 
 
-def _write_card(store, vid, cfg, gconf, model, dataset, it, losses, seconds, tokens, step_times) -> None:
+def _write_card(store, vid, cfg, gconf, model, dataset, it, losses, seconds, tokens, step_times, ckpt_sha) -> None:
     card = Card(
         id=vid, n_layer=gconf.n_layer, n_head=gconf.n_head, n_embd=gconf.n_embd, block_size=gconf.block_size,
         vocab_size=gconf.vocab_size, bias=gconf.bias, dropout=gconf.dropout, params=model.num_params(),
         tokenizer=dataset.meta["tokenizer"], dataset=DatasetFacts(**_dataset_facts(dataset)), preset=cfg.preset,
         best_iter=it, val_loss=losses["val"], train_loss=losses["train"], val_loss_windows=losses["val"],
         eval=EvalFacts(windows_per_split=cfg.eval_iters * cfg.batch_size, batch_size=cfg.batch_size),
-        checkpoint_sha256=sha256_file(store.variant_dir(vid) / storemod.CKPT_BEST),
+        checkpoint_sha256=ckpt_sha,
         torch_version=str(torch.__version__), train_config=cfg.to_dict(),
     )
     _set_progress_facts(card, it, seconds, tokens, step_times)
@@ -421,7 +434,7 @@ def _set_progress_facts(card: Card, it: int, seconds: float, tokens: int, step_t
     card.iterations = it
     card.tokens_seen = tokens
     card.training_seconds = round(seconds, 3)
-    card.ms_per_iter = round(statistics.median(step_times) * 1000, 3) if step_times else None
+    card.ms_per_iter = round(_median(step_times) * 1000, 3) if step_times else None
     card.updated = datetime.now(UTC).isoformat(timespec="seconds")
 
 
