@@ -61,8 +61,9 @@ def _unhold(key: Key) -> None:
 
 def reap_forgotten() -> None:
     """End the labels of workers that were dropped without a release (see `ModelMetrics.release`)."""
-    while _gone:
-        _unhold(_gone.pop())
+    with _lock:  # (two threads must not both pop the last one)
+        while _gone:
+            _unhold(_gone.pop())
 
 
 def count_outcome(labels: dict[str, str], outcome: str) -> None:
