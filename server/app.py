@@ -23,21 +23,16 @@ from litestar.di import Provide
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 
 from gptzoo.server import buckets, errors
 from gptzoo.server.body import BodyGuard
 from gptzoo.server.reload import LiveZoo
 from gptzoo.server.router import ModelRouter
 from gptzoo.server.routes import ROUTES
+from gptzoo.server.routes.metrics import scrape_metrics
 from gptzoo.server.serving import CompletionService
 from gptzoo.server.settings import Settings
-
-
-class MetricsController(PrometheusController):
-    path = "/metrics"
-    include_in_schema = False
-    opt = {"public": True}
 
 
 async def api_key_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
@@ -115,7 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await asyncio.to_thread(router.close)
 
     return Litestar(
-        route_handlers=[*ROUTES, MetricsController],
+        route_handlers=[*ROUTES, scrape_metrics],
         lifespan=[lifespan],
         state=State({"settings": settings}),
         dependencies={"router": Provide(provide_router, sync_to_thread=False),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 HALF_LIFE_S = 2.0  # a step this long ago weighs half as much as one now
@@ -49,8 +50,12 @@ class TokenTime:
         self._queue = 0.0  # seconds a request waited for a slot lately, when it had to wait
         self._slow, self._slow_at = 1.0, 0.0  # recent step time ÷ the calibration's at the same rows (contention)
 
-    def calibrate(self, one_row_s: float, full_s: float, rows: int) -> None:
-        """The prior: one step's time at one row and at `rows` rows, measured when the model loaded."""
+    def calibrate(self, one_row_s: float | Sequence[float], full_s: float | Sequence[float], rows: int) -> None:
+        """The prior: a step's time at one row and at `rows` rows, measured when the model loaded; with several
+        measurements of each, the fastest. The prior stands for the model alone, and whatever shares the machine
+        (other models loading beside it at start) only ever adds time to a step, so the fastest of a few is the
+        estimate that a busy moment cannot skew."""
+        one_row_s, full_s = (t if isinstance(t, float | int) else min(t) for t in (one_row_s, full_s))
         pts = [(1, one_row_s), (rows, full_s)] if rows > 1 else [(1, one_row_s)]
         w = PRIOR_WEIGHT / len(pts)
         self._prior = (w * len(pts), w * sum(n for n, _ in pts), w * sum(n * n for n, _ in pts),

@@ -9,13 +9,16 @@ Prometheus middleware, as gptzoo_http_*."""
 from __future__ import annotations
 
 import os
-import threading
 
+import prometheus_client
 from prometheus_client import Counter, Gauge, Histogram
 
 from gptzoo.server import buckets
 
 LABELS = ("model", "layers")
+# No `<name>_created` series beside every counter and histogram: Prometheus does not read them from the text
+# format (it stores them as series of their own), and they were one in seven of a model's series (issue 22).
+prometheus_client.disable_created_metrics()
 
 E2E = Histogram("gptzoo_e2e_request_latency_seconds", "Completion requests from arrival to their last token.",
                 LABELS, buckets=buckets.REQUEST_SECONDS)
@@ -104,58 +107,3 @@ def drop(metric, labelvalues: tuple[str, ...]) -> None:
     if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
         metric.remove(*labelvalues)
 
-
-class ModelMetrics:
-    """One model's labelled children, looked up once: `labels()` costs a dict build and a lock per call, and the
-    worker touches these on every decode step.
-
-    Gauges are one worker's share: each `set_*` adds the change since this worker's last value, so while a reloaded
-    model's old session finishes its requests beside the new one the gauges hold both, and `release` (the worker
-    ended) takes its share back out."""
-
-    def __init__(self, labels: dict[str, str]):
-        self.waiting, self.running = WAITING.labels(**labels), RUNNING.labels(**labels)
-        self.batch_size, self.queue = BATCH_SIZE.labels(**labels), QUEUE.labels(**labels)
-        self.ttft, self.itl = TTFT.labels(**labels), ITL.labels(**labels)
-        self.prompt_tokens, self.generation_tokens = PROMPT_TOKENS.labels(**labels), GENERATION_TOKENS.labels(**labels)
-        self.prefill_time = STEP_TIME.labels(**labels, phase="prefill")
-        self.decode_time = STEP_TIME.labels(**labels, phase="decode")
-        self.prefill_tokens = PREFILL_TOKENS.labels(**labels)
-        self.slots, self.slots_used = CACHE_SLOTS.labels(**labels), CACHE_SLOTS_USED.labels(**labels)
-        self.cache_bytes = CACHE_BYTES.labels(**labels)
-        self.tpot, self.predicted_tpot = TPOT.labels(**labels), PREDICTED_TPOT.labels(**labels)
-        self._mine: dict[object, float] = {}  # gauge child -> this worker's share
-        self._lock = threading.Lock()  # the worker thread sets, whoever ends the worker releases
-        self._labels = labels
-        self.spec_drafted = self.spec_accepted = self.draft_time = self.verify_time = None  # set_draft
-
-    def set_draft(self, draft: str) -> None:
-        """The worker drafts with variant `draft`: its speculative-decoding series exist from now on (at 0)."""
-        self.spec_drafted = SPEC_DRAFTED.labels(**self._labels, draft=draft)
-        self.spec_accepted = SPEC_ACCEPTED.labels(**self._labels, draft=draft)
-        self.draft_time = STEP_TIME.labels(**self._labels, phase="draft")
-        self.verify_time = STEP_TIME.labels(**self._labels, phase="verify")
-
-    def _share(self, gauge, value: float) -> None:
-        with self._lock:
-            delta = value - self._mine.get(gauge, 0)
-            self._mine[gauge] = value
-        if delta:
-            gauge.inc(delta)
-
-    def set_waiting(self, jobs: int) -> None:
-        self._share(self.waiting, jobs)
-
-    def set_running(self, rows: int) -> None:
-        """Requests being decoded, each holding one cache slot."""
-        self._share(self.running, rows)
-        self._share(self.slots_used, rows)
-
-    def set_cache(self, slots: int, nbytes: int) -> None:
-        self._share(self.slots, slots)
-        self._share(self.cache_bytes, nbytes)
-
-    def release(self) -> None:
-        """The worker ended: its requests and its cache are gone from the gauges (idempotent)."""
-        for gauge in list(self._mine):
-            self._share(gauge, 0)

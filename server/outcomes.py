@@ -6,7 +6,7 @@ handlers all call `record`; the first call for a request wins, so nothing is cou
 
 from __future__ import annotations
 
-from gptzoo.server import metrics
+from gptzoo.server import model_metrics
 
 NO_MODEL = {"model": "", "layers": ""}  # before the request named a model we know (never a client's string)
 COMPLETIONS = "/v1/completions"
@@ -20,4 +20,4 @@ def record(scope: dict, outcome: str) -> None:
     if state.get("gptzoo_outcome") is not None:
         return
     state["gptzoo_outcome"] = outcome
-    metrics.REQUESTS.labels(**(state.get("gptzoo_model_labels") or NO_MODEL), outcome=outcome).inc()
+    model_metrics.count_outcome(state.get("gptzoo_model_labels") or NO_MODEL, outcome)

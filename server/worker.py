@@ -38,6 +38,7 @@ from gptzoo.server.drafts import DraftPlan
 from gptzoo.server.errors import ApiError
 from gptzoo.server.events import Done, Event, Failed, TextDelta
 from gptzoo.server.latency import Budget, TokenTime
+from gptzoo.server.model_metrics import ModelMetrics
 from gptzoo.server.settings import Settings
 from gptzoo.zoo.card import Card
 from gptzoo.zoo.errors import first_line
@@ -52,6 +53,7 @@ from gptzoo.zoo.tokenizers import Tokenizer, from_spec
 log = logging.getLogger("gptzoo.server")
 
 LOADING, READY, FAILED, NOT_EXPORTED, UNLOADED = "loading", "ready", "failed", "not_exported", "unloaded"
+CALIBRATION_ROUNDS, TIMED_STEPS = 3, 2  # the latency prior: the fastest of 6 steps at each occupancy
 RETRY_BUSY, RETRY_SHUTDOWN = "1", "5"  # Retry-After seconds: a slot frees up within a request; a restart takes longer
 
 
@@ -125,7 +127,6 @@ class ModelWorker:
         self.variant, self.card = (variant, variant.card) if isinstance(variant, Variant) else (None, None)
         self.id, self.dir = variant.id, variant.dir
         self.labels = metrics.model_labels(self.id, self.card.n_layer if self.card else None)
-        self.m = metrics.ModelMetrics(self.labels)
         # the store entry this worker stands for, to compare with what a later scan finds
         self.version, self.file_stamp = version(variant), file_stamp(variant)
         facts = self.card.onnx if self.card else None
@@ -139,6 +140,8 @@ class ModelWorker:
             self.state, self.reason = LOADING, None
         else:
             self.state, self.reason = NOT_EXPORTED, f"not exported (run `gptzoo export --model {self.id}`)"
+        family = family_id(self.card.dataset_name) if self.card and self.card.dataset_name else ""
+        self.m = ModelMetrics(self.labels, family, serves=self.state == LOADING)
         self.on_loaded = on_loaded
         self.retired = False  # out of the routing table (gptzoo.server.reload): finishes its jobs, then stops
         self._jobs = 0  # submitted and not ended yet (queued, being admitted or running), under _cv
@@ -148,6 +151,7 @@ class ModelWorker:
         self._batch: Batch | None = None
         self.loaded = threading.Event()  # set once loading ended, either way
         self._pending: deque[Job] = deque()
+        self._taken = 0  # cache slots held or promised to jobs leaving the queue (under _cv; stale high, never low)
         self._cv = threading.Condition()
         self._stopping = False
         self._drain_by: float | None = None  # perf_counter deadline once draining (shutdown signal)
@@ -159,7 +163,6 @@ class ModelWorker:
         self._outbox: dict[asyncio.AbstractEventLoop, list[tuple[Job, Event]]] = {}
         self._urgent = False  # the outbox holds a first token or an ending: hand it off now
         self._handed_at = 0.0  # perf_counter time of the last hand-off
-        self._gauges()
 
     @property
     def ready(self) -> bool:
@@ -186,9 +189,14 @@ class ModelWorker:
         """(rows decoding, requests queued) now; read without the lock: a routing estimate, not an invariant."""
         return (len(self._batch.rows) if self._batch else 0), len(self._pending)
 
+    def _beyond_free(self) -> int:
+        """Queued jobs beyond the free slots: those that will wait. Jobs the free slots take at the next step are
+        not waiting (issue 22: counted, they turned an idle model's bursts into 429s and needless fallbacks)."""
+        return len(self._pending) - max(self.settings.max_batch_size - self._taken, 0)
+
     @property
     def queue_full(self) -> bool:
-        return len(self._pending) >= self.settings.max_waiting
+        return self._beyond_free() >= self.settings.max_waiting
 
     def encode(self, text: str) -> list[int]:
         """The prompt's token ids; UnknownCharacters for text outside a char model's vocabulary."""
@@ -228,15 +236,15 @@ class ModelWorker:
             self._load()
             self.state, self.loaded_at = READY, datetime.now(UTC)
             took = time.perf_counter() - t0
-            metrics.LOADS.labels(**self.labels, outcome="loaded").inc()
-            metrics.LOAD_TIME.labels(**self.labels).observe(took)
+            self.m.loads["loaded"].inc()
+            self.m.load_time.observe(took)
             log.info("%s: ready on %s (sha256 %s…, loaded and warmed up in %.0f ms)", self.id, self.provider,
                      (self.sha256 or "?")[:12], took * 1e3)
         except Exception as e:  # anything: a broken variant must not take the others down
             # /readyz is public: name files by variant id, not by their place on the server's disk
             reason = first_line(e).replace(str(self.dir), self.id)
             self.state, self.reason = FAILED, reason.replace(str(self.dir.parent) + os.sep, "")
-            metrics.LOADS.labels(**self.labels, outcome="failed").inc()
+            self.m.loads["failed"].inc()
             log.warning("%s: not ready: %s", self.id, self.reason)
         finally:
             if self.on_loaded:
@@ -246,7 +254,7 @@ class ModelWorker:
             if self.ready:
                 self._serve()
         finally:
-            self.m.release()
+            self.m.zero()
 
     def _load(self) -> None:
         tokenizer = from_spec(self.card.tokenizer)
@@ -290,21 +298,25 @@ class ModelWorker:
 
     def _warm_up(self) -> None:
         """Real prefill and decode steps on the serving cache, so the first request pays no one-off session costs,
-        with one row and with every slot taken; the second decode step of each is timed: the latency prior for
-        depth routing (rows that do not draft: that is the step it predicts). With a draft, one drafting row
-        then warms up the draft's session and the verification."""
+        with one row and with every slot taken; the decode steps after the first are timed: the latency prior for
+        depth routing (rows that do not draft: that is the step it predicts). The prior is the model alone, but at
+        start its neighbours load beside it: the rounds alternate the occupancies and the fastest step of each
+        counts (a one-step prior once ranked a 4-layer variant faster than a 1-layer one). With a draft, one
+        drafting row then warms up the draft's session and the verification."""
         batch, full = self._batch, self._batch.slots
-        times = {}
-        for n in dict.fromkeys((1, full)):
-            rows = [batch.new_row([0, 0], SamplingParams(max_tokens=4, temperature=0), draft=False)
-                    for _ in range(n)]
-            batch.add(rows)
-            batch.step()  # the prompts, and the first tokens
-            batch.step()  # the first decode at this many rows (its bindings are made here)
-            t0 = time.perf_counter()
-            batch.step()
-            times[n] = time.perf_counter() - t0
-            batch.remove(rows)
+        times: dict[int, list[float]] = {}
+        for _ in range(CALIBRATION_ROUNDS):
+            for n in dict.fromkeys((1, full)):
+                rows = [batch.new_row([0, 0], SamplingParams(max_tokens=2 + TIMED_STEPS, temperature=0),
+                                      draft=False) for _ in range(n)]
+                batch.add(rows)
+                batch.step()  # the prompts, and the first tokens
+                batch.step()  # the first decode at this many rows (its bindings are made here)
+                for _ in range(TIMED_STEPS):
+                    t0 = time.perf_counter()
+                    batch.step()
+                    times.setdefault(n, []).append(time.perf_counter() - t0)
+                batch.remove(rows)
         self.latency.calibrate(times[1], times[full], full)
         if batch.draft is not None:
             row = batch.new_row([0, 0], SamplingParams(max_tokens=2 * batch.draft.k + 2, temperature=0))
@@ -320,20 +332,6 @@ class ModelWorker:
                 "exporter": (card.onnx.exporter or "") if card and card.onnx else "",
                 "quantization": (card.quantization or "none") if card else "none", "sha256": self.sha256 or ""}
 
-    def _gauges(self) -> None:
-        # counters exist at 0 from the start, so dashboards show a zero rate rather than no data
-        metrics.CANCELLED.labels(**self.labels)
-        for reason in metrics.REFUSAL_REASONS:
-            metrics.REFUSED.labels(**self.labels, reason=reason)
-        if self.card and self.card.dataset_name:
-            family = family_id(self.card.dataset_name)
-            for reason in metrics.ROUTE_REASONS:
-                metrics.ROUTES.labels(**self.labels, family=family, reason=reason)
-            for result in metrics.BUDGET_RESULTS:
-                metrics.BUDGET.labels(**self.labels, family=family, result=result)
-        for outcome in metrics.LOAD_OUTCOMES:
-            metrics.LOADS.labels(**self.labels, outcome=outcome)
-
     # -- requests ---------------------------------------------------------------------------------------------
     def submit(self, job: Job) -> None:
         with self._cv:
@@ -344,9 +342,9 @@ class ModelWorker:
                                          "retry", "model_not_ready", RETRY_BUSY)
             if self._stopping or self._drain_by is not None:
                 raise self._refusal(503, "the server is shutting down; retry later", "shutting_down", RETRY_SHUTDOWN)
-            if len(self._pending) >= self.settings.max_waiting:
-                raise self._refusal(429, f"{self.id} has {len(self._pending)} requests waiting already (the queue "
-                                         f"limit); retry later", "overloaded", RETRY_BUSY)
+            if (waiting := self._beyond_free()) >= self.settings.max_waiting:
+                raise self._refusal(429, f"{self.id} has {waiting} requests waiting already (the queue limit); "
+                                         "retry later", "overloaded", RETRY_BUSY)
             job.deadline = job.arrival + self.settings.request_timeout
             job.found_full = sum(self.occupancy) >= self.settings.max_batch_size
             self._pending.append(job)
@@ -355,7 +353,7 @@ class ModelWorker:
             self._cv.notify()
 
     def _refusal(self, status: int, message: str, code: str, retry_after: str) -> ApiError:
-        metrics.REFUSED.labels(**self.labels, reason=code).inc()
+        self.m.refused[code].inc()
         return ApiError(status, message, code=code, headers={"Retry-After": retry_after})
 
     def _new_batch(self, draft: Draft | None = None) -> Batch:
@@ -369,6 +367,7 @@ class ModelWorker:
         batch = self._batch
         while True:
             with self._cv:
+                self._taken = len(batch.rows)  # rows that left since the last step freed theirs
                 while not self._pending and not batch.rows and not self._stopping:
                     self._cv.wait()
                 if self._stopping:
@@ -381,6 +380,7 @@ class ModelWorker:
                 self._sweep(now, cut)
                 room = self.settings.max_batch_size - len(batch.rows)
                 new = [self._pending.popleft() for _ in range(min(room, len(self._pending)))]
+                self._taken += len(new)
                 self.m.set_waiting(len(self._pending))
             try:
                 if cut:
@@ -463,22 +463,12 @@ class ModelWorker:
         batch.step()
         t = time.perf_counter()
         st = batch.stats
-        if st.prefill_tokens:
-            self.m.prefill_time.observe(st.prefill_seconds)
-            self.m.prefill_tokens.observe(st.prefill_tokens)
-            self.latency.observe_prefill(st.prefill_tokens, st.prefill_seconds)
-        if st.decode_rows:
-            self.m.batch_size.observe(st.decode_rows)
-            self.m.decode_time.observe(st.decode_seconds)
-            if self._stepped_at:  # a row's time per token is the time from one step's end to the next one's
-                self.latency.observe(st.decode_rows, t - self._stepped_at, t)
+        self.m.stepped(st)
+        self.latency.observe_prefill(st.prefill_tokens, st.prefill_seconds)
+        if st.decode_rows and self._stepped_at:  # a row's time per token: from one step's end to the next one's
+            self.latency.observe(st.decode_rows, t - self._stepped_at, t)
         self._stepped_at = t if st.decode_rows else 0.0
-        if st.verify_rows:
-            self.m.draft_time.observe(st.draft_seconds)
-            self.m.verify_time.observe(st.verify_seconds)
-            self.m.spec_drafted.inc(st.drafted)
-            self.m.spec_accepted.inc(st.accepted)
-        self._account(batch.rows, t)
+        self.m.account(batch.rows, t)
         self._retire(batch, time.perf_counter())
 
     def _retire(self, batch: Batch, now: float, cut: bool = False) -> None:
@@ -497,23 +487,6 @@ class ModelWorker:
             else:
                 self._fail(r.tag, 503, "the server shut down before this request finished", "shutting_down")
 
-    def _account(self, rows: list[Row], t: float) -> None:
-        """Latency metrics for the tokens that appeared since the last call."""
-        fresh = 0
-        for r in rows:
-            job, n = r.tag, len(r.generated)
-            if n == job.seen:
-                continue
-            if job.seen == 0:
-                self.m.ttft.observe(t - job.arrival)
-                job.first_token_at = t
-            else:
-                self.m.itl.observe(t - job.last_token_at)
-            fresh += n - job.seen
-            job.seen, job.last_token_at = n, t
-        if fresh:
-            self.m.generation_tokens.inc(fresh)
-
     def _ended(self, job: Job) -> bool:
         """Marks the job finished; False when it was already."""
         if job.finished:
@@ -528,16 +501,9 @@ class ModelWorker:
         if not self._ended(job):
             return
         if row is None:
-            metrics.CANCELLED.labels(**self.labels).inc()
+            self.m.cancelled.inc()
             return
-        metrics.E2E.labels(**self.labels).observe(now - job.arrival)
-        n = len(row.generated)
-        tpot = (job.last_token_at - job.first_token_at) / (n - 1) if n > 1 else None
-        if tpot is not None:
-            self.m.tpot.observe(tpot)
-        if job.budget and job.first_token_at:
-            result = metrics.WITHIN if job.budget.met(tpot, job.first_token_at - job.arrival) else metrics.OVER
-            metrics.BUDGET.labels(**self.labels, family=job.family, result=result).inc()
+        self.m.finished(job, now, len(row.generated))
         self._post(job, Done(row.text.text, row.finish_reason, len(row.generated)))
 
     def _fail(self, job: Job, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
@@ -547,7 +513,7 @@ class ModelWorker:
     def _refuse(self, job: Job, status: int, message: str, code: str, retry_after: str) -> None:
         """A queued job turned away before generating anything: a refusal, with Retry-After."""
         if not job.finished:
-            metrics.REFUSED.labels(**self.labels, reason=code).inc()
+            self.m.refused[code].inc()
         self._fail(job, status, message, code, {"Retry-After": retry_after})
 
 

@@ -73,3 +73,14 @@ def test_slowdown_is_the_recent_step_time_against_the_calibration_and_fades():
         t.observe(8, 3 * (0.001 + 7 * 0.0001), now=1.0 + i * 1e-3)  # three times as slow as alone
     assert t.slowdown(now=1.1) == pytest.approx(3.0, rel=0.01)
     assert t.slowdown(now=1.1 + 20 * HALF_LIFE_S) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_the_prior_is_the_fastest_of_several_steps():
+    """Whatever shares the machine while a model calibrates only adds time: the fastest step counts, so one slow
+    step (the thread lost the core while a neighbour loaded) does not make a model look slower than a deeper one."""
+    t = TokenTime()
+    t.calibrate([0.050, 0.001, 0.020], [0.090, 0.004, 0.004], rows=4)
+    assert t.prior_tpot(1) == pytest.approx(0.001) and t.prior_tpot(4) == pytest.approx(0.004)
+    deeper = TokenTime()
+    deeper.calibrate([0.003, 0.003], [0.009], rows=4)
+    assert t.tpot(1, now=1.0) < deeper.tpot(1, now=1.0)

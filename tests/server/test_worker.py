@@ -13,7 +13,7 @@ from gptzoo.server.events import Done, TextDelta
 from gptzoo.server.router import ModelRouter
 from gptzoo.server.settings import Settings
 from gptzoo.server.worker import Job, ModelWorker
-from gptzoo.zoo.generate import generate
+from gptzoo.zoo.generate import Batch, generate
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams
 from gptzoo.zoo.store import Store
@@ -22,17 +22,18 @@ from tests.server.conftest import MODEL
 
 
 def test_full_queue_is_429(exported_store):
-    w = ModelWorker(Store(exported_store).load(MODEL), Settings.build(max_waiting=2))  # not started: nothing drains
+    # not started: nothing drains; its one free slot takes a job, two more wait, the fourth is refused
+    w = ModelWorker(Store(exported_store).load(MODEL), Settings.build(max_batch_size=1, max_waiting=2))
 
-    async def submit_three():
-        for _ in range(3):
+    async def submit_four():
+        for _ in range(4):
             w.submit(Job([1, 2], SamplingParams(max_tokens=1), stream=False))
 
     refused = metrics.REFUSED.labels(**w.labels, reason="overloaded")
     before = refused._value.get()
     try:
         with pytest.raises(ApiError) as e:
-            asyncio.run(submit_three())
+            asyncio.run(submit_four())
     finally:
         w.close()  # its two queued jobs leave the (process-wide) waiting gauge
     assert e.value.status == 429 and "2 requests waiting" in e.value.message
@@ -221,3 +222,28 @@ def test_jobs_from_different_event_loops_share_a_batch(exported_store, step_gate
     (*deltas, done), ([plain]) = results[0][0], results[1][0]
     assert "".join(d.text for d in deltas) == done.text == solo_text(exported_store, [5, 6, 7], params[0])
     assert isinstance(plain, Done) and plain.text == solo_text(exported_store, [5, 6, 8], params[1])
+
+
+def test_a_busy_spell_while_a_model_calibrates_does_not_skew_its_prior(exported_store, monkeypatch):
+    """At start a model calibrates while its neighbours load. Simulated here: the worker's thread loses the core for
+    SLOW seconds on every other step of its warm-up (a real sleep, so the clock sees it). The prior (the model
+    alone) must come from the undisturbed steps: far below SLOW, where a real step of the tiny model takes about a
+    millisecond."""
+    slow, step, steps = 0.25, Batch.step, []
+
+    def busy_every_other_step(self):
+        if threading.current_thread().name == f"gptzoo-{MODEL}" and not w.loaded.is_set():
+            steps.append(1)
+            if len(steps) % 2:
+                time.sleep(slow)
+        return step(self)
+
+    monkeypatch.setattr(Batch, "step", busy_every_other_step)
+    w = ModelWorker(Store(exported_store).load(MODEL), Settings.build(threads=1, max_batch_size=4))
+    w.start()
+    try:
+        assert w.loaded.wait(120) and w.ready
+    finally:
+        w.close()
+    assert len(steps) >= 3  # the warm-up went through disturbed steps
+    assert w.latency.prior_tpot(1) < slow / 2 and w.latency.prior_tpot(4) < slow / 2
