@@ -271,7 +271,7 @@ class LiveZoo:
         vid = name if name in r.workers else (r.alias_target(name) or name)
         entry = (await self._look()).get(vid)  # an unavailable store: 503, nothing taken as removed
         if entry is None and vid not in r.workers:
-            r.get(name)  # 404 (or 400 for an ambiguous alias), listing what exists
+            r.get(name)  # 404, listing what exists
         self._serving()
         if entry is None:
             self.entries.pop(vid, None)
