@@ -11,7 +11,10 @@ from gptzoo.zoo.store import Variant
 
 
 def depth_alias(v: Variant) -> str:
-    """`shakespeare-char-4l` -> `4l`, `shakespeare-char-4l-int8` -> `4l-int8`."""
+    """`shakespeare-char-4l` -> `4l`, `shakespeare-char-4l-int8` -> `4l-int8`. A quantized copy's alias always says
+    so (`d4-int8` -> `4l-int8`), whatever its id: the plain `4l` stays the full-precision variant's."""
+    if v.card.quantization:
+        return f"{v.n_layer}l-{v.card.quantization.split('-')[0]}"  # int8-dynamic -> 4l-int8
     m = re.search(rf"(?:^|-)({v.n_layer}l(?:-.*)?)$", v.id)
     return m.group(1) if m else f"{v.n_layer}l"
 

@@ -11,6 +11,13 @@ worker that stands for it (`ModelWorker.version`: the sha256 the card gives the 
 - a variant gone from the store leaves the table at once (new requests get 404), finishes what it holds, unloads;
 - a variant that does not serve (failed, not exported) is replaced at once when its files change.
 
+A store that cannot be read, is missing, or lists no variant at all while the server serves some (what an unmount
+leaves: an empty folder) is taken as unavailable, not as "everything was removed": the scan changes nothing, the
+loaded variants serve on, the warning is logged once (and once more when the store can be read again), and
+POST /admin/reload answers 503 `store_unavailable`. An operator's unload holds until an operator loads the variant
+again, also while the store is unavailable and across the variant leaving the store and coming back. Unloading a
+variant while it loads cancels the load: the loading worker is retired and its thread ends once its load does.
+
 Never two loads of one variant: while one of its workers loads, the variant's other changes wait for the load to end
 (`_settle` runs again then), and an operator's load joins it. One scan runs at a time; callers that arrive meanwhile
 share the next one. Everything here runs on the event loop, the only reader and writer of the router's tables;
@@ -57,7 +64,7 @@ class LiveZoo:
         self._reaper: asyncio.Task | None = None
         self._follower: asyncio.Task | None = None
         self._stopped = False
-        self._last_error: str | None = None
+        self._last_error: str | None = None  # why the last scan found the store unavailable (logged once)
 
     # -- rescans ----------------------------------------------------------------------------------------------
     async def reload(self) -> ReloadReport:
@@ -78,19 +85,36 @@ class LiveZoo:
         self._running, self._queued = self._queued, None
         try:
             self.scans += 1
-            try:
-                found = await asyncio.to_thread(self._look)
-            except OSError as e:
-                raise ApiError(503, f"the store cannot be read: {e.strerror or e}", code="store_unreadable") from None
+            found = await self._look()
+            if self._last_error is not None:
+                log.info("the store can be read again (it was not: %s); rescans apply its changes", self._last_error)
+                self._last_error = None
             return self._apply(found)
         finally:
             self._running = None
 
-    def _look(self) -> dict[str, Variant | Broken]:
+    async def _look(self) -> dict[str, Variant | Broken]:
+        """What the store holds now; 503 `store_unavailable` when it cannot tell (see the module's doc)."""
+        try:
+            return await asyncio.to_thread(self._read_store)
+        except OSError as e:
+            why = e.strerror or str(e)
+        if why != self._last_error:
+            log.warning("rescan of the store failed: %s; the loaded variants serve on, nothing is unloaded", why)
+            self._last_error = why
+        raise ApiError(503, f"{why}; serving the variants loaded before, nothing is unloaded until it lists them "
+                            "again", code="store_unavailable") from None
+
+    def _read_store(self) -> dict[str, Variant | Broken]:
         store = self.router.store
         if not store.root.is_dir():  # unmounted or moved: keep serving rather than unload the whole zoo
             raise FileNotFoundError(2, "the store folder is missing")
-        good, broken = store.scan()
+        try:
+            good, broken = store.scan()
+        except OSError as e:
+            raise OSError(e.errno, f"the store cannot be read: {e.strerror or e}") from None
+        if not good and not broken and self.router.workers:  # an unmount's empty mount point, not a mass removal
+            raise FileNotFoundError(2, "the store lists no variant (an unmounted or emptied folder?)")
         return {e.id: e for e in [*good, *broken]}
 
     def _apply(self, found: dict[str, Variant | Broken]) -> ReloadReport:
@@ -110,18 +134,18 @@ class LiveZoo:
             await asyncio.sleep(interval)
             try:
                 await self.reload()
-                self._last_error = None
             except ApiError as e:
-                if e.message != self._last_error:
-                    log.warning("rescan of the store failed: %s; serving on", e.message)
-                self._last_error = e.message
+                if e.code == "shutting_down":
+                    return  # a normal stop, not a failure
+                # store_unavailable: logged by the scan, once per reason
             except Exception:  # a bug must not end the following for good
                 log.exception("rescan of the store failed")
 
     # -- one variant --------------------------------------------------------------------------------------------
     def loading(self, vid: str) -> bool:
-        """A worker of `vid` is loading (the table's, a standby, or one retired meanwhile)."""
-        return any(w.id == vid and w.state == LOADING for w in self.router.every_worker())
+        """A worker of `vid` is loading (the table's or a standby; a retired one's load was cancelled)."""
+        r = self.router
+        return any(w is not None and w.state == LOADING for w in (r.workers.get(vid), r.standby.get(vid)))
 
     def _settle(self, vid: str, retry: bool = False) -> str | None:
         """Bring the workers of `vid` in line with the store and the operators' wishes; returns the kind of change
@@ -134,8 +158,7 @@ class LiveZoo:
             if cur is None:
                 return None
             del r.workers[vid]
-            self.unloaded.pop(vid, None)
-            self.failed.pop(vid, None)
+            self.failed.pop(vid, None)  # (an operator's unload holds, should it come back)
             log.info("%s: removed from the store; finishing %d request(s), then unloading", vid, cur.in_flight)
             self._retire(cur)
             return "removed"
@@ -246,9 +269,9 @@ class LiveZoo:
         self._serving()
         r = self.router
         vid = name if name in r.workers else (r.alias_target(name) or name)
-        entry = await asyncio.to_thread(r.store.entry, vid)
+        entry = (await self._look()).get(vid)  # an unavailable store: 503, nothing taken as removed
         if entry is None and vid not in r.workers:
-            r.get(name)  # 404 (or 400 for an ambiguous alias), listing what exists
+            r.get(name)  # 404, listing what exists
         self._serving()
         if entry is None:
             self.entries.pop(vid, None)
@@ -265,14 +288,19 @@ class LiveZoo:
 
     def unload(self, name: str) -> ModelWorker:
         """Stop serving a variant: it leaves routing at once, finishes what it holds, then unloads; it stays listed
-        as unloaded, also across rescans, until loaded again."""
+        as unloaded, also across rescans, until loaded again. A load under way is cancelled (see the module's doc)."""
         self._serving()
-        w = self.router.get(name)
-        if self.loading(w.id):
-            raise ApiError(409, f"model {w.id} is loading; unload it once the load has ended", param="model",
-                           code="model_loading")
-        self.unloaded[w.id] = f"unloaded by an operator (POST /admin/models/{w.id}/load serves it again)"
+        r = self.router
+        w = r.get(name)
+        off = self.unloaded[w.id] = f"unloaded by an operator (POST /admin/models/{w.id}/load serves it again)"
         self.failed.pop(w.id, None)
+        if (new := r.standby.pop(w.id, None)) is not None:  # a new version loading beside the serving one
+            log.info("%s: unloaded while its new version loads; that load is dropped once it ends", w.id)
+            self._retire(new)
+        if w.state == LOADING:
+            log.info("%s: unloaded while loading; the load is dropped once it ends", w.id)
+            r.workers[w.id] = r.new_worker(w.entry, unloaded=off)
+            self._retire(w)
         self._settle(w.id)
         self.router.changed()
         return self.router.workers[w.id]

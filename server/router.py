@@ -1,9 +1,12 @@
 """ModelRouter: the workers of the zoo, and the names a request may use for them.
 
 A variant is named by its full id (shakespeare-char-4l) or by its depth alias (4l; 4l-int8 for the quantized
-copy). An alias names the one ready variant that has it; while none (or several) of its variants are ready, the one
-variant that claims it, else it is ambiguous. A folder whose card is broken gets a worker that is failed from the
-start, so it is listed with its reason and the rest of the zoo serves.
+copy). Names clients already use keep naming what they named: an alias stays with the variant it names while that
+one serves or loads, and so does `auto` with its family (gptzoo.server.routing), so a variant added to the zoo never
+takes a name over or makes it ambiguous. Only when the holder stops serving (unloaded, failed, removed) does a ready
+claimant take the name: the one with the oldest card (`created`), then the first id; that rule also decides at
+start-up. A folder whose card is broken gets a worker that is failed from the start, so it is listed with its reason
+and the rest of the zoo serves.
 
 The router holds every worker: `workers` (one per variant listed, the one requests go to), `standby` (a re-exported
 variant's new version, loading beside the one that serves) and `retiring` (old versions finishing their requests).
@@ -24,7 +27,7 @@ from gptzoo.server.drafts import DraftPlan
 from gptzoo.server.errors import ApiError
 from gptzoo.server.names import depth_alias, resolve_names
 from gptzoo.server.settings import Settings
-from gptzoo.server.worker import LOADING, ModelWorker
+from gptzoo.server.worker import LOADING, ModelWorker, created_at
 from gptzoo.zoo.store import Broken, Store, Variant
 
 log = logging.getLogger("gptzoo.server")
@@ -51,6 +54,8 @@ class ModelRouter:
         self.standby: dict[str, ModelWorker] = {}
         self.retiring: list[ModelWorker] = []
         self.claims: dict[str, list[str]] = {}  # depth alias -> the ids that have it
+        self.holders: dict[str, str] = {}  # depth alias -> the id it named at the last change
+        self._auto: str | None = None  # the family `auto` named at the last change
         self.draining = False
         self.on_loaded: Callable[[ModelWorker], None] | None = None  # on the event loop, once a worker's load ended
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,6 +110,8 @@ class ModelRouter:
             if w.variant and (alias := depth_alias(w.variant)) not in self.workers:
                 claims[alias].append(i)
         self.claims = dict(claims)
+        self.holders = {a: t for a in self.claims if (t := self.alias_target(a))}
+        self._auto = self.auto_family
         for i in [i for i in self._published if i not in self.workers]:
             self._forget(i)
         for w in self.workers.values():
@@ -151,25 +158,26 @@ class ModelRouter:
         return [w for w in self.workers.values() if w.ready and (family is None or routing.family(w) == family)]
 
     def alias_target(self, alias: str) -> str | None:
-        """The id an alias names now (ready variants first), or None when it names none or several."""
+        """The id an alias names now (see the module's doc), or None when no variant has it."""
         ids = self.claims.get(alias, [])
-        ready = [i for i in ids if self.workers[i].ready]
-        if len(ready) == 1:
-            return ready[0]
-        return ids[0] if len(ids) == 1 else None
+        held = self.holders.get(alias)
+        return _keep_or_pick(held if held in ids else None, ids, lambda i: [self.workers[i]])
+
+    @property
+    def auto_family(self) -> str | None:
+        """The family `auto` names now (see the module's doc); None without any."""
+        fams = routing.families(list(self.workers.values()))
+        return _keep_or_pick(self._auto if self._auto in fams else None, list(fams), fams.__getitem__)
 
     def aliases_of(self, model_id: str) -> list[str]:
         return [a for a in self.claims if self.alias_target(a) == model_id]
 
     def get(self, name: str) -> ModelWorker:
-        """The worker a request names; 404 listing what exists, 400 for an ambiguous alias."""
+        """The worker a request names; 404 listing what exists."""
         if name in self.workers:
             return self.workers[name]
         if target := self.alias_target(name):
             return self.workers[target]
-        if name in self.claims:
-            raise ApiError(400, f"{name!r} matches several models ({', '.join(self.claims[name])}); name one "
-                                "by its full id", param="model", code="ambiguous_model")
         listed = ", ".join(f"{i} ({', '.join(self.aliases_of(i))})" if self.aliases_of(i) else i for i in self.workers)
         shown = name if len(name) <= 80 else f"{name[:80]}…"
         fams = sorted(routing.families(list(self.workers.values())))
@@ -187,3 +195,17 @@ class ModelRouter:
             why = "is still loading" if w.state == LOADING else f"is not ready: {w.reason}"
             raise ApiError(503, f"model {w.id} {why}", param="model", code="model_not_ready", headers=retry)
         return w
+
+
+def _keep_or_pick(held: str | None, names: list[str], members: Callable[[str], list[ModelWorker]]) -> str | None:
+    """The name's target among `names` (ids, or families with their `members`): `held` while one of its workers
+    serves or loads (or none of the others serves), else the ready one with the oldest card, then the first by
+    name."""
+    def ready(n: str) -> bool:
+        return any(w.ready for w in members(n))
+
+    if held is not None and (any(w.ready or w.state == LOADING for w in members(held))
+                             or not any(ready(n) for n in names)):
+        return held
+    pool = [n for n in names if ready(n)] or names
+    return min(pool, key=lambda n: (min(created_at(w.card) for w in members(n)), n), default=None)

@@ -1,6 +1,7 @@
-"""Depth routing: a request that names `auto` or a family (the dataset's name, e.g. `shakespeare-char`) gets the variant
-with the lowest stored validation loss whose predicted latency fits its budget, or the fastest one when none fits; and
-a variant whose queue is full hands a request that allows it to the next shallower variant of its family.
+"""Depth routing: a request that names `auto` (one family: the one it named before, see gptzoo.server.router) or a
+family (the dataset's name, e.g. `shakespeare-char`) gets the variant with the lowest stored validation loss whose
+predicted latency fits its budget, or the fastest one when none fits; and a variant whose queue is full hands a
+request that allows it to the next shallower variant of its family.
 
 Predictions come from each worker's live `TokenTime` (gptzoo.server.latency) at the occupancy the request would
 join, so a budget routes by the load as it is now. The decision is recorded with its reason, returned to the client
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from gptzoo.server import metrics
 from gptzoo.server.errors import ApiError
 from gptzoo.server.latency import Budget
-from gptzoo.server.worker import ModelWorker
+from gptzoo.server.worker import ModelWorker, created_at
 from gptzoo.zoo.store import family_id
 
 AUTO = "auto"
@@ -106,18 +107,17 @@ def shallower(w: ModelWorker, ready: list[ModelWorker]) -> list[ModelWorker]:
                   key=lambda o: (-o.card.n_layer, o.id))
 
 
-def candidates(name: str, workers: list[ModelWorker]) -> list[ModelWorker] | None:
+def candidates(name: str, workers: list[ModelWorker], auto: str | None = None) -> list[ModelWorker] | None:
     """The variants `auto` or a family id may pick from (ready ones), or None when `name` is neither.
 
-    503 when none is ready; `auto` over a store of several families is ambiguous (their losses are not
-    comparable), 400."""
+    `auto` names one family: `auto` (the router's `auto_family`, which stays with the family it named while that
+    one serves), else the only one, else the one with the oldest card. 503 when none of its variants is ready."""
     fams = families(workers)
     name = family_id(name)  # the dataset's own spelling (shakespeare_char) names the family too
     if name == AUTO:
-        if len(fams) > 1:
-            raise ApiError(400, f"`auto` is ambiguous: the store holds the families {', '.join(sorted(fams))}; name "
-                                "one of them as the model", param="model", code="ambiguous_model")
-        members = next(iter(fams.values()), [])
+        if auto not in fams:
+            auto = min(fams, key=lambda f: (min(created_at(w.card) for w in fams[f]), f), default=None)
+        members = fams.get(auto, [])
     elif name in fams:
         members = fams[name]
     else:

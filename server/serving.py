@@ -67,7 +67,7 @@ class CompletionService:
         `model` names a variant (id or depth alias), or `auto` / a family id: then the router picks the variant by
         the request's budget (gptzoo.server.routing). A full queue hands the request to a shallower variant of the
         same family when the request or the server allows it."""
-        pool = routing.candidates(req.model, list(self.router.workers.values()))
+        pool = routing.candidates(req.model, list(self.router.workers.values()), self.router.auto_family)
         if pool is None:
             worker = self.router.get(req.model)
             scope.setdefault("state", {})["gptzoo_model_labels"] = worker.labels

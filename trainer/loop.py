@@ -134,7 +134,7 @@ def train(
     overrides = dict(overrides or {})
     dataset_name = check_name(overrides.get("dataset") or datamod.DEFAULT_DATASET, "dataset name")
     vid = name or storemod.variant_id(dataset_name, layers)
-    vdir = store.variant_dir(vid)  # refuses an id that is not a plain identifier
+    vdir = store.variant_dir(vid, dataset_name)  # refuses an id that is not a plain identifier, or reserved
 
     resume_ckpt = None
     if resume:

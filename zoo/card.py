@@ -8,6 +8,7 @@ versions (and hand-edited ones with extra notes) still load.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import msgspec
@@ -15,6 +16,8 @@ from msgspec import Meta
 
 PositiveInt = Annotated[int, Meta(ge=1)]
 GPT2_VOCAB = 50257  # GPT-2 BPE's tokens; nanoGPT pads the model's vocabulary to 50304
+# onnx.file: a plain file name, so the file is always in the variant's folder (never an absolute path or `..`)
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
 
 
 class DatasetFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -41,6 +44,12 @@ class OnnxFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
     exporter: str | None = None
     parity: dict | None = None  # the export's check against torch (see gptzoo.exports.parity)
     exported_at: str | None = None  # ISO 8601, UTC
+
+    def __post_init__(self) -> None:
+        # the value is not echoed: it may be a path on the server's disk, and reasons are public (/readyz)
+        if not _FILE_NAME.fullmatch(self.file):
+            raise ValueError("onnx.file must name a file in the variant's own folder (a plain file name, no folders "
+                             "or absolute path)")
 
 
 class SourceFacts(msgspec.Struct, kw_only=True, omit_defaults=True):

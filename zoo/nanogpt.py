@@ -92,7 +92,7 @@ def import_checkpoint(store: Store, ckpt_path: Path, meta_path: Path | None = No
     config = ckpt.get("config") or {}
     dataset = dataset or to_name(str(config.get("dataset", "nanogpt")), "nanogpt")
     vid = name or "nanogpt-" + variant_id(dataset, cfg.n_layer)
-    vdir = store.variant_dir(vid)
+    vdir = store.variant_dir(vid, dataset)
     store.ensure_writable()
     with store.lock(vid, "importing"):
         if (vdir / CARD).exists() and not overwrite:

@@ -242,7 +242,12 @@ def open_variant(variant, device: str = "auto", threads: int | None = None, veri
     path = variant.path(facts.file if facts else "model.onnx")
     if not path.is_file():
         raise OnnxLoadError(f"{variant.id} is not exported (no {path.name}); run `gptzoo export --model {variant.id}`")
-    if verify_sha and facts and facts.sha256 and sha256_file(path) != facts.sha256:
+    checked = verify_sha and facts and facts.sha256
+    if checked and facts.bytes is not None and (size := path.stat().st_size) != facts.bytes:
+        # the hash check's fast path: a wrong file of gigabytes is refused at once instead of after reading all of it
+        raise OnnxLoadError(f"{path} does not match its card (sha256 differs): its size is {size:,} bytes, the card "
+                            f"says {facts.bytes:,}; export it again")
+    if checked and sha256_file(path) != facts.sha256:
         raise OnnxLoadError(f"{path} does not match its card (sha256 differs): export it again")
     model = OnnxModel(path, device=device, threads=threads)
     card = variant.card

@@ -6,6 +6,11 @@
         ckpt-last.pt     weights, optimizer and data-order state at the last save (what --resume uses)
         train-log.jsonl  one line per evaluation during training
         model.onnx       the export (added by `gptzoo export`)
+
+Nothing is read from outside the store: a variant folder that is a link to a place outside it, or whose card or ONNX
+file is a link out of the folder, is a broken variant (the card's `onnx.file` is a plain file name, see card.py). A
+card that cannot be read (permissions, I/O errors) is a broken variant too, never a missing one: a server would
+otherwise take it as removed and unload it. Reasons name the variant, never a path on the server's disk.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from gptzoo.zoo import atomic
 from gptzoo.zoo import card as cardmod
 from gptzoo.zoo.card import Card
 from gptzoo.zoo.errors import GptzooError
-from gptzoo.zoo.names import InvalidName, check_name
+from gptzoo.zoo.names import InvalidName, check_name, check_not_family
 
 STORE_ENV = "GPTZOO_STORE"
 HOME_ENV = "GPTZOO_HOME"
@@ -117,22 +122,26 @@ class Store:
             what = "store" if folder == self.root else "variant folder"
             raise StoreError(f"{what} {folder} is not writable: {e.strerror or e}") from e
 
-    def variant_dir(self, vid: str) -> Path:
-        """The folder of variant `vid`; InvalidName for an id that is not a plain identifier."""
-        return self.root / check_name(vid, "variant id")
+    def variant_dir(self, vid: str, dataset: str | None = None) -> Path:
+        """The folder of variant `vid`; InvalidName for an id that is not a plain identifier, is reserved (`auto`),
+        or (given the variant's `dataset`) is its family's name."""
+        check_name(vid, "variant id")
+        if dataset:
+            check_not_family(vid, {family_id(dataset)})
+        return self.root / vid
 
     def load(self, vid: str) -> Variant:
         vdir = self.variant_dir(vid)
         if not (vdir / CARD).is_file():
             raise StoreError(f"no variant {vid!r} in {self.root}" + _available(self))
         try:
-            return Variant(vdir, _read_card(vdir, vid))
-        except StoreError as e:
+            return self._variant(vdir, self.root.resolve())
+        except (InvalidName, StoreError) as e:
             raise StoreError(f"variant {vid}: {e}") from None
 
     def save_card(self, card: Card) -> Variant:
         """The one writer of card.json (atomic); returns the variant it describes."""
-        vdir = self.variant_dir(card.id)
+        vdir = self.variant_dir(card.id, card.dataset_name)
         atomic.write_bytes(vdir / CARD, cardmod.encode(card))
         return Variant(vdir, card)
 
@@ -168,29 +177,59 @@ class Store:
         if not self.root.is_dir():
             return [], []
         good, broken = [], []
+        real = self.root.resolve()
         for d in sorted(self.root.iterdir()):
-            entry = self._entry(d)
+            entry = self._entry(d, real)
             if isinstance(entry, Variant):
                 good.append(entry)
             elif entry is not None:
                 broken.append(entry)
+        # a variant named like a family could never be reached by its name: the family's routing takes it
+        families = {family_id(v.dataset_name) for v in good if v.dataset_name}
+        for v in list(good):
+            try:
+                check_not_family(v.id, families)
+            except InvalidName as e:
+                good.remove(v)
+                broken.append(Broken(v.id, v.dir, str(e)))
         good.sort(key=lambda v: (v.dataset_name or "", v.n_layer, v.id))
         return good, broken
 
     def entry(self, vid: str) -> Variant | Broken | None:
         """What the store holds under `vid` now, as `scan` would report it: None when there is no such variant."""
-        try:
-            return self._entry(self.variant_dir(vid))
-        except InvalidName:
-            return None
+        good, broken = self.scan()
+        return next((e for e in [*good, *broken] if e.id == vid), None)
 
-    def _entry(self, d: Path) -> Variant | Broken | None:
-        if d.name.startswith(".") or not (d / CARD).is_file():
+    def _entry(self, d: Path, real_root: Path) -> Variant | Broken | None:
+        if d.name.startswith("."):
             return None  # unfinished folders, the lock folder, temp files
         try:
-            return Variant(d, _read_card(d, check_name(d.name, "variant id")))
+            (d / CARD).stat()
+        except (FileNotFoundError, NotADirectoryError):
+            return None  # no card (yet): not a variant
+        except OSError as e:
+            return Broken(d.name, d, f"card.json cannot be read: {e.strerror or type(e).__name__}")
+        try:
+            return self._variant(d, real_root)
         except (InvalidName, StoreError) as e:
             return Broken(d.name, d, str(e))
+
+    def _variant(self, d: Path, real_root: Path) -> Variant:
+        """The variant in folder `d`, checked to lie in the store (`real_root`: its resolved root) and to read
+        nothing outside its folder; InvalidName or StoreError saying what is wrong."""
+        vid = check_name(d.name, "variant id")
+        real = _real(d)
+        if real is None or not real.is_relative_to(real_root):
+            raise StoreError("its folder is a link to a place outside the store: move the variant into the store")
+        if not _inside(d / CARD, real):
+            raise StoreError("card.json is a link to a file outside the variant's folder")
+        card = _read_card(d, vid)
+        name = card.onnx.file if card.onnx else ONNX
+        if (d / name).is_symlink() and not _inside(d / name, real):
+            raise StoreError(f"{name} is a link to a file outside the variant's folder")
+        if card.dataset_name:
+            check_not_family(vid, {family_id(card.dataset_name)})
+        return Variant(d, card)
 
     def variants(self) -> list[Variant]:
         return self.scan()[0]
@@ -214,11 +253,25 @@ class Store:
         raise StoreError(f"several {layers}-layer variants ({ids}); pick one with --model ID")
 
 
+def _real(p: Path) -> Path | None:
+    """Where `p` really is (links followed); None for a link loop."""
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a link loop (Python < 3.13)
+        return None
+
+
+def _inside(p: Path, folder: Path) -> bool:
+    return (real := _real(p)) is not None and real.is_relative_to(folder)
+
+
 def _read_card(vdir: Path, vid: str) -> Card:
     """The card in `vdir`, checked to describe `vid`; StoreError saying what is wrong with it."""
     try:
         raw = json.loads((vdir / CARD).read_bytes())  # json, not msgspec: older cards may hold a bare NaN
-    except (OSError, ValueError) as e:
+    except OSError as e:  # the reason is public (/readyz): no path
+        raise StoreError(f"card.json cannot be read: {e.strerror or type(e).__name__}") from e
+    except ValueError as e:
         raise StoreError(f"card.json is not readable JSON: {e}") from e
     try:
         card = cardmod.from_dict(raw)

@@ -41,26 +41,28 @@ def routed_card(name: str, kind: str, members: list[ModelWorker]) -> ModelCard:
 
 
 def routed_cards(router: ModelRouter) -> dict[str, ModelCard]:
-    """Each family (a model name that picks a depth by the request's latency budget) and `auto` (the one family of
-    the store; not listed when there are several), by name."""
+    """Each family (a model name that picks a depth by the request's latency budget) and `auto` (one of them: see
+    ModelRouter.auto_family), by name."""
     fams = routing.families(list(router.workers.values()))
     cards = {f: routed_card(f, "family", members) for f, members in sorted(fams.items())}
-    if len(fams) == 1:
-        cards[routing.AUTO] = routed_card(routing.AUTO, "auto", next(iter(fams.values())))
+    if (auto := router.auto_family) is not None:
+        cards[routing.AUTO] = routed_card(routing.AUTO, "auto", fams[auto])
     return cards
 
 
 @get("/v1/models", summary="List the models", tags=["models"])
 async def list_models(router: NamedDependency[ModelRouter]) -> ModelList:
-    """Every variant, then each family and `auto`."""
-    variants = [model_card(router, w) for w in router.workers.values()]
-    return ModelList(data=variants + list(routed_cards(router).values()))
+    """Every variant, then each family and `auto`. A folder named like one of those (a broken variant: the name is
+    reserved) is listed by /readyz and /admin/models only, so each name here means one thing."""
+    routed = routed_cards(router)
+    variants = [model_card(router, w) for w in router.workers.values() if w.id not in routed]
+    return ModelList(data=variants + list(routed.values()))
 
 
 @get("/v1/models/{model_id:str}", summary="Describe one model (by id or alias), a family or auto", tags=["models"],
      responses={404: ResponseSpec(ErrorResponse, description="Unknown model")})
 async def get_model(model_id: FromPath[str], router: NamedDependency[ModelRouter]) -> ModelCard:
-    if model_id not in router.workers and (card := routed_cards(router).get(model_id)):
+    if card := routed_cards(router).get(model_id):  # a routed name wins over a folder (broken) of that name
         return card
     return model_card(router, router.get(model_id))
 

@@ -36,7 +36,7 @@ from tests.conftest import TINY
 from tests.server.conftest import MODEL, add_variant, free_port, live_server, sse_events
 
 KEY = "admin-key"
-COPY = "copy-2l"  # a second variant: a copy of MODEL under another id (it claims the alias 2l too: use full ids)
+COPY = "copy-2l"  # a second variant: a copy of MODEL under another id (it claims the alias 2l too: MODEL keeps it)
 PROMPT = "ROMEO:"
 
 
@@ -375,16 +375,14 @@ def test_unloading_the_last_ready_variant_turns_readyz_503_and_load_brings_it_ba
     assert r.status_code == 200 and r.json()["state"] == "ready"  # serves the store's version already
 
 
-def test_a_load_under_way_is_joined_never_doubled(make_client, store, gate, monkeypatch):
-    """Loads, rescans and unloads arriving while a variant loads: one load, one shared rescan."""
-    client = make_client(store, threads=1, reload_interval=0)
-    zoo = client.app.state.zoo
+def hold_the_load(store, client, gate, monkeypatch) -> None:
+    """COPY added to the store and loading: its worker's first batch (whose warm-up is the load's last part) waits
+    at the gate until the gate opens."""
     add_variant(store, COPY, 2)
-    loaded = loads(COPY)
     warm_up = threading.Event()
     new_batch = Batch.__init__
 
-    def held_warm_up(self, *args, **kw):  # the new variant's batch (its warm-up is the first step) waits at the gate
+    def held_warm_up(self, *args, **kw):
         new_batch(self, *args, **kw)
         if threading.current_thread().name == f"gptzoo-{COPY}" and not warm_up.is_set():
             gate.hold(self)
@@ -393,6 +391,14 @@ def test_a_load_under_way_is_joined_never_doubled(make_client, store, gate, monk
     monkeypatch.setattr(Batch, "__init__", held_warm_up)
     assert client.post("/admin/reload").json()["added"] == [COPY]
     assert warm_up.wait(60)
+
+
+def test_a_load_under_way_is_joined_never_doubled(make_client, store, gate, monkeypatch):
+    """Loads and rescans arriving while a variant loads: one load, one shared rescan."""
+    client = make_client(store, threads=1, reload_interval=0)
+    zoo = client.app.state.zoo
+    loaded = loads(COPY)
+    hold_the_load(store, client, gate, monkeypatch)
     worker = client.app.state.router.workers[COPY]
     with ThreadPoolExecutor(4) as pool, gate:
         scans = zoo.scans
@@ -400,13 +406,31 @@ def test_a_load_under_way_is_joined_never_doubled(make_client, store, gate, monk
         loads_ = [pool.submit(client.post, f"/admin/models/{COPY}/load") for _ in range(3)]
         for r in [f.result(timeout=60) for f in loads_]:
             assert r.status_code == 202 and r.json()["state"] == "loading", r.text
-        r = client.post(f"/admin/models/{COPY}/unload")
-        assert r.status_code == 409 and r.json()["error"]["code"] == "model_loading", r.text
         assert [r.status_code for r in [f.result(timeout=60) for f in rescans]] == [200] * 3
         assert zoo.scans - scans <= 3
         gate.release()
     wait_until(lambda: listed(client).get(COPY) == "ready", "the new variant ready")
     assert client.app.state.router.workers[COPY] is worker and loads(COPY) == loaded + 1
+
+
+def test_unloading_a_loading_variant_cancels_the_load(make_client, store, gate, monkeypatch):
+    """An operator need not wait for a load (a huge file, a slow disk) to end to take the variant out."""
+    client = make_client(store, threads=1, reload_interval=0)
+    hold_the_load(store, client, gate, monkeypatch)
+    loading = client.app.state.router.workers[COPY]
+    with gate:
+        r = client.post(f"/admin/models/{COPY}/unload")
+        assert r.status_code == 200 and r.json()["state"] == "unloaded", r.text
+        assert listed(client) == {MODEL: "ready", COPY: "unloaded"}
+        r = complete(client, COPY)
+        assert r.status_code == 503 and "unloaded by an operator" in r.json()["error"]["message"], r.text
+        assert client.post("/admin/reload").json() == {"added": [], "changed": [], "removed": []}
+        gate.release()
+    wait_until(lambda: not loading.alive and not admin(client)[1], "the cancelled load's worker gone")
+    assert listed(client) == {MODEL: "ready", COPY: "unloaded"}
+    assert client.post(f"/admin/models/{COPY}/load").status_code in (200, 202)
+    wait_until(lambda: listed(client)[COPY] == "ready", "the variant loaded by the operator")
+    assert client.app.state.router.workers[COPY] is not loading
 
 
 def test_rescans_requested_while_one_runs_share_the_next(make_client, store, monkeypatch):
