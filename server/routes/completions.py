@@ -9,7 +9,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from gptzoo.server.body import read_json_body
+from gptzoo.server.body import json_body
 from gptzoo.server.errors import ErrorResponse
 from gptzoo.server.schemas import CompletionRequest, CompletionResponse
 from gptzoo.server.serving import CompletionService
@@ -31,7 +31,7 @@ SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Contro
 
 
 @post("/v1/completions", status_code=200, summary="Create a completion", tags=["completions"], responses=ERRORS,
-      before_request=read_json_body)
+      before_request=json_body(CompletionRequest))
 async def create_completion(
     data: JSONBody[CompletionRequest], request: Request, service: NamedDependency[CompletionService]
 ) -> CompletionResponse:
