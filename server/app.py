@@ -9,7 +9,6 @@ until every model is ready or has failed before the server accepts requests; the
 from __future__ import annotations
 
 import asyncio
-import hmac
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -17,11 +16,8 @@ from contextlib import asynccontextmanager
 from importlib import metadata
 
 from litestar import Litestar
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import NotAuthorizedException
-from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 
@@ -30,6 +26,7 @@ from gptzoo.server.body import BodyGuard
 from gptzoo.server.reload import LiveZoo
 from gptzoo.server.router import ModelRouter
 from gptzoo.server.routes import ROUTES
+from gptzoo.server.security import api_key_guard, cross_site_guard
 from gptzoo.server.serving import CompletionService
 from gptzoo.server.settings import Settings
 
@@ -38,19 +35,6 @@ class MetricsController(PrometheusController):
     path = "/metrics"
     include_in_schema = False
     opt = {"public": True}
-
-
-async def api_key_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Bearer-token auth on everything but the probes and /metrics (handlers marked public). A coroutine: Litestar
-    runs a plain function guard in its thread pool, a hop (and a GIL hand-over) per request for a dict lookup."""
-    key = connection.app.state.settings.api_key
-    if not key or handler.opt.get("public"):
-        return
-    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-    if not token:
-        raise NotAuthorizedException("missing API key: send the header `Authorization: Bearer <key>`")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-        raise NotAuthorizedException("invalid API key")
 
 
 def provide_router(state: State) -> ModelRouter:
@@ -121,7 +105,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"router": Provide(provide_router, sync_to_thread=False),
                       "service": Provide(provide_service, sync_to_thread=False),
                       "zoo": Provide(provide_zoo, sync_to_thread=False)},
-        guards=[api_key_guard],
+        guards=[cross_site_guard, api_key_guard],  # in this order: a cross-site request is refused as such
         exception_handlers=errors.HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         # BodyGuard inside the Prometheus middleware: its 408s and disconnects (499) are recorded with their status

@@ -15,11 +15,14 @@ from gptzoo.server.schemas import CompletionRequest, CompletionResponse
 from gptzoo.server.serving import CompletionService
 
 ERRORS = {
-    400: ResponseSpec(ErrorResponse, description="Invalid request: the message names the field"),
+    400: ResponseSpec(ErrorResponse, description="Invalid request: the message names the field (or a Host that is "
+                                                 "not one of the server's names)"),
     401: ResponseSpec(ErrorResponse, description="Missing or wrong API key"),
+    403: ResponseSpec(ErrorResponse, description="Sent by a web page of another origin (`Origin`)"),
     404: ResponseSpec(ErrorResponse, description="Unknown model (the message lists the available ones)"),
     408: ResponseSpec(ErrorResponse, description="The request body did not arrive within the server's body timeout"),
     413: ResponseSpec(ErrorResponse, description="Request body over the size limit"),
+    415: ResponseSpec(ErrorResponse, description="The body is not declared `Content-Type: application/json`"),
     429: ResponseSpec(ErrorResponse, description="Too many requests waiting for this model (Retry-After)"),
     503: ResponseSpec(ErrorResponse, description="Model not ready (loading or failed to load), no batch slot within "
                                                  "the request timeout, or the server is shutting down"),
