@@ -114,3 +114,10 @@ def test_a_real_server_refuses_cross_site_requests(tmp_path, exported_store):
         models = httpx.get(f"{base}/admin/models").json()["data"]
         assert [m["state"] for m in models] == ["ready"]
         assert httpx.post(f"{base}/v1/completions", json=COMPLETION, timeout=30).status_code == 200
+
+
+def test_the_new_settings_reach_uvicorns_workers_through_the_environment():
+    from gptzoo.server.settings import Settings
+
+    s = Settings.build(allowed_hosts=["gptzoo.example", "*"], admin_key="a", header_timeout=2.5)
+    assert Settings.from_env(s.to_env()) == s
