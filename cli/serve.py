@@ -126,18 +126,17 @@ def serve_cmd(
 
     POST /v1/completions (model: a full id such as shakespeare-char-4l, a depth alias such as 4l, or `auto` / a
     family id such as shakespeare-char with a latency budget `max_tpot_ms` / `max_ttft_ms`: the best variant
-    predicted to meet it serves; `stream: true` for Server-Sent Events), GET /v1/models, /healthz, /readyz,
-    /metrics (Prometheus) and the OpenAPI schema at
-    /schema. Each model loads in its own thread with a warm-up generation; a variant that fails to load is reported
-    as not ready and the others serve. Variants exported, re-exported or removed while it runs are picked up every
-    --reload-interval seconds, without dropping a request; /admin/reload, /admin/models and
-    /admin/models/ID/load|unload control that by hand (behind --admin-key, else --api-key). With --draft a shallow variant drafts
-    tokens for a deep one (speculative decoding): the draft is opened by its target when the target loads, and a
-    draft that cannot be opened then leaves the target serving without one. SIGTERM or Ctrl-C stops the server
-    gracefully: it stops accepting, lets queued and running requests finish for up to --shutdown-timeout seconds,
-    then exits 0; the same signal again exits at once (status 130 or 143). Every route but the probes and /metrics
-    answers only to the server's names (localhost, IP addresses, --host, --allowed-host), and requests that change
-    state must be JSON and come from no foreign web page (Origin).
+    predicted to meet it serves; `stream: true` for Server-Sent Events), GET /v1/models, /healthz, /readyz, /metrics
+    (Prometheus) and the OpenAPI schema at /schema. Each model loads in its own thread with a warm-up generation; a
+    variant that fails to load is reported as not ready and the others serve. Variants exported, re-exported or
+    removed while it runs are picked up every --reload-interval seconds, without dropping a request; /admin/reload,
+    /admin/models and /admin/models/ID/load|unload control that by hand (behind --admin-key, else --api-key). With
+    --draft a shallow variant drafts tokens for a deep one (speculative decoding): the draft is opened by its target
+    when the target loads, and a draft that cannot be opened then leaves the target serving without one. SIGTERM or
+    Ctrl-C stops the server gracefully: it stops accepting, lets queued and running requests finish for up to
+    --shutdown-timeout seconds, then exits 0; the same signal again exits at once (status 130 or 143). Every route
+    but the probes and /metrics answers only to the server's names (localhost, IP addresses, --host,
+    --allowed-host), and requests that change state must be JSON and come from no foreign web page (Origin).
     """
     import uvicorn
 
