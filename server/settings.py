@@ -33,7 +33,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     admin_key: Key | None = None  # the key of /admin/* (None: the api_key, or open when that is None too)
     # Host names this server answers to besides localhost and IP addresses (which DNS rebinding cannot use); "*":
     # any. See gptzoo.server.security.
-    allowed_hosts: list[Annotated[str, msgspec.Meta(min_length=1)]] | None = None
+    allowed_hosts: list[Annotated[str, msgspec.Meta(pattern=r"^[^,\s]+$")]] | None = None  # no commas: see to_env
     max_tokens: Positive = 1024  # cap on a request's max_tokens
     max_prompt_tokens: Positive = 4096  # longer prompts are refused (the model reads only its last block_size)
     max_body_bytes: Positive = 1_000_000  # larger request bodies get 413
