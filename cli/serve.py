@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
 import signal
@@ -29,7 +30,20 @@ def serve_cmd(
     api_key: Annotated[
         str | None,
         typer.Option(envvar="GPTZOO_API_KEY", show_default=False,
-                     help="Require `Authorization: Bearer KEY` on the API (not on /healthz, /readyz, /metrics)."),
+                     help="Require `Authorization: Bearer KEY` on the API (not on /healthz, /readyz, /metrics). "
+                          "An empty key is an error, not 'no key'."),
+    ] = None,
+    admin_key: Annotated[
+        str | None,
+        typer.Option(envvar="GPTZOO_ADMIN_KEY", show_default=False,
+                     help="The key of the admin routes (/admin/*: load, unload, reload) [default: the --api-key]."),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option("--allowed-host", metavar="NAME", show_default=False,
+                     help="A host name clients reach the server by (repeat for more; `*`: any). localhost, IP "
+                          "addresses and --host are always allowed; requests naming another Host get 400, so a web "
+                          "page cannot reach the API through DNS rebinding."),
     ] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,
     max_prompt_tokens: Annotated[int, typer.Option(min=1, help="Longest prompt accepted, in tokens.")] = 4096,
@@ -64,6 +78,10 @@ def serve_cmd(
         float, typer.Option(min=0.001, help="Seconds a request body may take to arrive; slower ones get 408 and are "
                                             "disconnected.")
     ] = 30.0,
+    header_timeout: Annotated[
+        float, typer.Option(min=0.001, help="Seconds a connection may take to send a request's line and headers "
+                                            "(from when it opens or got its last answer); then it is closed.")
+    ] = 10.0,
     threads: Annotated[
         int | None, typer.Option(min=1, show_default=False,
                                  help="onnxruntime threads per model [default: all cores, or one per --cpus CPU].")
@@ -108,25 +126,28 @@ def serve_cmd(
 
     POST /v1/completions (model: a full id such as shakespeare-char-4l, a depth alias such as 4l, or `auto` / a
     family id such as shakespeare-char with a latency budget `max_tpot_ms` / `max_ttft_ms`: the best variant
-    predicted to meet it serves; `stream: true` for Server-Sent Events), GET /v1/models, /healthz, /readyz,
-    /metrics (Prometheus) and the OpenAPI schema at
-    /schema. Each model loads in its own thread with a warm-up generation; a variant that fails to load is reported
-    as not ready and the others serve. Variants exported, re-exported or removed while it runs are picked up every
-    --reload-interval seconds, without dropping a request; /admin/reload, /admin/models and
-    /admin/models/ID/load|unload control that by hand (behind --api-key). With --draft a shallow variant drafts
-    tokens for a deep one (speculative decoding): the draft is opened by its target when the target loads, and a
-    draft that cannot be opened then leaves the target serving without one. SIGTERM or Ctrl-C stops the server
-    gracefully: it stops accepting, lets queued and running requests finish for up to --shutdown-timeout seconds,
-    then exits 0 (a second Ctrl-C forces it).
+    predicted to meet it serves; `stream: true` for Server-Sent Events), GET /v1/models, /healthz, /readyz, /metrics
+    (Prometheus) and the OpenAPI schema at /schema. Each model loads in its own thread with a warm-up generation; a
+    variant that fails to load is reported as not ready and the others serve. Variants exported, re-exported or
+    removed while it runs are picked up every --reload-interval seconds, without dropping a request; /admin/reload,
+    /admin/models and /admin/models/ID/load|unload control that by hand (behind --admin-key, else --api-key). With
+    --draft a shallow variant drafts tokens for a deep one (speculative decoding): the draft is opened by its target
+    when the target loads, and a draft that cannot be opened then leaves the target serving without one. SIGTERM or
+    Ctrl-C stops the server gracefully: it stops accepting, lets queued and running requests finish for up to
+    --shutdown-timeout seconds, then exits 0; the same signal again exits at once (status 130 or 143). Every route
+    but the probes and /metrics answers only to the server's names (localhost, IP addresses, --host,
+    --allowed-host), and requests that change state must be JSON and come from no foreign web page (Origin).
     """
     import uvicorn
 
     from gptzoo.measure.pinning import CpuListError, check_cpus, format_cpus, pin
+    from gptzoo.server.connection import HeadDeadlineProtocol
     from gptzoo.server.names import resolve_names
     from gptzoo.server.settings import Settings
     from gptzoo.zoo.errors import BadValue
     from gptzoo.zoo.runtime import choose_providers
 
+    _check_keys(api_key=api_key, admin_key=admin_key)
     try:
         pinned = check_cpus(cpus) if cpus is not None else None
     except CpuListError as e:
@@ -152,7 +173,9 @@ def serve_cmd(
             fail(str(e), code=2)
     drafts = _drafts(draft, the_store, variants, draft_tokens) if draft else None
     choose_providers(device)  # a clear error now (e.g. cuda without onnxruntime-gpu), not one per model later
-    settings = Settings.build(store=str(the_store.root), device=device, api_key=api_key, max_tokens=max_tokens,
+    settings = Settings.build(store=str(the_store.root), device=device, api_key=api_key, admin_key=admin_key,
+                              allowed_hosts=list(dict.fromkeys([host, *(allowed_host or [])])),
+                              header_timeout=header_timeout, max_tokens=max_tokens,
                               max_prompt_tokens=max_prompt_tokens, max_batch_size=max_batch_size,
                               prefill_chunk=prefill_chunk, stream_interval=stream_interval / 1000,
                               max_waiting=max_queue, fallback=fallback, request_timeout=request_timeout,
@@ -162,9 +185,8 @@ def serve_cmd(
     # uvicorn's workers (and the single in-process app) build the app from these variables.
     os.environ.update(settings.to_env())
     metrics_dir = _fresh_metrics_dir(workers)
-    if host not in ("127.0.0.1", "localhost", "::1") and not api_key:
-        err.print(f"[yellow]warning:[/] listening on {host} without --api-key: anyone who can reach it may use it",
-                  highlight=False)
+    if not _loopback(host):
+        _warn_open(host, api_key, admin_key)
     err.print(f"serving {sum(v.exported for v in variants)} exported variant(s) from {the_store.root} at "
               f"http://{host}:{port} (API /v1, OpenAPI /schema, metrics /metrics)", highlight=False)
     if pinned:
@@ -177,13 +199,50 @@ def serve_cmd(
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         # h11, not httptools: uvicorn's httptools protocol takes headers of any size (20 MB measured), h11 stops at
-        # 16 KiB. The loop is uvloop where installed (`loop="auto"`).
+        # 16 KiB; with a deadline on each request's head (HeadDeadlineProtocol). The loop is uvloop where installed.
         uvicorn.run(APP_FACTORY, factory=True, host=host, port=port, workers=workers, log_level=log_level,
-                    log_config=_log_config(log_level), timeout_graceful_shutdown=shutdown_timeout, http="h11")
+                    log_config=_log_config(log_level), timeout_graceful_shutdown=shutdown_timeout,
+                    http=HeadDeadlineProtocol)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _check_keys(**keys: str | None) -> None:
+    """An empty key (`--api-key "$KEY"` with KEY unset, or `GPTZOO_API_KEY=`) is a mistake, never "no key": serving
+    without auth because a variable was missing is the failure to avoid. Typer reads an empty variable as unset, so
+    the environment is looked at too."""
+    for field, value in keys.items():
+        flag, var = "--" + field.replace("_", "-"), f"GPTZOO_{field.upper()}"
+        if value is None and var in os.environ:
+            value = os.environ[var]
+        if value is not None and not value.strip():
+            fail(f"{flag} is empty (from {flag} or {var}): give a key, or leave both out to serve without one",
+                 code=2)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _warn_open(host: str, api_key: str | None, admin_key: str | None) -> None:
+    """Past loopback, say who may do what: the admin routes unload every model."""
+    admin = "the admin routes (POST /admin/models/ID/unload and /load, /admin/reload: any model can be unloaded)"
+    if not api_key and not admin_key:
+        what = f"anyone who can reach it may use the API and {admin}"
+    elif not admin_key:
+        err.print("note: the admin routes take the API key: every client holding it may unload models "
+                  "(--admin-key gives them their own key)", highlight=False)
+        return
+    elif not api_key:
+        what = "anyone who can reach it may use the completions API (the admin routes need --admin-key)"
+    else:
+        return
+    err.print(f"[yellow]warning:[/] listening on {host} without --api-key: {what}", highlight=False)
 
 
 def _drafts(values: list[str], store, variants, k: int) -> list[str]:

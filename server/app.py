@@ -4,12 +4,14 @@
 
 The lifespan starts one worker thread per variant (load, warm-up, serve) and, unless `load_in_background`, waits
 until every model is ready or has failed before the server accepts requests; then the live zoo follows the store
-(gptzoo.server.reload). On SIGTERM or Ctrl-C the workers drain (see `drain_on_signals`)."""
+(gptzoo.server.reload). On SIGTERM or Ctrl-C the workers drain, and on a second one the process exits at once
+(see `drain_on_signals`)."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
+import logging
+import os
 import signal
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -17,11 +19,8 @@ from contextlib import asynccontextmanager
 from importlib import metadata
 
 from litestar import Litestar
-from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import Provide
-from litestar.exceptions import NotAuthorizedException
-from litestar.handlers import BaseRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig
 
@@ -31,21 +30,13 @@ from gptzoo.server.reload import LiveZoo
 from gptzoo.server.router import ModelRouter
 from gptzoo.server.routes import ROUTES
 from gptzoo.server.routes.metrics import scrape_metrics
+from gptzoo.server.security import api_key_guard, cross_site_guard
 from gptzoo.server.serving import CompletionService
 from gptzoo.server.settings import Settings
 
+log = logging.getLogger("gptzoo.server")
 
-async def api_key_guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:
-    """Bearer-token auth on everything but the probes and /metrics (handlers marked public). A coroutine: Litestar
-    runs a plain function guard in its thread pool, a hop (and a GIL hand-over) per request for a dict lookup."""
-    key = connection.app.state.settings.api_key
-    if not key or handler.opt.get("public"):
-        return
-    scheme, _, token = connection.headers.get("authorization", "").partition(" ")
-    if not token:
-        raise NotAuthorizedException("missing API key: send the header `Authorization: Bearer <key>`")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
-        raise NotAuthorizedException("invalid API key")
+
 
 
 def provide_router(state: State) -> ModelRouter:
@@ -61,24 +52,49 @@ def provide_zoo(state: State) -> LiveZoo:
 
 
 def drain_on_signals(router: ModelRouter, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
-    """Start draining the workers when the server is told to stop; returns the undo.
+    """Start draining the workers when the server is told to stop, and stop at once when told again; returns the
+    undo.
 
     uvicorn, on SIGTERM/SIGINT, stops accepting connections and waits up to its timeout_graceful_shutdown for open
     requests, but tells the app only afterwards (lifespan shutdown). So chain onto its handlers: from the signal on,
     new requests get 503 while queued and running ones finish, and what is left near the deadline fails with a clear
     error instead of a cut connection. Only chains onto a Python handler (uvicorn's): over SIG_DFL it would swallow
-    the signal; and only in the main thread (TestClient runs the lifespan in another one)."""
+    the signal; and only in the main thread (TestClient runs the lifespan in another one).
+
+    The same signal a second time exits at once (see `exit_now`). The same one only: with --workers, Ctrl-C in a
+    terminal brings each worker the terminal's SIGINT and then uvicorn's supervisor's SIGTERM, one request to stop."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
     previous = {sig: h for sig in (signal.SIGTERM, signal.SIGINT) if callable(h := signal.getsignal(sig))}
+    seen: set[int] = set()
 
     def handler(sig, frame) -> None:
-        loop.call_soon_threadsafe(router.drain)  # on the loop, not inside whatever the signal interrupted
-        previous[sig](sig, frame)
+        if sig in seen:
+            exit_now(sig)
+        seen.add(sig)
+        loop.call_soon_threadsafe(stopping, router, signal.Signals(sig).name)  # on the loop, not inside whatever
+        previous[sig](sig, frame)                                              # the signal interrupted
 
     for sig in previous:
         signal.signal(sig, handler)
     return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
+
+
+def stopping(router: ModelRouter, name: str) -> None:
+    log.warning("%s: stopping; requests in flight may finish (a second %s stops at once)", name, name)
+    router.drain()
+
+
+def exit_now(sig: int) -> None:
+    """A second SIGINT or SIGTERM: the operator will not wait. Left to uvicorn, a second SIGINT cancelled every
+    running request's task (one ASGI traceback each) and exited 0, and a second SIGTERM did nothing. Exits 128 +
+    the signal's number, as a shell reports a process the signal ended, without running any more Python: no
+    handler may block it, and nothing the server holds needs saving (models are read-only files). The line goes out
+    with a plain write: a signal handler must not take a lock (logging's, a worker's) that the code it
+    interrupted may hold."""
+    os.write(2, f"gptzoo serve: second {signal.Signals(sig).name}: exiting now; requests in flight are cut off\n"
+             .encode())
+    os._exit(128 + sig)
 
 
 def version() -> str:
@@ -116,7 +132,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         dependencies={"router": Provide(provide_router, sync_to_thread=False),
                       "service": Provide(provide_service, sync_to_thread=False),
                       "zoo": Provide(provide_zoo, sync_to_thread=False)},
-        guards=[api_key_guard],
+        guards=[cross_site_guard, api_key_guard],  # in this order: a cross-site request is refused as such
         exception_handlers=errors.HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         # BodyGuard inside the Prometheus middleware: its 408s and disconnects (499) are recorded with their status

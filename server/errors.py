@@ -19,9 +19,11 @@ log = logging.getLogger("gptzoo.server")
 # OpenAI's error types by status.
 TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error", 404: "not_found_error",
          405: "invalid_request_error", 408: "invalid_request_error", 413: "invalid_request_error",
-         429: "rate_limit_error", 499: "invalid_request_error", 500: "server_error", 503: "service_unavailable_error"}
+         415: "invalid_request_error", 429: "rate_limit_error", 499: "invalid_request_error", 500: "server_error",
+         503: "service_unavailable_error"}
 CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
-         413: "request_too_large", 429: "rate_limited", 499: "client_closed", 503: "unavailable"}
+         413: "request_too_large", 415: "unsupported_media_type", 429: "rate_limited", 499: "client_closed",
+         503: "unavailable"}
 ECHO_CHARS = 100  # request content quoted back in a message is cut to this many characters
 CLIENT_GONE = "gptzoo_client_gone"  # scope state key, set by server.body's middleware when the client hangs up
 

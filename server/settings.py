@@ -12,10 +12,14 @@ from gptzoo.zoo.errors import BadValue
 
 Positive = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
+# A key has a non-blank character: an empty one (`--api-key "$UNSET"`) must not mean "no key"
+Key = Annotated[str, msgspec.Meta(min_length=1, pattern=r"\S")]
+KEY_FIELDS = ("api_key", "admin_key")
 
 # Fields read from variables the rest of gptzoo already uses; every other field is GPTZOO_SERVE_<FIELD>.
-_ENV_NAMES = {"store": "GPTZOO_STORE", "api_key": "GPTZOO_API_KEY", "threads": "GPTZOO_THREADS"}
-_LIST_FIELDS = {"models", "drafts"}  # comma-separated in the environment
+_ENV_NAMES = {"store": "GPTZOO_STORE", "api_key": "GPTZOO_API_KEY", "admin_key": "GPTZOO_ADMIN_KEY",
+              "threads": "GPTZOO_THREADS"}
+_LIST_FIELDS = {"models", "drafts", "allowed_hosts"}  # comma-separated in the environment
 
 
 def env_name(field: str) -> str:
@@ -25,7 +29,11 @@ def env_name(field: str) -> str:
 class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     store: str | None = None  # store folder; None means gptzoo's default store
     device: Literal["auto", "cpu", "cuda"] = "auto"  # onnxruntime provider choice (auto: CUDA when available)
-    api_key: str | None = None  # when set, /v1/* and the OpenAPI pages need `Authorization: Bearer <key>`
+    api_key: Key | None = None  # when set, /v1/* and the OpenAPI pages need `Authorization: Bearer <key>`
+    admin_key: Key | None = None  # the key of /admin/* (None: the api_key, or open when that is None too)
+    # Host names this server answers to besides localhost and IP addresses (which DNS rebinding cannot use); "*":
+    # any. See gptzoo.server.security.
+    allowed_hosts: list[Annotated[str, msgspec.Meta(pattern=r"^[^,\s]+$")]] | None = None  # no commas: see to_env
     max_tokens: Positive = 1024  # cap on a request's max_tokens
     max_prompt_tokens: Positive = 4096  # longer prompts are refused (the model reads only its last block_size)
     max_body_bytes: Positive = 1_000_000  # larger request bodies get 413
@@ -45,6 +53,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Seconds a request's whole body may take to arrive once its headers are in; then 408 and the connection closes.
     # uvicorn has no such timeout, so without it a client trickling its body holds a connection forever.
     body_timeout: Seconds = 30.0
+    # Seconds a connection may take to send a request's head (its request line and headers), counted from when it
+    # opens or its last answer went out; then it is closed. uvicorn times neither a connection that never sends nor
+    # one that trickles its headers (gptzoo.server.connection).
+    header_timeout: Seconds = 10.0
     # On SIGTERM/Ctrl-C: queued and running requests may finish for this long; later ones get 503 shutting_down.
     shutdown_timeout: Annotated[float, msgspec.Meta(ge=0)] = 30.0
     # onnxruntime intra-op threads per model (None: onnxruntime's default, a pool that pins its threads to every core
@@ -76,6 +88,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         environ = os.environ if environ is None else environ
+        for f in KEY_FIELDS:
+            if env_name(f) in environ and not environ[env_name(f)].strip():
+                raise BadValue(f"{env_name(f)} is set but empty: give it a key, or unset it to serve without one")
         values: dict[str, object] = {f: environ[env_name(f)] for f in cls.__struct_fields__ if environ.get(env_name(f))}
         for f in _LIST_FIELDS & values.keys():
             values[f] = [x.strip() for x in str(values[f]).split(",") if x.strip()]

@@ -14,7 +14,10 @@ from gptzoo.server.reload import LiveZoo
 from gptzoo.server.worker import ModelWorker
 
 TAGS = ["admin"]
-AUTH = {401: ResponseSpec(ErrorResponse, description="Missing or wrong API key")}
+ADMIN = {"admin": True}  # behind the admin key when one is set (gptzoo.server.security)
+AUTH = {401: ResponseSpec(ErrorResponse, description="Missing or wrong key (the admin key when one is set)"),
+        403: ResponseSpec(ErrorResponse, description="A state change sent by a web page of another origin"),
+        415: ResponseSpec(ErrorResponse, description="A body not declared `Content-Type: application/json`")}
 UNKNOWN = {404: ResponseSpec(ErrorResponse, description="Unknown model (the message lists the available ones)")}
 STOPPING = {503: ResponseSpec(ErrorResponse, description="The server is shutting down, or the store cannot be read")}
 
@@ -31,7 +34,7 @@ def admin_model(zoo: LiveZoo, w: ModelWorker) -> AdminModel:
 
 
 @get("/admin/models", summary="Every variant's state, file and load time, and versions still draining", tags=TAGS,
-     responses=AUTH)
+     responses=AUTH, opt=ADMIN)
 async def admin_models(zoo: NamedDependency[LiveZoo]) -> AdminModels:
     return AdminModels(
         data=[admin_model(zoo, w) for w in zoo.router.workers.values()],
@@ -40,7 +43,8 @@ async def admin_models(zoo: NamedDependency[LiveZoo]) -> AdminModels:
     )
 
 
-@post("/admin/reload", status_code=200, summary="Rescan the store now", tags=TAGS, responses={**AUTH, **STOPPING})
+@post("/admin/reload", status_code=200, summary="Rescan the store now", tags=TAGS, responses={**AUTH, **STOPPING},
+      opt=ADMIN)
 async def reload_store(zoo: NamedDependency[LiveZoo]) -> ReloadReport:
     """New variants start loading, re-exported ones load beside the serving version (which serves until the new
     one is ready), removed ones finish their requests and unload. Returns once the changes are under way; a call
@@ -48,7 +52,7 @@ async def reload_store(zoo: NamedDependency[LiveZoo]) -> ReloadReport:
     return await zoo.reload()
 
 
-@post("/admin/models/{model_id:str}/load", summary="Load a variant (id or alias)", tags=TAGS,
+@post("/admin/models/{model_id:str}/load", opt=ADMIN, summary="Load a variant (id or alias)", tags=TAGS,
       responses={**AUTH, **UNKNOWN, **STOPPING,
                  202: ResponseSpec(AdminModel, description="Loading (this call's load, or one under way already)"),
                  409: ResponseSpec(ErrorResponse, description="The store's version cannot serve (the reason)")})
@@ -63,7 +67,8 @@ async def load_model(model_id: FromPath[str], zoo: NamedDependency[LiveZoo]) -> 
     return Response(admin_model(zoo, w), status_code=202 if zoo.loading(w.id) else 200)
 
 
-@post("/admin/models/{model_id:str}/unload", status_code=200, summary="Unload a variant (id or alias)", tags=TAGS,
+@post("/admin/models/{model_id:str}/unload", opt=ADMIN, status_code=200, summary="Unload a variant (id or alias)",
+      tags=TAGS,
       responses={**AUTH, **UNKNOWN, **STOPPING,
                  409: ResponseSpec(ErrorResponse, description="The variant is loading")})
 async def unload_model(model_id: FromPath[str], zoo: NamedDependency[LiveZoo]) -> AdminModel:

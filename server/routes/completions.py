@@ -9,17 +9,20 @@ from litestar.openapi import ResponseSpec
 from litestar.params import JSONBody
 from litestar.response import Stream
 
-from gptzoo.server.body import read_json_body
+from gptzoo.server.body import json_body
 from gptzoo.server.errors import ErrorResponse
 from gptzoo.server.schemas import CompletionRequest, CompletionResponse
 from gptzoo.server.serving import CompletionService
 
 ERRORS = {
-    400: ResponseSpec(ErrorResponse, description="Invalid request: the message names the field"),
+    400: ResponseSpec(ErrorResponse, description="Invalid request: the message names the field (or a Host that is "
+                                                 "not one of the server's names)"),
     401: ResponseSpec(ErrorResponse, description="Missing or wrong API key"),
+    403: ResponseSpec(ErrorResponse, description="Sent by a web page of another origin (`Origin`)"),
     404: ResponseSpec(ErrorResponse, description="Unknown model (the message lists the available ones)"),
     408: ResponseSpec(ErrorResponse, description="The request body did not arrive within the server's body timeout"),
     413: ResponseSpec(ErrorResponse, description="Request body over the size limit"),
+    415: ResponseSpec(ErrorResponse, description="The body is not declared `Content-Type: application/json`"),
     429: ResponseSpec(ErrorResponse, description="Too many requests waiting for this model (Retry-After)"),
     503: ResponseSpec(ErrorResponse, description="Model not ready (loading or failed to load), no batch slot within "
                                                  "the request timeout, or the server is shutting down"),
@@ -31,7 +34,7 @@ SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Contro
 
 
 @post("/v1/completions", status_code=200, summary="Create a completion", tags=["completions"], responses=ERRORS,
-      before_request=read_json_body)
+      before_request=json_body(CompletionRequest))
 async def create_completion(
     data: JSONBody[CompletionRequest], request: Request, service: NamedDependency[CompletionService]
 ) -> CompletionResponse:

@@ -100,7 +100,8 @@ def scrape(drafted_store) -> str:
     """/metrics of the real app over the tiny exported 2-layer variant, drafted by the 1-layer one (not served
     itself), after one completion, one stream and one refusal, so every histogram, counter and gauge of the server
     has samples."""
-    settings = Settings.build(store=str(drafted_store), max_tokens=64, threads=1, models=["2l"], drafts=["2l=1l"])
+    settings = Settings.build(store=str(drafted_store), max_tokens=64, threads=1, models=["2l"], drafts=["2l=1l"],
+                              allowed_hosts=["testserver.local"])  # TestClient's Host
     with TestClient(app=create_app(settings)) as client:
         for stream in (False, True):
             r = client.post("/v1/completions", json={"model": "2l", "prompt": "ROMEO:", "max_tokens": 8,

@@ -26,6 +26,7 @@ from gptzoo.server.settings import Settings
 from gptzoo.zoo.generate import Batch
 
 MODEL = "shakespeare-char-2l"
+TEST_HOST = "testserver.local"  # the name TestClient sends as Host: one of the server's names in these tests
 
 
 @pytest.fixture
@@ -34,6 +35,7 @@ def make_client():
     opened = []
 
     def make(store: Path, **settings) -> TestClient:
+        settings.setdefault("allowed_hosts", [TEST_HOST])
         client = TestClient(app=create_app(Settings.build(store=str(store), **settings)))
         client.__enter__()
         opened.append(client)

@@ -62,3 +62,49 @@ def test_requests_stay_on_the_event_loop(locked, monkeypatch):
     assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
     assert locked.get("/v1/models", headers=h).status_code == 200
     assert hops == []
+
+
+# -- issue 22: an admin key of its own, and no empty key --------------------------------------------------------
+
+ADMIN_KEY = "admin-sekrit"
+UNLOAD = "/admin/models/2l/unload"
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def test_the_admin_routes_take_the_admin_key_and_the_api_the_api_key(make_client, exported_store):
+    c = make_client(exported_store, api_key=KEY, admin_key=ADMIN_KEY)
+    for r in (c.get("/admin/models", headers=bearer(KEY)), c.post(UNLOAD, headers=bearer(KEY)),
+              c.get("/admin/models")):
+        assert r.status_code == 401 and "admin key" in r.json()["error"]["message"], r.text
+    assert c.get("/v1/models", headers=bearer(ADMIN_KEY)).status_code == 401
+    assert c.get("/v1/models", headers=bearer(KEY)).status_code == 200
+    models = c.get("/admin/models", headers=bearer(ADMIN_KEY)).json()["data"]
+    assert [m["state"] for m in models] == ["ready"]  # nothing was unloaded
+    assert c.post(UNLOAD, headers=bearer(ADMIN_KEY)).json()["state"] == "unloaded"
+
+
+def test_an_admin_key_alone_locks_only_the_admin_routes(make_client, exported_store):
+    c = make_client(exported_store, admin_key=ADMIN_KEY)
+    assert c.get("/v1/models").status_code == 200
+    assert c.post(UNLOAD).status_code == 401 and c.get("/admin/models").status_code == 401
+    assert c.get("/admin/models", headers=bearer(ADMIN_KEY)).json()["data"][0]["state"] == "ready"
+
+
+def test_without_an_admin_key_the_admin_routes_take_the_api_key(locked):
+    assert locked.get("/admin/models").status_code == 401
+    assert locked.get("/admin/models", headers=bearer(KEY)).status_code == 200
+
+
+@pytest.mark.parametrize("field", ["api_key", "admin_key"])
+def test_an_empty_key_is_refused_not_taken_for_no_key(field):
+    from gptzoo.server.settings import Settings, env_name
+    from gptzoo.zoo.errors import BadValue
+
+    for blank in ("", "  "):
+        with pytest.raises(BadValue):
+            Settings.build(**{field: blank})
+        with pytest.raises(BadValue, match=f"{env_name(field)} is set but empty"):
+            Settings.from_env({env_name(field): blank})

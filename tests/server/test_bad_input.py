@@ -21,7 +21,7 @@ NOBODY = {"model": "", "layers": ""}  # the labels of a completion request whose
 
 
 def head(length: int) -> bytes:
-    return (f"POST /v1/completions HTTP/1.1\r\nHost: gptzoo\r\nContent-Type: application/json\r\n"
+    return (f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             f"Content-Length: {length}\r\n\r\n").encode()
 
 

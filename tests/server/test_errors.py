@@ -86,3 +86,33 @@ def test_an_alias_two_variants_have_names_the_older_one_never_400(make_client, e
     r = client.post("/v1/completions", json=OK)
     assert r.status_code == 200 and r.json()["model"] == MODEL, r.text
     assert client.post("/v1/completions", json={**OK, "model": "other-2l"}).status_code == 200
+
+
+# -- issue 22, defect 9: a value of the wrong type is a 400, never coerced -------------------------------------
+
+
+@pytest.mark.parametrize(("field", "value"), [
+    ("max_tpot_ms", "inf"), ("max_tokens", "5"), ("stream", "true"), ("speculative", "false"), ("speculative", 0),
+    ("max_ttft_ms", "100"), ("temperature", "0"), ("seed", "3"), ("top_k", 2.0), ("echo", 0), ("logprobs", "0"),
+    ("stream", 1), ("user", 5),
+])
+def test_a_value_of_the_wrong_type_is_400_naming_the_field(client, field, value):
+    """Litestar converts a body leniently ("5" -> 5, "inf" -> infinity, 0 -> false): each of these used to be
+    served (or refused for another reason)."""
+    e = error_of(client.post("/v1/completions", json={**OK, "max_tokens": 3, field: value}), 400)
+    assert (e["param"], e["code"]) == (field, "invalid_value"), e
+    assert e["message"].startswith(f"invalid `{field}`: "), e
+
+
+def test_a_value_of_the_wrong_type_inside_an_object_is_named_by_its_path(client):
+    body = {**OK, "max_tokens": 3, "stream": True, "stream_options": {"include_usage": "true"}}
+    e = error_of(client.post("/v1/completions", json=body), 400)
+    assert (e["param"], e["code"]) == ("stream_options.include_usage", "invalid_value"), e
+
+
+def test_values_of_the_right_type_are_still_served(client):
+    """Strict, not pedantic: an integer where a float is expected is a number all the same."""
+    body = {**OK, "max_tokens": 3, "temperature": 0, "max_tpot_ms": 10_000, "stream": False, "speculative": True,
+            "stream_options": None, "echo": False}
+    r = client.post("/v1/completions", json=body)
+    assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3, r.text

@@ -166,3 +166,42 @@ def test_a_failed_engine_step_fails_its_requests_and_the_model_serves_on(make_cl
     assert "onnxruntime said no" in r.json()["error"]["message"]
     ok = client.post("/v1/completions", json=body)  # the one slot is free again
     assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_second_signal_stops_at_once_with_a_non_zero_status_and_no_traceback(tmp_path, exported_store, sig):
+    """Issue 22: a second Ctrl-C used to end with status 0 and one ASGI traceback per running stream, a second
+    SIGTERM did nothing. Four streams that would run for minutes, and a drain that would wait for them for 10."""
+    n, streams = 10**6, 4
+    flags = ("--max-tokens", n, "--shutdown-timeout", 600, "--max-batch-size", streams)
+    with server_process(tmp_path, exported_store, *flags) as (proc, base, log):
+        started = threading.Barrier(streams + 1)
+
+        def stream() -> None:
+            try:
+                with httpx.stream("POST", f"{base}/v1/completions", timeout=120,
+                                  json={**BODY, "max_tokens": n, "stream": True}) as r:
+                    lines = r.iter_lines()
+                    next(lines)
+                    started.wait(60)
+                    for _ in lines:  # until the server is gone
+                        pass
+            except httpx.TransportError:
+                pass
+
+        readers = [threading.Thread(target=stream, daemon=True) for _ in range(streams)]
+        for t in readers:
+            t.start()
+        started.wait(60)
+        proc.send_signal(sig)
+        # the first signal is handled (a second one sent before might be merged with it by the OS)
+        wait_until(lambda: f"a second {sig.name} stops at once" in log.read_text(), "the first signal", 60)
+        assert proc.poll() is None  # draining: it waits for the streams
+        proc.send_signal(sig)
+        status = proc.wait(timeout=60)
+        for t in readers:
+            t.join(60)
+    text = log.read_text()
+    assert status == 128 + sig, text
+    assert f"second {sig.name}: exiting now" in text and "Traceback" not in text, text

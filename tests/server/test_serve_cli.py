@@ -196,3 +196,32 @@ def test_chain_train_export_serve_complete(tmp_path, data_dir):
                        timeout=30)
         assert r.status_code == 200, r.text
         assert len(r.json()["choices"][0]["text"]) == 24
+
+
+# -- issue 22: empty keys, and what binding past loopback opens -------------------------------------------------
+
+
+@pytest.mark.parametrize(("args", "env", "flag"), [
+    (["--api-key", ""], {}, "--api-key"), (["--api-key", "  "], {}, "--api-key"),
+    ([], {"GPTZOO_API_KEY": ""}, "--api-key"),
+    (["--admin-key", ""], {}, "--admin-key"), ([], {"GPTZOO_ADMIN_KEY": ""}, "--admin-key"),
+])
+def test_an_empty_key_is_a_usage_error_not_an_open_server(exported_store, args, env, flag):
+    """`--api-key "$KEY"` with KEY unset used to serve without auth, silently."""
+    r = runner.invoke(app, ["serve", "--store", str(exported_store), *args], env=env)
+    assert r.exit_code == 2 and r.stderr.startswith(f"error: {flag} is empty"), r.output
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("keys", "phrases"), [
+    ({}, ["warning:", "anyone who can reach it may use the API and the admin routes", "unload"]),
+    ({"api_key": "k"}, ["the admin routes take the API key", "may unload models", "--admin-key"]),
+    ({"admin_key": "a"}, ["warning:", "anyone who can reach it may use the completions API", "--admin-key"]),
+    ({"api_key": "k", "admin_key": "a"}, []),
+])
+def test_binding_past_loopback_says_who_may_unload_models(capsys, keys, phrases):
+    from gptzoo.cli.serve import _warn_open
+
+    _warn_open("0.0.0.0", keys.get("api_key"), keys.get("admin_key"))
+    said = capsys.readouterr().err
+    assert all(p in said for p in phrases) and bool(said) == bool(phrases), said
