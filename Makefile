@@ -37,8 +37,8 @@ $(VENV)/.installed: pyproject.toml $(LOCK) | $(BIN)/python
 
 install: $(VENV)/.installed
 
-# Main job (scripts/demo.sh): prepare tiny-Shakespeare, train the 4-layer cpu-preset variant (2000 iterations,
-# ~2 min), check its val loss against its card, export it (and an int8 copy), generate, then serve it and ask for a
+# Main job (scripts/demo.sh): prepare tiny-Shakespeare, train the 4-layer cpu-preset variant (2400 iterations,
+# ~4 min), check its val loss against its card, export it (and an int8 copy), generate, then serve it and ask for a
 # completion over HTTP. Everything lands in $(DEMO_HOME).
 demo: install
 	GPTZOO_HOME=$(DEMO_HOME) BIN=$(BIN) scripts/demo.sh
