@@ -70,11 +70,11 @@ BY_DEPTH: dict[str, tuple[tuple[int, dict], ...]] = {
 
 
 # Minutes one canonical depth's run takes with the profile's own values and torch's default threads (evaluations and
-# the final whole-split score included) on the reference machine, 2 cores of an Intel Xeon shared with other work:
-# 4 layers timed (3.8 min), the others from their one-thread runs x the 4-layer ratio of the two (docs/quality.md).
-# What `gptzoo train` states before it starts.
+# the final whole-split score included) on the reference machine, 2 cores of an Intel Xeon: one timed
+# `gptzoo train --all --preset cpu` (13 min 58 s, docs/quality.md), the machine otherwise quiet; on a machine shared
+# with other work the same runs took about twice as long. What `gptzoo train` states before it starts.
 REFERENCE_MINUTES: dict[str, dict[int, float]] = {
-    "cpu": {1: 0.9, 4: 3.8, 6: 7.4, 12: 20.0},
+    "cpu": {1: 0.5, 4: 1.6, 6: 3.2, 12: 8.7},
 }
 REFERENCE_MACHINE = "the reference machine (2 Intel Xeon cores)"
 
