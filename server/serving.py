@@ -186,18 +186,21 @@ class CompletionService:
         """OpenAI's chunk format as complete Server-Sent Events frames (`data: …` and a blank line, bytes ready for
         the socket) from the first event on, ending with `[DONE]`; an error after the start becomes an error event."""
         frames = ChunkFrames(p)
+        first = True
         try:
             while True:
                 if isinstance(event, TextDelta):
-                    # a client slower than the decode gets what piled up in one chunk, not one write per token
+                    # a client slower than the decode gets what piled up in one chunk, not one write per token; the
+                    # first token always goes alone, so what a client measures as its first token is one token
                     text, event = event.text, None
-                    while event is None and not p.job.events.empty():
+                    while not first and event is None and not p.job.events.empty():
                         nxt = p.job.events.get_nowait()
                         if isinstance(nxt, TextDelta):
                             text += nxt.text
                         else:
                             event = nxt
                     yield frames.text(text)
+                    first = False
                     if event is not None:
                         continue
                 elif isinstance(event, Done):
