@@ -13,7 +13,7 @@ from packaging.version import Version
 
 from tests.conftest import REPO
 
-LOCKED_EXTRAS = ("train", "export", "serve", "cpu", "report", "dev")  # the Makefile's EXTRAS; `gpu` is not locked
+LOCKED_EXTRAS = ("train", "export", "serve", "cpu", "report", "interop", "dev")  # the Makefile's EXTRAS; `gpu` is not locked
 
 
 def _pins() -> dict[str, Version]:
