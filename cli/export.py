@@ -42,6 +42,9 @@ def export_cmd(
     batch 1 and 3, and 300 greedy tokens past block_size); the figures go into card.json. An export that fails the
     check is not written and the command exits 1. With --quantize int8 the quantized copy's validation loss is
     measured on the validation split with onnxruntime.
+
+    --format gguf writes model.gguf (model-q8_0.gguf too with --quantize int8), read back tensor by tensor; --format
+    hf writes an hf/ GPT2LMHeadModel folder, checked through transformers (docs/interop.md).
     """
     from gptzoo.exports.onnx_export import export_variant
     from gptzoo.exports.parity import ParityError

@@ -93,8 +93,6 @@ def write_gguf(model, variant_id: str, tokenizer: dict, path: Path, q8: bool = F
     Q8 = gguf.GGMLQuantizationType.Q8_0
     w = gguf.GGUFWriter(str(path), "gpt2")
     for k, v in keys(model, variant_id, tokenizer, 7 if q8 else 0).items():
-        if k in ("general.architecture",):
-            continue
         if isinstance(v, bool):
             w.add_bool(k, v)
         elif isinstance(v, int):
