@@ -49,7 +49,8 @@ def fail(message: str, code: int = 1):
 
 # Which extra brings a module a command may need (see pyproject.toml).
 EXTRA_OF = {"torch": "train", "onnx": "export", "onnxscript": "export", "onnxruntime": "cpu", "litestar": "serve",
-            "uvicorn": "serve", "prometheus_client": "serve", "httpx": "serve", "matplotlib": "report"}
+            "uvicorn": "serve", "prometheus_client": "serve", "httpx": "serve", "matplotlib": "report",
+            "gguf": "interop", "safetensors": "interop", "tokenizers": "interop", "transformers": "interop"}
 # Commands that need more than one extra name them all.
 COMMAND_EXTRAS = {"export": "export,cpu", "bench": "export,cpu", "report": "export,cpu,report", "serve": "serve,cpu",
                   "generate": "cpu", "loadtest": "serve"}

@@ -1,4 +1,4 @@
-"""`gptzoo export`: ONNX files with a KV cache, checked against the torch model."""
+"""`gptzoo export`: ONNX files with a KV cache (default), GGUF files or Hugging Face folders, each checked."""
 
 from __future__ import annotations
 
@@ -24,10 +24,14 @@ from gptzoo.cli.common import (
 def export_cmd(
     layers: LayersOpt = None,
     model: ModelOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="onnx (the zoo's engine), gguf (llama.cpp, Ollama) or hf "
+                                     "(a transformers GPT2LMHeadModel folder). Needs the interop extra for gguf/hf.")]
+    = "onnx",
     all_variants: Annotated[bool, typer.Option("--all", help="Export every variant that has a checkpoint.")] = False,
     quantize: Annotated[
         str | None,
-        typer.Option(help="Also write a dynamically quantized copy as its own variant (<id>-int8). Only: int8."),
+        typer.Option(help="Also write a quantized copy: onnx, a dynamically quantized variant of its own (<id>-int8); "
+                          "gguf, model-q8_0.gguf (Q8_0). Only: int8."),
     ] = None,
     store: StoreOpt = None,
     data_dir: DataDirOpt = None,
@@ -38,6 +42,9 @@ def export_cmd(
     batch 1 and 3, and 300 greedy tokens past block_size); the figures go into card.json. An export that fails the
     check is not written and the command exits 1. With --quantize int8 the quantized copy's validation loss is
     measured on the validation split with onnxruntime.
+
+    --format gguf writes model.gguf (model-q8_0.gguf too with --quantize int8), read back tensor by tensor; --format
+    hf writes an hf/ GPT2LMHeadModel folder, checked through transformers (docs/interop.md).
     """
     from gptzoo.exports.onnx_export import export_variant
     from gptzoo.exports.parity import ParityError
@@ -45,6 +52,10 @@ def export_cmd(
 
     if quantize not in (None, "int8"):
         fail(f"unknown quantization {quantize!r}; only int8 is supported", code=2)
+    if fmt not in ("onnx", "gguf", "hf"):
+        fail(f"unknown format {fmt!r}; choose onnx, gguf or hf", code=2)
+    if fmt == "hf" and quantize:
+        fail("--quantize applies to onnx and gguf, not hf", code=2)
     the_store = open_store(store)
     if all_variants:
         variants = [v for v in the_store.variants() if not v.card.quantization]
@@ -54,6 +65,10 @@ def export_cmd(
         if layers is None and model is None:
             fail("name a variant with --layers N or --model ID, or pass --all", code=2)
         variants = [resolve(the_store, model=model, layers=layers)]
+    if fmt != "onnx":
+        from gptzoo.cli.interop_export import export_interop
+
+        raise typer.Exit(export_interop(variants, fmt, quantize is not None, data_dir))
     failed = 0
     for v in variants:
         try:

@@ -13,7 +13,8 @@ from packaging.version import Version
 
 from tests.conftest import REPO
 
-LOCKED_EXTRAS = ("train", "export", "serve", "cpu", "report", "dev")  # the Makefile's EXTRAS; `gpu` is not locked
+# the Makefile's EXTRAS; `gpu` is not locked
+LOCKED_EXTRAS = ("train", "export", "serve", "cpu", "report", "interop", "dev")
 
 
 def _pins() -> dict[str, Version]:

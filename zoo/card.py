@@ -52,8 +52,25 @@ class OnnxFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
                              "or absolute path)")
 
 
+class InteropFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A GGUF file or a Hugging Face folder `gptzoo export --format gguf|hf` wrote (gptzoo.exports.interop)."""
+
+    file: str  # in the variant's folder: model.gguf, model-q8_0.gguf or hf (a folder)
+    sha256: str | None = None  # of the file; for a folder, of its files' names and checksums (`files`)
+    files: dict[str, str] | None = None  # a folder's files and their sha256
+    bytes: int | None = None
+    quantization: str | None = None  # gguf: F32 or Q8_0
+    val_loss: float | None = None  # a quantized file's own, on the card's validation windows
+    checks: dict | None = None  # the export-time checks (read-back, transformers or llama.cpp agreement)
+    exported_at: str | None = None
+
+    def __post_init__(self) -> None:
+        if not _FILE_NAME.fullmatch(self.file):
+            raise ValueError("an export's file must be a plain name in the variant's own folder")
+
+
 class SourceFacts(msgspec.Struct, kw_only=True, omit_defaults=True):
-    kind: str  # where an imported variant came from: nanogpt
+    kind: str  # where an imported variant came from: nanogpt or hf
     path: str | None = None
     sha256: str | None = None
 
@@ -96,6 +113,8 @@ class Card(msgspec.Struct, kw_only=True, omit_defaults=True):
     source: SourceFacts | None = None  # set for imported variants
     # export and quantization
     onnx: OnnxFacts | None = None  # set by `gptzoo export`
+    gguf: list[InteropFacts] | None = None  # set by `gptzoo export --format gguf` (F32, and Q8_0 with --quantize)
+    hf: InteropFacts | None = None  # set by `gptzoo export --format hf`
     quantization: str | None = None  # e.g. int8-dynamic for a `<id>-int8` variant
     source_variant: str | None = None  # the fp32 variant a quantized one came from
     val_loss_fp32: float | None = None  # that variant's val_loss, for comparison

@@ -38,6 +38,9 @@ class GPTConfig:
     n_embd: int = 384  # width of the residual stream
     dropout: float = 0.0  # dropout on attention weights and residual branches while training
     bias: bool = False  # biases in Linear and LayerNorm layers (GPT-2 has them; without is slightly better and faster)
+    # Imported GPT-2 folders (gptzoo.zoo.hf_import): OpenAI's GPT-2 used GELU's tanh form, and some heads are untied.
+    gelu: str = "none"  # torch's GELU `approximate`: none (exact, nanoGPT) or tanh
+    tied_head: bool = True  # lm_head shares the token embedding's weights (nanoGPT always)
 
     def __post_init__(self) -> None:
         if self.n_layer < 1:
@@ -46,6 +49,8 @@ class GPTConfig:
             raise ValueError("n_head, n_embd, block_size and vocab_size must all be positive")
         if self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.gelu not in ("none", "tanh"):
+            raise ValueError(f"gelu must be none or tanh, got {self.gelu!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
 
@@ -131,7 +136,7 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()
+        self.gelu = nn.GELU(approximate=config.gelu)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -169,7 +174,8 @@ class GPT(nn.Module):
             )
         )
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # weight tying
+        if config.tied_head:
+            self.transformer.wte.weight = self.lm_head.weight  # weight tying
         self.apply(self._init_weights)
         # GPT-2's scaled init of the residual projections keeps the residual stream's variance flat with depth.
         for name, p in self.named_parameters():

@@ -126,7 +126,8 @@ def _describe(tokenizer: dict) -> str:
     return str(tokenizer.get("kind"))
 
 
-def _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, config, prepared, say) -> Variant:
+def _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, config, prepared, say,
+                   source: str = "nanogpt") -> Variant:
     cfg, vdir = model.config, store.variant_dir(vid)
     best = float(ckpt.get("best_val_loss", float("nan")))
     reported = best if math.isfinite(best) else None
@@ -154,7 +155,7 @@ def _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, confi
         id=vid, n_layer=cfg.n_layer, n_head=cfg.n_head, n_embd=cfg.n_embd, block_size=cfg.block_size,
         vocab_size=cfg.vocab_size, bias=cfg.bias, dropout=cfg.dropout, params=model.num_params(), tokenizer=tokenizer,
         dataset=facts,
-        source=SourceFacts(kind="nanogpt", path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path)),
+        source=SourceFacts(kind=source, path=str(Path(ckpt_path).resolve()), sha256=sha256_file(ckpt_path)),
         iterations=saved["iter_num"], best_iter=saved["iter_num"],
         val_loss=val,  # the zoo's figure: every window of the validation split (None when not scored)
         reported_val_loss=reported,  # nanoGPT's own estimate (random batches), as it reported it
