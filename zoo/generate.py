@@ -4,7 +4,7 @@ prefill, cached decode, nanoGPT-exact context cropping, batching.
 A `Batch` holds rows (sequences, gptzoo.zoo.rows) over one slot cache (gptzoo.zoo.step_contract): each row owns a
 slot, and one session call per step decodes every row, one sampling call samples them all; each row has its own
 positions, sampling parameters, random stream and stop sequences. Rows join (their prompt fed by the next steps, in
-chunks under a per-step token limit (`prefill_chunk`), beside the decoding rows) and leave between steps without copying any cache: that is
+chunks of `prefill_chunk` tokens, beside the decoding rows) and leave between steps without copying any cache: that is
 what continuous batching in the server builds on. A step is a `Plan` (what each row feeds, which rows draft), its
 calls, then the sampling of what they returned.
 
@@ -154,7 +154,7 @@ class Batch:
     # -- one step: plan, run, accept ----------------------------------------------------------------------------
     def step(self) -> list[Row]:
         """Advance every unfinished row by one token (or, drafting, by as many as the target accepts and one), and
-        feed waiting prompts up to `prefill_chunk` tokens; returns the rows that finished in this step. Per step, not per
+        feed waiting prompts (`prefill_chunk` a step); returns the rows that finished in this step. Per step, not per
         row: one call for every row that feeds one token, one call per run of neighbouring slots that feed equally
         many (re-prefills of full windows, prompt chunks), one sampling call for every row that got its logits;
         drafting rows: one draft call per proposal for all of them, one verification call each."""
