@@ -46,7 +46,7 @@ from gptzoo.zoo.generate import Batch, Row
 from gptzoo.zoo.runtime import OnnxModel, open_variant
 from gptzoo.zoo.sampling import SamplingParams
 from gptzoo.zoo.sources import sha256_file
-from gptzoo.zoo.speculative import Draft
+from gptzoo.zoo.speculative import Draft, check_policy
 from gptzoo.zoo.store import ONNX, Broken, Variant, family_id
 from gptzoo.zoo.tokenizers import Tokenizer, from_spec
 
@@ -274,10 +274,8 @@ class ModelWorker:
         without drafting."""
         if self.drafts is None:
             return None
-        if self.settings.policy != "half":  # `exact` recomputes every window: no cache to verify on
-            log.warning("%s: serving without a draft: speculative decoding needs the half context policy", self.id)
-            return None
         try:
+            check_policy(self.settings.policy)
             variant, why = self.drafts.drafts_for(self.variant)
             if variant is None:
                 if why:
