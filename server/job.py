@@ -27,6 +27,7 @@ class Job:
         self.loop = asyncio.get_running_loop()
         self._inbox: deque[Event] = deque()  # delivered and not read yet; only the job's loop touches it
         self._arrived = asyncio.Event()
+        self._read_last = False  # its Done or Failed was read: its events are over
         self.arrival = time.perf_counter()
         self.cancelled = False  # set by the HTTP side (client gone); the worker drops the row at its next step
         self.finished = False
@@ -45,24 +46,41 @@ class Job:
         self._inbox.append(event)
         self._arrived.set()
 
-    async def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Event]:
         """The job's events in order, ending after Done or Failed. Text that piled up while the reader was away
         (a client slower than the decode) comes as one TextDelta, not one per step. Events not read stay with the
-        job, so a second iterator goes on where the first stopped."""
+        job, so a second iterator goes on where the first stopped. (A class, not an async generator: one left
+        unfinished would make its event loop schedule a task to close it.)"""
+        return _Events(self)
+
+    async def _next(self) -> Event:
         inbox = self._inbox
-        while True:
-            while not inbox:
-                self._arrived.clear()
-                await self._arrived.wait()
-            event = inbox.popleft()
-            if isinstance(event, TextDelta) and inbox and isinstance(inbox[0], TextDelta):
-                parts = [event.text]
-                while inbox and isinstance(inbox[0], TextDelta):
-                    parts.append(inbox.popleft().text)
-                event = TextDelta("".join(parts))
-            yield event
-            if not isinstance(event, TextDelta):
-                return
+        if self._read_last:
+            raise StopAsyncIteration
+        while not inbox:
+            self._arrived.clear()
+            await self._arrived.wait()
+        event = inbox.popleft()
+        if isinstance(event, TextDelta) and inbox and isinstance(inbox[0], TextDelta):
+            parts = [event.text]
+            while inbox and isinstance(inbox[0], TextDelta):
+                parts.append(inbox.popleft().text)
+            event = TextDelta("".join(parts))
+        self._read_last = not isinstance(event, TextDelta)
+        return event
+
+
+class _Events:
+    __slots__ = ("job",)
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    def __anext__(self):
+        return self.job._next()
 
 
 def deliver(events: list[tuple[Job, Event]]) -> None:

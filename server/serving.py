@@ -63,7 +63,8 @@ class CompletionService:
 
     async def prepare(self, req: CompletionRequest, scope: dict) -> Prepared:
         """Every check a request can fail, then the job queued; raises ApiError, Refused or UnknownModel (never
-        after streaming starts). The request's `scope` gets the model's metric labels, so its outcome counts under the model.
+        after streaming starts). The request's `scope` gets the model's metric labels, so its outcome counts under
+        the model.
 
         `model` names a variant (id or depth alias), or `auto` / a family id: the registry's `route` picks the
         worker (by the request's budget, and a shallower one of the family for a full queue when the request or the
