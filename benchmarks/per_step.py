@@ -122,7 +122,9 @@ def worker_run(variant, Settings, prompts: list[list[int]], tokens: int, steps: 
     async def client(job: Job) -> int:
         p = Prepared("cmpl-0", 0, SimpleNamespace(id=w.id), job, False, {"state": {}})
         sent = 0
-        async for frame in response(service.stream(p, await job.events.get())).iterator:
+        # Job.events() since issue 24's server split; an asyncio.Queue before (this script also measures older trees)
+        first = await (anext(job.events()) if callable(job.events) else job.events.get())
+        async for frame in response(service.stream(p, first)).iterator:
             sent += len(frame if isinstance(frame, bytes) else frame.encode())
         return sent
 
@@ -159,8 +161,9 @@ def worker_run(variant, Settings, prompts: list[list[int]], tokens: int, steps: 
         it = aiter(response(service.stream(p, TextDelta("x"))).iterator)
         await anext(it)
         t0 = time.thread_time()
+        put = job.put if hasattr(job, "put") else job.events.put_nowait
         for _ in range(n):
-            job.events.put_nowait(TextDelta("y"))
+            put(TextDelta("y"))
             await anext(it)
         return (time.thread_time() - t0) * 1e6 / n
 

@@ -49,8 +49,16 @@ def generate_cmd(
 
     the_store = open_store(store)
     variant = resolve(the_store, model=model, layers=layers)
-    if draft is not None and (backend != "onnx" or policy != "half"):
-        fail("--draft needs the onnx backend and the half context policy", code=2)
+    if draft is not None:
+        from gptzoo.zoo.errors import BadValue
+        from gptzoo.zoo.speculative import check_policy
+
+        try:
+            check_policy(policy)
+        except BadValue as e:
+            fail(f"--draft: {e}", code=2)
+        if backend != "onnx":
+            fail("--draft needs the onnx backend", code=2)
     if backend == "onnx":
         from gptzoo.zoo.runtime import OnnxLoadError, open_variant
 

@@ -26,8 +26,8 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from gptzoo.server import buckets, errors
 from gptzoo.server.body import BodyGuard
+from gptzoo.server.registry import Registry
 from gptzoo.server.reload import LiveZoo
-from gptzoo.server.router import ModelRouter
 from gptzoo.server.routes import ROUTES
 from gptzoo.server.routes.metrics import scrape_metrics
 from gptzoo.server.security import api_key_guard, cross_site_guard
@@ -39,7 +39,7 @@ log = logging.getLogger("gptzoo.server")
 
 
 
-def provide_router(state: State) -> ModelRouter:
+def provide_router(state: State) -> Registry:
     return state.router
 
 
@@ -51,7 +51,7 @@ def provide_zoo(state: State) -> LiveZoo:
     return state.zoo
 
 
-def drain_on_signals(router: ModelRouter, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+def drain_on_signals(router: Registry, loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     """Start draining the workers when the server is told to stop, and stop at once when told again; returns the
     undo.
 
@@ -80,7 +80,7 @@ def drain_on_signals(router: ModelRouter, loop: asyncio.AbstractEventLoop) -> Ca
     return lambda: [signal.signal(sig, h) for sig, h in previous.items()]
 
 
-def stopping(router: ModelRouter, name: str) -> None:
+def stopping(router: Registry, name: str) -> None:
     log.warning("%s: stopping; requests in flight may finish (a second %s stops at once)", name, name)
     router.drain()
 
@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        router = ModelRouter(settings)
+        router = Registry(settings)
         app.state.router = router
         app.state.zoo = zoo = LiveZoo(router)
         app.state.service = CompletionService(router, settings)

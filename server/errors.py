@@ -1,7 +1,9 @@
 """One error shape for every failure, as OpenAI's: {"error": {"message", "type", "param", "code"}}.
 
-Domain errors raise ApiError; Litestar's own errors (validation, 404/405, 413, guards) are mapped to the same shape
-by the app-level handlers below, and anything unexpected becomes a 500 without a traceback in the body."""
+The registry and the workers answer with domain outcomes (gptzoo.server.refusals: Refused, UnknownModel; the Failed
+event): `STATUS` is the one table from an outcome's code to its HTTP status. Request checks raise ApiError;
+Litestar's own errors (validation, 404/405, 413, guards) are mapped to the same shape by the app-level handlers
+below, and anything unexpected becomes a 500 without a traceback in the body."""
 
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
 from gptzoo.server import outcomes
+from gptzoo.server.refusals import Refused, UnknownModel
+from gptzoo.zoo.errors import GptzooError
 
 log = logging.getLogger("gptzoo.server")
 
@@ -24,6 +28,9 @@ TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permis
 CODES = {401: "invalid_api_key", 404: "not_found", 405: "method_not_allowed", 408: "body_timeout",
          413: "request_too_large", 415: "unsupported_media_type", 429: "rate_limited", 499: "client_closed",
          503: "unavailable"}
+# A domain outcome's HTTP status, by its code (gptzoo.server.refusals and the worker's Failed events).
+STATUS = {"model_not_found": 404, "overloaded": 429, "generation_failed": 500, "model_not_ready": 503,
+          "queue_timeout": 503, "shutting_down": 503, "store_unavailable": 503}
 ECHO_CHARS = 100  # request content quoted back in a message is cut to this many characters
 CLIENT_GONE = "gptzoo_client_gone"  # scope state key, set by server.body's middleware when the client hangs up
 
@@ -39,7 +46,7 @@ class ErrorResponse(msgspec.Struct):
     error: ErrorBody
 
 
-class ApiError(Exception):
+class ApiError(GptzooError):
     """A failure the client should see, with its status code and a human-readable message."""
 
     def __init__(self, status: int, message: str, *, param: str | None = None, code: str | None = None,
@@ -47,6 +54,20 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.message, self.param, self.code = status, message, param, code
         self.headers = headers or {}
+
+
+def status_of(code: str) -> int:
+    return STATUS.get(code, 500)
+
+
+def outcome_error(code: str, message: str, retry_after: str | None = None, param: str | None = None) -> ApiError:
+    """A domain outcome as the HTTP answer it gets."""
+    return ApiError(status_of(code), message, param=param, code=code,
+                    headers={"Retry-After": retry_after} if retry_after else None)
+
+
+def from_domain(e: Refused | UnknownModel) -> ApiError:
+    return outcome_error(e.code, e.message, getattr(e, "retry_after", None), e.param)
 
 
 def clip(text: str, limit: int = ECHO_CHARS) -> str:
@@ -71,6 +92,10 @@ def _count(request: Request, outcome: str) -> None:
 def on_api_error(request: Request, exc: ApiError) -> Response:
     _count(request, exc.code or "error")
     return error_response(exc.status, exc.message, exc.param, exc.code, exc.headers)
+
+
+def on_domain_error(request: Request, exc: Refused | UnknownModel) -> Response:
+    return on_api_error(request, from_domain(exc))
 
 
 _BACKTICKED = re.compile(r"`([^`]+)`")
@@ -130,5 +155,6 @@ def on_internal_error(request: Request, exc: Exception) -> Response:
     return error_response(500, "internal server error (see the server log)", code="internal_error")
 
 
-HANDLERS = {ApiError: on_api_error, ValidationException: on_validation_error, HTTPException: on_http_error,
+HANDLERS = {ApiError: on_api_error, Refused: on_domain_error, UnknownModel: on_domain_error,
+            ValidationException: on_validation_error, HTTPException: on_http_error,
             Exception: on_internal_error}

@@ -20,10 +20,9 @@ class Done:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    status: int  # the HTTP status the request would have got
     message: str
-    code: str  # also the request's outcome label
-    headers: dict[str, str] | None = None
+    code: str  # why (gptzoo.server.errors maps it to an HTTP status); also the request's outcome label
+    retry_after: str | None = None  # seconds, for a job refused before it ran (gptzoo.server.refusals)
 
 
 Event = TextDelta | Done | Failed

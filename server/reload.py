@@ -29,10 +29,10 @@ import asyncio
 import logging
 
 from gptzoo.server.admin_schemas import ReloadReport
-from gptzoo.server.errors import ApiError
-from gptzoo.server.router import ModelRouter, not_selected
-from gptzoo.server.worker import FAILED, LOADING, NOT_EXPORTED, UNLOADED, ModelWorker, file_stamp, version
-from gptzoo.zoo.store import Broken, Variant
+from gptzoo.server.refusals import RETRY_SHUTDOWN, Refused, UnknownModel
+from gptzoo.server.registry import Registry, not_selected
+from gptzoo.server.worker import FAILED, LOADING, NOT_EXPORTED, UNLOADED, ModelWorker
+from gptzoo.zoo.store import Broken, Variant, file_stamp, version
 
 log = logging.getLogger("gptzoo.server")
 
@@ -51,7 +51,7 @@ def short(sha: str | None) -> str:
 
 
 class LiveZoo:
-    def __init__(self, router: ModelRouter):
+    def __init__(self, router: Registry):
         self.router = router
         router.on_loaded = self._loaded
         self.entries: dict[str, Variant | Broken] = {w.id: w.entry for w in router.workers.values()}
@@ -102,8 +102,8 @@ class LiveZoo:
         if why != self._last_error:
             log.warning("rescan of the store failed: %s; the loaded variants serve on, nothing is unloaded", why)
             self._last_error = why
-        raise ApiError(503, f"{why}; serving the variants loaded before, nothing is unloaded until it lists them "
-                            "again", code="store_unavailable") from None
+        raise Refused("store_unavailable", f"{why}; serving the variants loaded before, nothing is unloaded until it "
+                      "lists them again") from None
 
     def _read_store(self) -> dict[str, Variant | Broken]:
         store = self.router.store
@@ -134,7 +134,7 @@ class LiveZoo:
             await asyncio.sleep(interval)
             try:
                 await self.reload()
-            except ApiError as e:
+            except Refused as e:
                 if e.code == "shutting_down":
                     return  # a normal stop, not a failure
                 # store_unavailable: logged by the scan, once per reason
@@ -164,7 +164,7 @@ class LiveZoo:
             return "removed"
         off = self.unloaded.get(vid) or (not_selected(vid) if r.only is not None and vid not in r.only else None)
         if cur is None:
-            w = r.workers[vid] = r.new_worker(entry, unloaded=off)
+            w = r.serve(r.new_worker(entry, unloaded=off))
             if w.state == LOADING:
                 log.info("%s: new in the store (sha256 %s); loading", vid, short(w.sha256))
             else:
@@ -176,7 +176,7 @@ class LiveZoo:
             if cur.state == UNLOADED and stamp(cur) == stamp(entry):
                 cur.reason = off
                 return None
-            r.workers[vid] = r.new_worker(entry, unloaded=off)  # the placeholder lists the store's version
+            r.serve(r.new_worker(entry, unloaded=off))  # the placeholder lists the store's version
             if cur.state != UNLOADED:
                 log.info("%s: unloading; finishing %d request(s) first", vid, cur.in_flight)
             self._retire(cur)
@@ -198,12 +198,12 @@ class LiveZoo:
                 return "changed"
             log.info("%s: new file in the store (sha256 %s, serving %s); loading it beside the serving one", vid,
                      short(new.sha256), short(cur.sha256))
-            r.standby[vid] = new
+            r.stand_by(new)
             new.start()
             return "changed"
         if stamp(cur) == stamp(entry) and not (retry or cur.state == UNLOADED):
             return None
-        new = r.workers[vid] = r.new_worker(entry)
+        new = r.serve(r.new_worker(entry))
         if new.state == LOADING:
             log.info("%s: loading (sha256 %s)", vid, short(new.sha256))
         self._retire(cur)
@@ -216,10 +216,10 @@ class LiveZoo:
         if self._stopped:
             return  # the lifespan is closing every worker
         if r.standby.get(w.id) is w:
-            del r.standby[w.id]
+            r.take_standby(w.id)
             old = r.workers[w.id]
             if w.ready and not r.draining:
-                r.workers[w.id] = w
+                r.serve(w)
                 self.failed.pop(w.id, None)
                 log.info("%s: now serving sha256 %s; the old version (sha256 %s) finishes %d request(s), then "
                          "unloads", w.id, short(w.sha256), short(old.sha256), old.in_flight)
@@ -237,8 +237,7 @@ class LiveZoo:
 
     def _retire(self, w: ModelWorker) -> None:
         """Out of the table already: it finishes what it holds, then stops (see `_reap`)."""
-        w.retired = True
-        self.router.retiring.append(w)
+        self.router.retire(w)
         if self._reaper is None or self._reaper.done():
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
 
@@ -251,9 +250,8 @@ class LiveZoo:
                 if w.in_flight == 0:
                     w.stop()
                 if not w.alive:
-                    r.retiring.remove(w)
                     w.m.release()
-                    r.forget_worker_gauges(w)
+                    r.reaped(w)
                     if w.loaded_at:
                         log.info("%s: version sha256 %s unloaded", w.id, short(w.sha256))
             await asyncio.sleep(REAP_SECONDS)
@@ -261,7 +259,7 @@ class LiveZoo:
     # -- operators ----------------------------------------------------------------------------------------------
     def _serving(self) -> None:
         if self.router.draining:
-            raise ApiError(503, "the server is shutting down", code="shutting_down", headers={"Retry-After": "5"})
+            raise Refused("shutting_down", "the server is shutting down", RETRY_SHUTDOWN)
 
     async def load(self, name: str) -> ModelWorker:
         """Serve a variant (an id or alias; also an id the last scan did not see yet) with the store's version of
@@ -283,7 +281,7 @@ class LiveZoo:
         self._settle(vid, retry=True)
         r.changed()
         if vid not in r.workers:
-            raise ApiError(404, f"model {vid!r} is no longer in the store", param="model", code="model_not_found")
+            raise UnknownModel(f"model {vid!r} is no longer in the store")
         return r.workers[vid]
 
     def unload(self, name: str) -> ModelWorker:
@@ -294,12 +292,12 @@ class LiveZoo:
         w = r.get(name)
         off = self.unloaded[w.id] = f"unloaded by an operator (POST /admin/models/{w.id}/load serves it again)"
         self.failed.pop(w.id, None)
-        if (new := r.standby.pop(w.id, None)) is not None:  # a new version loading beside the serving one
+        if (new := r.take_standby(w.id)) is not None:  # a new version loading beside the serving one
             log.info("%s: unloaded while its new version loads; that load is dropped once it ends", w.id)
             self._retire(new)
         if w.state == LOADING:
             log.info("%s: unloaded while loading; the load is dropped once it ends", w.id)
-            r.workers[w.id] = r.new_worker(w.entry, unloaded=off)
+            r.serve(r.new_worker(w.entry, unloaded=off))
             self._retire(w)
         self._settle(w.id)
         self.router.changed()

@@ -1,7 +1,7 @@
-"""Depth routing: a request that names `auto` (one family: the one it named before, see gptzoo.server.router) or a
-family (the dataset's name, e.g. `shakespeare-char`) gets the variant with the lowest stored validation loss whose
-predicted latency fits its budget, or the fastest one when none fits; and a variant whose queue is full hands a
-request that allows it to the next shallower variant of its family.
+"""Depth routing (the rules; gptzoo.server.registry's `route` applies them): a request that names `auto` (one family:
+the one it named before) or a family (the dataset's name, e.g. `shakespeare-char`) gets the variant with the lowest
+stored validation loss whose predicted latency fits its budget, or the fastest one when none fits; and a variant
+whose queue is full hands a request that allows it to the next shallower variant of its family.
 
 Predictions come from each worker's live `TokenTime` (gptzoo.server.latency) at the occupancy the request would
 join, so a budget routes by the load as it is now. The decision is recorded with its reason, returned to the client
@@ -14,8 +14,8 @@ import time
 from dataclasses import dataclass
 
 from gptzoo.server import metrics
-from gptzoo.server.errors import ApiError
 from gptzoo.server.latency import Budget
+from gptzoo.server.refusals import RETRY_LOADING, Refused
 from gptzoo.server.worker import ModelWorker, created_at
 from gptzoo.zoo.store import family_id
 
@@ -110,8 +110,8 @@ def shallower(w: ModelWorker, ready: list[ModelWorker]) -> list[ModelWorker]:
 def candidates(name: str, workers: list[ModelWorker], auto: str | None = None) -> list[ModelWorker] | None:
     """The variants `auto` or a family id may pick from (ready ones), or None when `name` is neither.
 
-    `auto` names one family: `auto` (the router's `auto_family`, which stays with the family it named while that
-    one serves), else the only one, else the one with the oldest card. 503 when none of its variants is ready."""
+    `auto` names one family: `auto` (the registry's `auto_family`, which stays with the family it named while that
+    one serves), else the only one, else the one with the oldest card. Refused when none of its variants is ready."""
     fams = families(workers)
     name = family_id(name)  # the dataset's own spelling (shakespeare_char) names the family too
     if name == AUTO:
@@ -125,6 +125,5 @@ def candidates(name: str, workers: list[ModelWorker], auto: str | None = None) -
     ready = [w for w in members if w.ready]
     if not ready:
         why = "; ".join(f"{w.id}: {w.state if w.reason is None else w.reason}" for w in members) or "the store is empty"
-        raise ApiError(503, f"no variant of {name!r} is ready ({why})", param="model", code="model_not_ready",
-                       headers={"Retry-After": "5"})
+        raise Refused("model_not_ready", f"no variant of {name!r} is ready ({why})", RETRY_LOADING, param="model")
     return ready

@@ -16,10 +16,11 @@ import msgspec
 from litestar.types import Receive
 
 from gptzoo.server import metrics, outcomes, routing
-from gptzoo.server.errors import TYPES, ApiError, ErrorBody, ErrorResponse, bad_request, clip
+from gptzoo.server.errors import TYPES, ApiError, ErrorBody, ErrorResponse, bad_request, clip, outcome_error, status_of
 from gptzoo.server.events import Done, Failed, TextDelta
+from gptzoo.server.job import Job
 from gptzoo.server.latency import Budget
-from gptzoo.server.router import ModelRouter
+from gptzoo.server.registry import Ask, Registry
 from gptzoo.server.schemas import (
     NEUTRAL,
     CompletionChoice,
@@ -30,7 +31,7 @@ from gptzoo.server.schemas import (
     neutral_values,
 )
 from gptzoo.server.settings import Settings
-from gptzoo.server.worker import Job, ModelWorker
+from gptzoo.server.worker import ModelWorker
 from gptzoo.zoo.sampling import SamplingParams
 from gptzoo.zoo.tokenizers import UnknownCharacters
 
@@ -57,61 +58,43 @@ class Prepared:
 
 
 class CompletionService:
-    def __init__(self, router: ModelRouter, settings: Settings):
+    def __init__(self, router: Registry, settings: Settings):
         self.router, self.settings = router, settings
 
     async def prepare(self, req: CompletionRequest, scope: dict) -> Prepared:
-        """Every check a request can fail, then the job queued; raises ApiError (never after streaming starts).
-        The request's `scope` gets the model's metric labels, so its outcome counts under the model.
+        """Every check a request can fail, then the job queued; raises ApiError, Refused or UnknownModel (never
+        after streaming starts). The request's `scope` gets the model's metric labels, so its outcome counts under
+        the model.
 
-        `model` names a variant (id or depth alias), or `auto` / a family id: then the router picks the variant by
-        the request's budget (gptzoo.server.routing). A full queue hands the request to a shallower variant of the
-        same family when the request or the server allows it."""
-        pool = routing.candidates(req.model, list(self.router.workers.values()), self.router.auto_family)
-        if pool is None:
-            worker = self.router.get(req.model)
-            scope.setdefault("state", {})["gptzoo_model_labels"] = worker.labels
-            worker = self.router.ready(req.model)
-        else:
-            worker = pool[0]
-        params = self._params(req)
+        `model` names a variant (id or depth alias), or `auto` / a family id: the registry's `route` picks the
+        worker (by the request's budget, and a shallower one of the family for a full queue when the request or the
+        server allows it); the checks here run once the name is known to serve."""
+        params: SamplingParams | None = None
+        prompt = ""
         budget = Budget(tpot=None if req.max_tpot_ms is None else req.max_tpot_ms / 1e3,
                         ttft=None if req.max_ttft_ms is None else req.max_ttft_ms / 1e3)
-        prompt = one_prompt(req.prompt)
-        ids = await self._encode(worker, prompt)
-        if len(ids) > self.settings.max_prompt_tokens:
-            raise bad_request(f"the prompt is {len(ids)} tokens long; this server accepts at most "
-                              f"{self.settings.max_prompt_tokens} (and {worker.id} reads only the last "
-                              f"{worker.block_size})", "prompt", "prompt_too_long")
-        if pool is None:
-            route, predicted = routing.NAMED, routing.predict(worker, len(ids), time.perf_counter())
-        else:
-            predicted, route = routing.choose(pool, budget, len(ids), self.router.ready_workers())
-            worker = predicted.worker
-        fallback = (req.fallback or self.settings.fallback) == "shallower"
-        tried = [worker]
-        while True:
+
+        async def tokens(worker: ModelWorker) -> list[int]:
+            nonlocal params, prompt
+            if params is None:  # the first worker: a named model that does not serve was refused before these
+                params, prompt = self._params(req), one_prompt(req.prompt)
+            return await self._tokens(worker, prompt)
+
+        def note(worker: ModelWorker) -> None:
             scope.setdefault("state", {})["gptzoo_model_labels"] = worker.labels
-            job = Job(ids, params, stream=bool(req.stream), budget=budget, family=routing.family(worker) or "",
-                      speculative=req.speculative is not False)
-            try:
-                worker.submit(job)
-                break
-            except ApiError as e:
-                nxt = next((w for w in routing.shallower(tried[0], self.router.ready_workers()) if w not in tried),
-                           None) if fallback and e.code == "overloaded" else None
-                if nxt is None:
-                    raise
-                if nxt.card.tokenizer != worker.card.tokenizer:  # a family shares its dataset, not always its tokenizer
-                    ids = await self._encode(nxt, prompt)
-                worker, route = nxt, routing.FALLBACK
-                tried.append(worker)
-                predicted = routing.predict(worker, len(ids), time.perf_counter())
+
+        def new_job(worker: ModelWorker, ids: list[int]) -> Job:
+            return Job(ids, params, stream=bool(req.stream), budget=budget, family=routing.family(worker) or "",
+                       speculative=req.speculative is not False)
+
+        ask = Ask(req.model, budget, (req.fallback or self.settings.fallback) == "shallower")
+        route = await self.router.route(ask, tokens, new_job, note)
+        worker, job, predicted = route.worker, route.job, route.predicted
         if not math.isnan(predicted.tpot):  # nan: the worker has no figures yet
             worker.m.predicted_tpot.observe(predicted.tpot)
-        metrics.ROUTES.labels(**worker.labels, family=job.family, reason=route).inc()
+        metrics.ROUTES.labels(**worker.labels, family=job.family, reason=route.reason).inc()
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return Prepared(f"cmpl-{uuid.uuid4().hex}", int(time.time()), worker, job, include_usage, scope, route)
+        return Prepared(f"cmpl-{uuid.uuid4().hex}", int(time.time()), worker, job, include_usage, scope, route.reason)
 
     def _params(self, req: CompletionRequest) -> SamplingParams:
         if req.n not in (None, 1):
@@ -137,6 +120,15 @@ class CompletionService:
         except ValueError as e:
             raise bad_request(str(e)) from None
 
+    async def _tokens(self, worker: ModelWorker, prompt: str) -> list[int]:
+        """The prompt's tokens for `worker`; a prompt beyond this server's limit is refused."""
+        ids = await self._encode(worker, prompt)
+        if len(ids) > self.settings.max_prompt_tokens:
+            raise bad_request(f"the prompt is {len(ids)} tokens long; this server accepts at most "
+                              f"{self.settings.max_prompt_tokens} (and {worker.id} reads only the last "
+                              f"{worker.block_size})", "prompt", "prompt_too_long")
+        return ids
+
     async def _encode(self, worker: ModelWorker, prompt: str) -> list[int]:
         try:
             if len(prompt) > THREAD_TOKENIZE_CHARS:
@@ -148,12 +140,12 @@ class CompletionService:
                               "prompt", "unknown_characters") from None
 
     async def first_event(self, p: Prepared, receive: Receive) -> TextDelta | Done:
-        """The job's first event (for a plain request, its result); a Failed event is raised as ApiError.
+        """The job's first event (for a plain request, its result); a Failed event is raised as its HTTP error.
 
         Litestar does not cancel a handler whose client hung up, so this also listens for the disconnect: the job
         is then cancelled (its row leaves the batch at the next step), counted as cancelled, and 499 raised to
         nobody. (A stream that has started is cancelled by Litestar itself, which ends `stream` below.)"""
-        get = asyncio.ensure_future(p.job.events.get())
+        get = asyncio.ensure_future(anext(p.job.events()))
         gone = asyncio.ensure_future(client_gone(receive))
         try:
             await asyncio.wait((get, gone), return_when=asyncio.FIRST_COMPLETED)
@@ -167,7 +159,7 @@ class CompletionService:
             raise ApiError(499, "the client closed the connection", code="client_closed")
         event = get.result()
         if isinstance(event, Failed):
-            raise ApiError(event.status, event.message, code=event.code, headers=event.headers)
+            raise outcome_error(event.code, event.message, event.retry_after)
         return event
 
     async def release(self, p: Prepared) -> None:
@@ -186,23 +178,11 @@ class CompletionService:
         """OpenAI's chunk format as complete Server-Sent Events frames (`data: …` and a blank line, bytes ready for
         the socket) from the first event on, ending with `[DONE]`; an error after the start becomes an error event."""
         frames = ChunkFrames(p)
-        first = True
+        later = p.job.events()  # a client slower than the decode gets what piled up as one TextDelta
         try:
             while True:
                 if isinstance(event, TextDelta):
-                    # a client slower than the decode gets what piled up in one chunk, not one write per token; the
-                    # first token always goes alone, so what a client measures as its first token is one token
-                    text, event = event.text, None
-                    while not first and event is None and not p.job.events.empty():
-                        nxt = p.job.events.get_nowait()
-                        if isinstance(nxt, TextDelta):
-                            text += nxt.text
-                        else:
-                            event = nxt
-                    yield frames.text(text)
-                    first = False
-                    if event is not None:
-                        continue
+                    yield frames.text(event.text)
                 elif isinstance(event, Done):
                     outcomes.record(p.scope, event.finish_reason)
                     yield frames.chunk([CompletionChoice(text="", finish_reason=event.finish_reason)])
@@ -211,10 +191,10 @@ class CompletionService:
                     break
                 else:
                     outcomes.record(p.scope, event.code)
-                    error = ErrorBody(event.message, TYPES.get(event.status, "server_error"), None, event.code)
+                    error = ErrorBody(event.message, TYPES.get(status_of(event.code), "server_error"), None, event.code)
                     yield sse_frame(msgspec.json.encode(ErrorResponse(error)))
                     break
-                event = await p.job.events.get()
+                event = await anext(later)
             yield SSE_DONE
         finally:  # also when Litestar cancels the stream because the client left
             p.job.cancel()

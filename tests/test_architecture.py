@@ -152,3 +152,39 @@ def test_the_check_finds_a_wrong_direction_and_a_cycle(tmp_path):
 @pytest.mark.parametrize("package", sorted(LAYERS))
 def test_every_folder_is_read(package):
     assert any(layer(m) == package for m in modules(REPO))
+
+
+# The registry and the workers answer domain outcomes; only the HTTP side of server/ knows statuses (issue 24).
+DOMAIN = {"gptzoo.server.worker", "gptzoo.server.engine", "gptzoo.server.job", "gptzoo.server.refusals",
+          "gptzoo.server.registry", "gptzoo.server.routing", "gptzoo.server.reload", "gptzoo.server.events"}
+
+
+def http_words(path: Path) -> list[str]:
+    """What in a module's code speaks HTTP: the name ApiError, a Retry-After header, a status attribute."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        name = node.id if isinstance(node, ast.Name) else node.name if isinstance(node, ast.alias) else ""
+        if name == "ApiError":
+            found.append("ApiError")
+        elif isinstance(node, ast.Constant) and node.value == "Retry-After":
+            found.append("Retry-After")
+        elif isinstance(node, ast.Attribute) and node.attr in ("status", "status_code"):
+            found.append(f".{node.attr}")
+    return found
+
+
+def test_http_stays_in_the_http_side_of_the_server():
+    mods = modules(REPO)
+    # the load client (measure/) reads statuses: it is an HTTP client; server/'s HTTP side may raise ApiError
+    outside = {m: w for m, p in mods.items() if not m.startswith(("gptzoo.server.", "gptzoo.measure."))
+               and "ApiError" in (w := http_words(p))}
+    assert outside == {}
+    engine = {m: w for m in DOMAIN if (w := http_words(mods[m]))}
+    assert engine == {}
+
+
+def test_the_http_check_finds_an_api_error(tmp_path):
+    path = tmp_path / "m.py"
+    path.write_text("from gptzoo.server.errors import ApiError\n"
+                    "raise ApiError(503, 'x', headers={'Retry-After': '1'})\n")
+    assert sorted(http_words(path)) == ["ApiError", "ApiError", "Retry-After"]

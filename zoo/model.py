@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gptzoo.zoo.errors import BadValue
+
 # One layer's slot cache: keys and values, each [rows, n_head, cache_length, head_dim]; row b's tokens sit at the
 # positions they were written to (gptzoo.zoo.step_contract).
 KVCache = tuple[torch.Tensor, torch.Tensor]
@@ -44,15 +46,15 @@ class GPTConfig:
 
     def __post_init__(self) -> None:
         if self.n_layer < 1:
-            raise ValueError(f"n_layer must be at least 1, got {self.n_layer}")
+            raise BadValue(f"n_layer must be at least 1, got {self.n_layer}")
         if self.n_head < 1 or self.n_embd < 1 or self.block_size < 1 or self.vocab_size < 1:
-            raise ValueError("n_head, n_embd, block_size and vocab_size must all be positive")
+            raise BadValue("n_head, n_embd, block_size and vocab_size must all be positive")
         if self.n_embd % self.n_head:
-            raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+            raise BadValue(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.gelu not in ("none", "tanh"):
-            raise ValueError(f"gelu must be none or tanh, got {self.gelu!r}")
+            raise BadValue(f"gelu must be none or tanh, got {self.gelu!r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise BadValue(f"dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def head_dim(self) -> int:

@@ -3,7 +3,8 @@
 The graph's contract is gptzoo.zoo.step_contract; this module checks a file against it and runs it with IO binding:
 the cache lives in OrtValues on the session's device, a call binds its slots (a pointer into the buffer, no copy) as
 both the `past_*` input and the `present_*` output, so the graph's index write updates the cache in place. Only
-token ids, positions, the bias and the wanted logits cross between numpy and the device.
+token ids, positions, the rows' cache lengths (`seqlens_k`) and the wanted logits cross between numpy and the
+device.
 """
 
 from __future__ import annotations
@@ -238,8 +239,7 @@ def open_variant(variant, device: str = "auto", threads: int | None = None, veri
     corrupted, or exported from another variant)."""
     from gptzoo.zoo.sources import sha256_file
 
-    facts = variant.card.onnx
-    path = variant.path(facts.file if facts else "model.onnx")
+    facts, path = variant.card.onnx, variant.onnx_path
     if not path.is_file():
         raise OnnxLoadError(f"{variant.id} is not exported (no {path.name}); run `gptzoo export --model {variant.id}`")
     checked = verify_sha and facts and facts.sha256

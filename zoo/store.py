@@ -96,6 +96,11 @@ class Variant:
     def exported(self) -> bool:
         return (self.dir / ONNX).is_file()
 
+    @property
+    def onnx_path(self) -> Path:
+        """The exported model's file: the one its card names, else the default name."""
+        return self.path(self.card.onnx.file if self.card.onnx else ONNX)
+
 
 @dataclass
 class Broken:
@@ -104,6 +109,29 @@ class Broken:
     id: str
     dir: Path
     reason: str
+
+
+def file_stamp(entry: Variant | Broken) -> tuple | None:
+    """The ONNX file as the file system sees it (size, mtime, inode); None without one."""
+    if isinstance(entry, Broken):
+        return None
+    try:
+        st = entry.onnx_path.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns, st.st_ino
+
+
+def version(entry: Variant | Broken) -> tuple:
+    """What a server would serve for this store entry: the sha256 the card gives its ONNX file (the exporter writes
+    the file, then the card: a new file under the old card is an export in progress, not a new version), the file
+    itself for a card without a sha256, or why there is nothing to serve."""
+    if isinstance(entry, Broken):
+        return ("broken", entry.reason)
+    if not entry.onnx_path.is_file():
+        return ("not_exported",)
+    facts = entry.card.onnx
+    return ("sha256", facts.sha256) if facts and facts.sha256 else ("file", file_stamp(entry))
 
 
 class Store:

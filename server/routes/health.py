@@ -6,7 +6,7 @@ from litestar import Response, get
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
 
-from gptzoo.server.router import ModelRouter
+from gptzoo.server.registry import Registry
 from gptzoo.server.schemas import Health, ModelState, Readiness
 
 PUBLIC = {"public": True}  # skips the API-key guard
@@ -19,7 +19,7 @@ async def healthz() -> Health:
 
 @get("/readyz", summary="Readiness: 200 when at least one model is ready", tags=["health"], opt=PUBLIC,
      responses={503: ResponseSpec(Readiness, description="No model is ready")})
-async def readyz(router: NamedDependency[ModelRouter]) -> Response[Readiness]:
+async def readyz(router: NamedDependency[Registry]) -> Response[Readiness]:
     states = [ModelState(id=w.id, state=w.state, ready=w.ready, provider=w.provider, reason=w.reason)
               for w in router.workers.values()]
     ready = router.any_ready and not router.draining  # draining: load balancers should stop sending requests

@@ -9,12 +9,12 @@ from litestar.params import FromPath
 
 from gptzoo.server import routing
 from gptzoo.server.errors import ErrorResponse
-from gptzoo.server.router import ModelRouter
+from gptzoo.server.registry import Registry
 from gptzoo.server.schemas import ModelCard, ModelList
 from gptzoo.server.worker import ModelWorker, created_at
 
 
-def model_card(router: ModelRouter, w: ModelWorker) -> ModelCard:
+def model_card(router: Registry, w: ModelWorker) -> ModelCard:
     c = w.card  # None for a broken card: only its id, state and reason are known
     return ModelCard(
         id=w.id, created=created_at(c), aliases=router.aliases_of(w.id), n_layer=c and c.n_layer,
@@ -40,9 +40,9 @@ def routed_card(name: str, kind: str, members: list[ModelWorker]) -> ModelCard:
     )
 
 
-def routed_cards(router: ModelRouter) -> dict[str, ModelCard]:
+def routed_cards(router: Registry) -> dict[str, ModelCard]:
     """Each family (a model name that picks a depth by the request's latency budget) and `auto` (one of them: see
-    ModelRouter.auto_family), by name."""
+    Registry.auto_family), by name."""
     fams = routing.families(list(router.workers.values()))
     cards = {f: routed_card(f, "family", members) for f, members in sorted(fams.items())}
     if (auto := router.auto_family) is not None:
@@ -51,7 +51,7 @@ def routed_cards(router: ModelRouter) -> dict[str, ModelCard]:
 
 
 @get("/v1/models", summary="List the models", tags=["models"])
-async def list_models(router: NamedDependency[ModelRouter]) -> ModelList:
+async def list_models(router: NamedDependency[Registry]) -> ModelList:
     """Every variant, then each family and `auto`. A folder named like one of those (a broken variant: the name is
     reserved) is listed by /readyz and /admin/models only, so each name here means one thing."""
     routed = routed_cards(router)
@@ -61,7 +61,7 @@ async def list_models(router: NamedDependency[ModelRouter]) -> ModelList:
 
 @get("/v1/models/{model_id:str}", summary="Describe one model (by id or alias), a family or auto", tags=["models"],
      responses={404: ResponseSpec(ErrorResponse, description="Unknown model")})
-async def get_model(model_id: FromPath[str], router: NamedDependency[ModelRouter]) -> ModelCard:
+async def get_model(model_id: FromPath[str], router: NamedDependency[Registry]) -> ModelCard:
     if card := routed_cards(router).get(model_id):  # a routed name wins over a folder (broken) of that name
         return card
     return model_card(router, router.get(model_id))

@@ -12,8 +12,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gptzoo.server.events import Done, Failed, TextDelta
+from gptzoo.server.job import Job
 from gptzoo.server.schemas import CompletionChoice, CompletionChunk
 from gptzoo.server.serving import ChunkFrames, CompletionService, Prepared
+from gptzoo.zoo.sampling import SamplingParams
 from tests.server.conftest import MODEL, sse_events
 
 
@@ -79,20 +81,13 @@ def test_stream_sends_openai_chunks_then_done(client):
     assert "".join(t["text"] for t in texts) == plain
 
 
-class FedJob:
-    """What `CompletionService.stream` reads of a Job: the events queue, which the test feeds step by step."""
-
-    def __init__(self):
-        self.events: asyncio.Queue = asyncio.Queue()
-        self.prompt_ids = [1, 2, 3]
-        self.cancelled = False
-
-    def cancel(self):
-        self.cancelled = True
+def fed_job() -> Job:
+    """A real Job no worker holds: the test delivers its events step by step (`Job.put`, as the worker's hand-off)."""
+    return Job([1, 2, 3], SamplingParams(max_tokens=16), stream=True)
 
 
 def fed_stream(first, include_usage=False, scope=None):
-    job = FedJob()
+    job = fed_job()
     scope = {"path_template": "/v1/completions", "state": {}} if scope is None else scope
     p = Prepared("cmpl-test", 0, SimpleNamespace(id=MODEL), job, include_usage, scope)
     return job, CompletionService(router=None, settings=None).stream(p, first)
@@ -116,15 +111,15 @@ def test_stream_sends_each_delta_as_it_comes_and_coalesces_only_what_piled_up():
         job, frames = fed_stream(TextDelta("a"), include_usage=True, scope=scope)
         assert text_of(await anext(frames)) == "a"  # nothing else waiting: the first token goes out alone
         for delta in "bcd":  # three steps while the client was busy writing: one frame
-            job.events.put_nowait(TextDelta(delta))
+            job.put(TextDelta(delta))
         assert text_of(await anext(frames)) == "bcd"
         waiting = asyncio.ensure_future(anext(frames))
         await asyncio.sleep(0.01)
         assert not waiting.done()  # nothing to send: the stream waits for the next step instead of sending ""
-        job.events.put_nowait(TextDelta("e"))
+        job.put(TextDelta("e"))
         assert text_of(await waiting) == "e"
         for event in (TextDelta("f"), TextDelta("g"), Done("abcdefg", "length", 7)):
-            job.events.put_nowait(event)
+            job.put(event)
         assert text_of(await anext(frames)) == "fg"  # the text that piled up before the end, then the end
         end = json.loads(data_of(await anext(frames)))
         [choice] = end["choices"]
@@ -145,8 +140,8 @@ def test_stream_error_after_the_start_is_an_error_event_after_the_text_before_it
     async def go():
         job, frames = fed_stream(TextDelta("a"))
         assert text_of(await anext(frames)) == "a"
-        job.events.put_nowait(TextDelta("b"))
-        job.events.put_nowait(Failed(500, "generation failed: boom", "generation_failed"))
+        job.put(TextDelta("b"))
+        job.put(Failed("generation failed: boom", "generation_failed"))
         assert text_of(await anext(frames)) == "b"
         assert json.loads(data_of(await anext(frames))) == {"error": {"message": "generation failed: boom",
                                                              "type": "server_error", "param": None,
@@ -160,7 +155,7 @@ def test_stream_error_after_the_start_is_an_error_event_after_the_text_before_it
 def test_text_frames_are_byte_for_byte_the_chunk_msgspec_encodes(text):
     """The text frames reuse the bytes around the text, encoded once per stream: they must equal encoding the
     whole chunk (escapes, non-ASCII and line breaks included, which stay inside one `data:` line)."""
-    p = Prepared("cmpl-0123abc", 1700000000, SimpleNamespace(id='odd "text":"" \\'), FedJob(), False, {})
+    p = Prepared("cmpl-0123abc", 1700000000, SimpleNamespace(id='odd "text":"" \\'), None, False, {})
     chunk = CompletionChunk(id=p.id, object="text_completion", created=p.created, model=p.worker.id,
                             choices=[CompletionChoice(text=text)])
     frame = ChunkFrames(p).text(text)

@@ -7,12 +7,13 @@ import time
 
 import pytest
 
-from gptzoo.server import metrics
-from gptzoo.server.errors import ApiError
+from gptzoo.server import errors, metrics
 from gptzoo.server.events import Done, TextDelta
-from gptzoo.server.router import ModelRouter
+from gptzoo.server.job import Job
+from gptzoo.server.refusals import Refused
+from gptzoo.server.registry import Registry
 from gptzoo.server.settings import Settings
-from gptzoo.server.worker import Job, ModelWorker
+from gptzoo.server.worker import ModelWorker
 from gptzoo.zoo.generate import Batch, generate
 from gptzoo.zoo.runtime import OnnxModel
 from gptzoo.zoo.sampling import SamplingParams
@@ -32,12 +33,13 @@ def test_full_queue_is_429(exported_store):
     refused = metrics.REFUSED.labels(**w.labels, reason="overloaded")
     before = refused._value.get()
     try:
-        with pytest.raises(ApiError) as e:
+        with pytest.raises(Refused) as e:
             asyncio.run(submit_four())
     finally:
         w.close()  # its two queued jobs leave the (process-wide) waiting gauge
-    assert e.value.status == 429 and "2 requests waiting" in e.value.message
-    assert e.value.headers == {"Retry-After": "1"} and refused._value.get() == before + 1
+    assert e.value.code == "overloaded" and "2 requests waiting" in e.value.message
+    assert e.value.retry_after == "1" and refused._value.get() == before + 1
+    assert errors.from_domain(e.value).status == 429
 
 
 def test_cancelled_stream_leaves_the_batch(exported_store):
@@ -51,7 +53,7 @@ def test_cancelled_stream_leaves_the_batch(exported_store):
     async def go():
         job = Job([1, 2, 3], SamplingParams(max_tokens=100_000), stream=True)
         w.submit(job)
-        assert isinstance(await asyncio.wait_for(job.events.get(), 10), TextDelta)
+        assert isinstance(await asyncio.wait_for(anext(job.events()), 10), TextDelta)
         job.cancel()
         # bounded: the worker drops the row at its next step. Wait for the counters, not for `finished`: the worker
         # sets that first and counts just after, so the test could read the counters in between.
@@ -91,10 +93,12 @@ def test_bad_settings_are_a_clear_error():
 
 
 def test_loading_model_is_503_with_retry_after(exported_store):
-    router = ModelRouter(Settings.build(store=str(exported_store)))  # not started: the model is still loading
-    with pytest.raises(ApiError) as e:
+    router = Registry(Settings.build(store=str(exported_store)))  # not started: the model is still loading
+    with pytest.raises(Refused) as e:
         router.ready("2l")
-    assert e.value.status == 503 and "still loading" in e.value.message and e.value.headers == {"Retry-After": "5"}
+    assert e.value.code == "model_not_ready" and "still loading" in e.value.message and e.value.retry_after == "5"
+    answer = errors.from_domain(e.value)
+    assert answer.status == 503 and answer.headers == {"Retry-After": "5"}
 
 
 def test_background_loading_answers_at_once_then_gets_ready(make_client, exported_store):
@@ -126,9 +130,9 @@ def solo_text(store, prompt_ids: list[int], params: SamplingParams) -> str:
 
 
 async def collect(job: Job) -> list:
-    events = [await asyncio.wait_for(job.events.get(), 30)]
-    while isinstance(events[-1], TextDelta):
-        events.append(await asyncio.wait_for(job.events.get(), 30))
+    events, it = [], job.events()
+    while not events or isinstance(events[-1], TextDelta):
+        events.append(await asyncio.wait_for(anext(it), 30))
     return events
 
 
@@ -161,7 +165,7 @@ def test_a_step_hands_every_rows_events_to_the_loop_at_once(exported_store, step
     # At most two hand-offs per pass (the admitted rows' first tokens, then the step's tokens and ends); the eight
     # rows share their steps (all are in the batch from the second pass on), so one per token per row would be
     # about eight per pass.
-    assert hand_offs <= 2 * advances.n < sum(len(e) for e in per_job) // 3
+    assert hand_offs <= 2 * advances.n < sum(e[-1].completion_tokens for e in per_job) // 3
 
 
 def test_the_decode_thread_gives_way_after_each_hand_off(exported_store, monkeypatch):

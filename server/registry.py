@@ -1,4 +1,4 @@
-"""ModelRouter: the workers of the zoo, and the names a request may use for them.
+"""Registry: the workers of the zoo, the names a request may use for them, and `route`: which worker serves a request.
 
 A variant is named by its full id (shakespeare-char-4l) or by its depth alias (4l; 4l-int8 for the quantized
 copy). Names clients already use keep naming what they named: an alias stays with the variant it names while that
@@ -8,24 +8,28 @@ claimant take the name: the one with the oldest card (`created`), then the first
 start-up. A folder whose card is broken gets a worker that is failed from the start, so it is listed with its reason
 and the rest of the zoo serves.
 
-The router holds every worker: `workers` (one per variant listed, the one requests go to), `standby` (a re-exported
+The registry holds every worker: `workers` (one per variant listed, the one requests go to), `standby` (a re-exported
 variant's new version, loading beside the one that serves) and `retiring` (old versions finishing their requests).
-What moves workers between them is the live zoo (gptzoo.server.reload). Every change happens on the event loop, the
-only reader of these tables, so a request sees either the old or the new table; a request that already holds a
-worker keeps it, and a retired worker serves its requests to the end."""
+What moves workers between them is the live zoo (gptzoo.server.reload), through the methods under "the tables".
+Every change happens on the event loop, the only reader of these tables, so a request sees either the old or the new
+table; a request that already holds a worker keeps it, and a retired worker serves its requests to the end."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from gptzoo.server import metrics, routing
 from gptzoo.server.drafts import DraftPlan
-from gptzoo.server.errors import ApiError
+from gptzoo.server.job import Job
+from gptzoo.server.latency import Budget
 from gptzoo.server.names import depth_alias, resolve_names
+from gptzoo.server.refusals import RETRY_LOADING, Refused, UnknownModel
 from gptzoo.server.settings import Settings
 from gptzoo.server.worker import LOADING, ModelWorker, created_at
 from gptzoo.zoo.store import Broken, Store, Variant
@@ -37,7 +41,26 @@ def not_selected(model_id: str) -> str:
     return f"not in --models (POST /admin/models/{model_id}/load serves it)"
 
 
-class ModelRouter:
+@dataclass(frozen=True)
+class Ask:
+    """What routing reads of a request."""
+
+    model: str  # a variant id, a depth alias, `auto` or a family id
+    budget: Budget
+    fallback: bool  # a full queue may hand it to a shallower variant of the same family
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where a request went: its worker, the job queued there, and why (gptzoo.server.routing's reasons)."""
+
+    worker: ModelWorker
+    job: Job
+    reason: str
+    predicted: routing.Prediction
+
+
+class Registry:
     def __init__(self, settings: Settings):
         """The store as it is now: one worker per variant (not started). With `settings.models`, the variants not
         named are listed as unloaded."""
@@ -102,7 +125,28 @@ class ModelRouter:
         for w in self.every_worker():
             w.close()
 
-    # -- the table changes (on the event loop) ----------------------------------------------------------------
+    # -- the tables (changed only here, on the event loop) ----------------------------------------------------
+    def serve(self, w: ModelWorker) -> ModelWorker:
+        """`w` is the worker requests for its variant go to (call `changed` once the tables are as they should be)."""
+        self.workers[w.id] = w
+        return w
+
+    def stand_by(self, w: ModelWorker) -> None:
+        """A new version of a served variant, loading beside the one that serves."""
+        self.standby[w.id] = w
+
+    def take_standby(self, model_id: str) -> ModelWorker | None:
+        return self.standby.pop(model_id, None)
+
+    def retire(self, w: ModelWorker) -> None:
+        """Out of the tables: it finishes what it holds (the live zoo stops it once idle, then calls `reaped`)."""
+        w.retired = True
+        self.retiring.append(w)
+
+    def reaped(self, w: ModelWorker) -> None:
+        self.retiring.remove(w)
+        self.forget_worker_gauges(w)
+
     def changed(self) -> None:
         """After any change to `workers`: the aliases follow, and so do the gauges that describe each model."""
         claims = defaultdict(list)
@@ -173,7 +217,7 @@ class ModelRouter:
         return [a for a in self.claims if self.alias_target(a) == model_id]
 
     def get(self, name: str) -> ModelWorker:
-        """The worker a request names; 404 listing what exists."""
+        """The worker a request names; UnknownModel listing what exists."""
         if name in self.workers:
             return self.workers[name]
         if target := self.alias_target(name):
@@ -182,19 +226,57 @@ class ModelRouter:
         shown = name if len(name) <= 80 else f"{name[:80]}…"
         fams = sorted(routing.families(list(self.workers.values())))
         routed = f"; or `auto`, or a family: {', '.join(fams)}" if fams else ""
-        raise ApiError(404, f"model {shown!r} does not exist; available: {listed or 'none (the store is empty)'}"
-                            f"{routed}", param="model", code="model_not_found")
+        raise UnknownModel(f"model {shown!r} does not exist; available: {listed or 'none (the store is empty)'}"
+                           f"{routed}")
 
     def ready(self, name: str) -> ModelWorker:
-        """The named worker, or 503 saying why it does not serve."""
+        """The named worker, or Refused saying why it does not serve."""
         w = self.get(name)
         if not w.ready:
             metrics.REFUSED.labels(**w.labels, reason="model_not_ready").inc()
             # Retry-After only while loading: a model that failed to load stays down until an operator acts
-            retry = {"Retry-After": "5"} if w.state == LOADING else None
+            retry = RETRY_LOADING if w.state == LOADING else None
             why = "is still loading" if w.state == LOADING else f"is not ready: {w.reason}"
-            raise ApiError(503, f"model {w.id} {why}", param="model", code="model_not_ready", headers=retry)
+            raise Refused("model_not_ready", f"model {w.id} {why}", retry, param="model")
         return w
+
+    # -- routing ----------------------------------------------------------------------------------------------
+    async def route(self, ask: Ask, tokens: Callable[[ModelWorker], Awaitable[list[int]]],
+                    job: Callable[[ModelWorker, list[int]], Job], note: Callable[[ModelWorker], None]) -> Route:
+        """The worker that serves `ask`, with its job queued there. A named variant (id or alias) serves it, or
+        else `auto` / a family picks by the budget and the prompt's length (gptzoo.server.routing); a full queue
+        hands it to a shallower variant of the family when `ask.fallback`. `tokens` reads the prompt with a worker's
+        tokenizer (the caller's checks), `job` makes the job, `note` hears each worker tried (the request's metric
+        labels). Raises UnknownModel or Refused."""
+        pool = routing.candidates(ask.model, list(self.workers.values()), self.auto_family)
+        if pool is None:
+            note(self.get(ask.model))
+            worker = self.ready(ask.model)
+        else:
+            worker = pool[0]
+        ids = await tokens(worker)
+        if pool is None:
+            reason, predicted = routing.NAMED, routing.predict(worker, len(ids), time.perf_counter())
+        else:
+            predicted, reason = routing.choose(pool, ask.budget, len(ids), self.ready_workers())
+            worker = predicted.worker
+        tried = [worker]
+        while True:
+            note(worker)
+            queued = job(worker, ids)
+            try:
+                worker.submit(queued)
+                return Route(worker, queued, reason, predicted)
+            except Refused as e:
+                nxt = next((w for w in routing.shallower(tried[0], self.ready_workers()) if w not in tried),
+                           None) if ask.fallback and e.code == "overloaded" else None
+                if nxt is None:
+                    raise
+                if nxt.card.tokenizer != worker.card.tokenizer:  # a family shares its dataset, not always its tokenizer
+                    ids = await tokens(nxt)
+                worker, reason = nxt, routing.FALLBACK
+                tried.append(worker)
+                predicted = routing.predict(worker, len(ids), time.perf_counter())
 
 
 def _keep_or_pick(held: str | None, names: list[str], members: Callable[[str], list[ModelWorker]]) -> str | None:

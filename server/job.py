@@ -1,0 +1,92 @@
+"""One completion request on its way through a worker, and the events it gets back.
+
+The worker's thread hands a step's events to the job's event loop in one cross-thread call (`deliver`); the HTTP side
+reads them with `Job.events()`, an async iterator that ends after the job's last event (Done or Failed)."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+
+from gptzoo.server.events import Event, TextDelta
+from gptzoo.server.latency import Budget
+from gptzoo.zoo.sampling import SamplingParams
+
+
+class Job:
+    """One completion request on its way through a worker."""
+
+    def __init__(self, prompt_ids: list[int], params: SamplingParams, stream: bool, budget: Budget | None = None,
+                 family: str = "", speculative: bool = True):
+        self.prompt_ids, self.params, self.stream = prompt_ids, params, stream
+        self.speculative = speculative  # False: the request opted out of drafting (its `speculative` field)
+        self.budget, self.family = budget or Budget(), family  # family: the metric label of its budget's verdict
+        self.loop = asyncio.get_running_loop()
+        self._inbox: deque[Event] = deque()  # delivered and not read yet; only the job's loop touches it
+        self._arrived = asyncio.Event()
+        self._read_last = False  # its Done or Failed was read: its events are over
+        self._text_read = False  # a TextDelta was read: later text that piled up may be joined
+        self.arrival = time.perf_counter()
+        self.cancelled = False  # set by the HTTP side (client gone); the worker drops the row at its next step
+        self.finished = False
+        self.deadline = math.inf  # perf_counter time to be admitted by; set on submit to arrival + request_timeout
+        self.seen = 0  # tokens already accounted for in the latency metrics
+        self.streaming = False  # its first event went out (later text may be held for a stream interval)
+        self.first_token_at = self.last_token_at = 0.0
+        self.found_full = False  # every slot was taken or promised when it arrived: it waits for one to free
+
+    def cancel(self) -> None:
+        if not self.finished:
+            self.cancelled = True
+
+    def put(self, event: Event) -> None:
+        """On the job's event loop: one event from the worker."""
+        self._inbox.append(event)
+        self._arrived.set()
+
+    def events(self) -> AsyncIterator[Event]:
+        """The job's events in order, ending after Done or Failed. Text that piled up while the reader was away
+        (a client slower than the decode) comes as one TextDelta, not one per step. Events not read stay with the
+        job, so a second iterator goes on where the first stopped. (A class, not an async generator: one left
+        unfinished would make its event loop schedule a task to close it.)"""
+        return _Events(self)
+
+    async def _next(self) -> Event:
+        inbox = self._inbox
+        if self._read_last:
+            raise StopAsyncIteration
+        while not inbox:
+            self._arrived.clear()
+            await self._arrived.wait()
+        event = inbox.popleft()
+        # the first text goes alone, so what a client times as its first token is one token, whatever piled up
+        first, self._text_read = not self._text_read, self._text_read or isinstance(event, TextDelta)
+        if isinstance(event, TextDelta) and not first and inbox and isinstance(inbox[0], TextDelta):
+            parts = [event.text]
+            while inbox and isinstance(inbox[0], TextDelta):
+                parts.append(inbox.popleft().text)
+            event = TextDelta("".join(parts))
+        self._read_last = not isinstance(event, TextDelta)
+        return event
+
+
+class _Events:
+    __slots__ = ("job",)
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    def __aiter__(self) -> _Events:
+        return self
+
+    def __anext__(self):
+        return self.job._next()
+
+
+def deliver(events: list[tuple[Job, Event]]) -> None:
+    """On a job's event loop: a step's events, in the order the worker produced them."""
+    for job, event in events:
+        job.put(event)
