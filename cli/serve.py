@@ -45,7 +45,8 @@ def serve_cmd(
                           "addresses and --host are always allowed; requests naming another Host get 400, so a web "
                           "page cannot reach the API through DNS rebinding."),
     ] = None,
-    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the playground page at / (docs/playground.md).")] = True,
+    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the playground page at / (docs/playground.md).")] \
+        = True,
     max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,
     max_prompt_tokens: Annotated[int, typer.Option(min=1, help="Longest prompt accepted, in tokens.")] = 4096,
     max_batch_size: Annotated[

@@ -28,8 +28,7 @@ from gptzoo.server import buckets, errors
 from gptzoo.server.body import BodyGuard
 from gptzoo.server.reload import LiveZoo
 from gptzoo.server.router import ModelRouter
-from gptzoo.server.routes import ROUTES
-from gptzoo.server.routes import ui
+from gptzoo.server.routes import ROUTES, ui
 from gptzoo.server.routes.metrics import scrape_metrics
 from gptzoo.server.security import api_key_guard, cross_site_guard
 from gptzoo.server.serving import CompletionService
