@@ -45,6 +45,8 @@ def serve_cmd(
                           "addresses and --host are always allowed; requests naming another Host get 400, so a web "
                           "page cannot reach the API through DNS rebinding."),
     ] = None,
+    ui: Annotated[bool, typer.Option("--ui/--no-ui", help="Serve the playground page at / (docs/playground.md).")] \
+        = True,
     max_tokens: Annotated[int, typer.Option(min=1, help="Largest max_tokens a request may ask for.")] = 1024,
     max_prompt_tokens: Annotated[int, typer.Option(min=1, help="Longest prompt accepted, in tokens.")] = 4096,
     max_batch_size: Annotated[
@@ -181,7 +183,7 @@ def serve_cmd(
                               max_waiting=max_queue, fallback=fallback, request_timeout=request_timeout,
                               shutdown_timeout=shutdown_timeout, body_timeout=body_timeout, threads=threads,
                               reload_interval=reload_interval, models=names, drafts=drafts,
-                              draft_tokens=draft_tokens)
+                              draft_tokens=draft_tokens, ui=ui)
     # uvicorn's workers (and the single in-process app) build the app from these variables.
     os.environ.update(settings.to_env())
     metrics_dir = _fresh_metrics_dir(workers)

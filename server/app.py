@@ -28,7 +28,7 @@ from gptzoo.server import buckets, errors
 from gptzoo.server.body import BodyGuard
 from gptzoo.server.registry import Registry
 from gptzoo.server.reload import LiveZoo
-from gptzoo.server.routes import ROUTES
+from gptzoo.server.routes import ROUTES, ui
 from gptzoo.server.routes.metrics import scrape_metrics
 from gptzoo.server.security import api_key_guard, cross_site_guard
 from gptzoo.server.serving import CompletionService
@@ -126,7 +126,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             await asyncio.to_thread(router.close)
 
     return Litestar(
-        route_handlers=[*ROUTES, scrape_metrics],
+        route_handlers=[*ROUTES, scrape_metrics, *(ui.ROUTES if settings.ui else [])],  # the playground page
         lifespan=[lifespan],
         state=State({"settings": settings}),
         dependencies={"router": Provide(provide_router, sync_to_thread=False),

@@ -66,6 +66,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # What a request whose variant's queue is full gets when it does not say (its `fallback` field): "none" answers
     # 429, "shallower" hands it to the next shallower variant of the same family that has room.
     fallback: Literal["none", "shallower"] = "none"
+    ui: bool = True  # the playground page at / (`gptzoo serve --no-ui`: off)
     load_in_background: bool = False  # start answering at once; models become ready as they load
     # Seconds between rescans of the store (new, re-exported and removed variants; see gptzoo.server.reload); 0: only
     # at start and on POST /admin/reload.
