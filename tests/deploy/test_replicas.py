@@ -15,6 +15,7 @@ import httpx
 import pytest
 import yaml
 
+from tests.deploy.conftest import dashboard, panel_exprs, substitute
 from tests.deploy.test_live_stack import query, wait_for
 from tests.server.conftest import MODEL, free_port, metric, server_process
 
@@ -121,6 +122,10 @@ def test_two_replicas_behind_haproxy(haproxy, prometheus, tmp_path, drafted_stor
                  proc=pp)
         [fleet] = query(prom, f'sum by (model) (gptzoo_completion_requests_total{{model="{MODEL}"}})')
         assert float(fleet["value"][1]) == n
+        # every dashboard panel aggregates across instances: no result keeps an `instance` label
+        per_instance = [where for where, expr in panel_exprs(dashboard())
+                        for series in query(prom, substitute(expr)) if "instance" in series["metric"]]
+        assert not per_instance, per_instance
 
         # a variant added to the store answers on every replica after one reload each
         shutil.copytree(drafted_store / NEW, store / NEW)
