@@ -55,7 +55,8 @@ class TrainConfig:
     def from_preset(cls, profile: str, n_layer: int, cuda_available: bool, **overrides) -> TrainConfig:
         name = resolve_profile(profile, cuda_available)
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in preset(name, n_layer).items() if k in known} | {"preset": name}
+        arch = overrides.get("arch") or "gpt2"
+        values = {k: v for k, v in preset(name, n_layer, arch).items() if k in known} | {"preset": name}
         values.update({k: v for k, v in overrides.items() if v is not None})
         cfg = cls(**values)
         cfg.validate()

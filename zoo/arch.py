@@ -33,3 +33,14 @@ def make_model(model_args: dict) -> nn.Module:
     """A freshly initialised model of model_args' family."""
     config = config_from_dict(model_args)
     return OSS(config) if isinstance(config, OSSConfig) else GPT(config)
+
+
+def card_fields(model_args: dict) -> dict:
+    """What a card records of the family: nothing for gpt2 (its cards stay as they were), else `arch` and the
+    family's own settings (the model_args beyond gpt2's)."""
+    arch = arch_of(model_args)
+    if arch == "gpt2":
+        return {}
+    common = set(GPTConfig.__dataclass_fields__)
+    config = config_from_dict(model_args).to_dict()
+    return {"arch": arch, "arch_args": {k: v for k, v in config.items() if k not in common | {"arch"}}}
