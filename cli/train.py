@@ -127,7 +127,6 @@ def train(
     """
     import torch
 
-    from gptzoo.trainer import loop as trainer_loop
     from gptzoo.trainer.loop import train as run_training
 
     if (layers is None) == (not all_depths):
@@ -136,9 +135,6 @@ def train(
         fail("--name names one variant; it cannot be combined with --all", code=2)
     if all_depths and arch not in (None, "gpt2"):
         fail(f"--arch {arch} trains one depth at a time (--layers N); --all builds the gpt2 zoo", code=2)
-    if arch not in (None, "gpt2") and not hasattr(trainer_loop, "build_model"):
-        # the trainer builds models through gptzoo.zoo.arch once its Trainer class lands (issue 25, docs/oss.md)
-        fail(f"--arch {arch}: the trainer does not build this family yet (the torch model is gptzoo.zoo.oss)", code=2)
     if threads:
         torch.set_num_threads(threads)
     overrides = dict(

@@ -75,7 +75,7 @@ def summarize(results: Sequence[RequestResult], wall_s: float) -> dict:
 
 
 @dataclass(frozen=True)
-class Budget:
+class ClientBudget:
     """The run's latency budget in ms, judged on what the client measured."""
 
     tpot_ms: float | None
@@ -97,7 +97,7 @@ class Budget:
         return self.tpot_ms is None or tpot is None or tpot * 1e3 <= self.tpot_ms
 
 
-def budget_summary(results: Sequence[RequestResult], wall_s: float, budget: Budget) -> dict:
+def client_budget_summary(results: Sequence[RequestResult], wall_s: float, budget: ClientBudget) -> dict:
     """Requests within the budget (of all sent, failures count as missed) and goodput: those per second."""
     within = sum(budget.met(r) for r in results)
     return {"tpot_ms": budget.tpot_ms, "ttft_ms": budget.ttft_ms, "within": within,
@@ -106,7 +106,7 @@ def budget_summary(results: Sequence[RequestResult], wall_s: float, budget: Budg
             "tpot_ms_client": distribution_ms([t for r in results if r.ok and (t := r.tpot_s) is not None])}
 
 
-def served(results: Sequence[RequestResult], val_losses: dict[str, float], budget: Budget | None = None) -> dict:
+def served(results: Sequence[RequestResult], val_losses: dict[str, float], budget: ClientBudget | None = None) -> dict:
     """Successful requests by the variant that served them (with its route reasons, when the server says, and how
     many stayed within the budget, when there is one), and the mean validation loss of those variants over the
     requests (None when a variant's loss is unknown)."""

@@ -27,7 +27,7 @@ from gptzoo.measure.loadconfig import (
     RemoteNotAllowed,
     check_url,
 )
-from gptzoo.measure.loadstats import Budget, budget_summary, served, summarize
+from gptzoo.measure.loadstats import ClientBudget, client_budget_summary, served, summarize
 
 if TYPE_CHECKING:  # imported where used: the CLI reads the limits without the `serve` extra
     import aiohttp
@@ -46,10 +46,10 @@ class Report:
     val_losses: dict[str, float] = field(default_factory=dict)  # each listed variant's val_loss
 
     def to_dict(self) -> dict:
-        budget = Budget(self.config.max_tpot_ms, self.config.max_ttft_ms)
+        budget = ClientBudget(self.config.max_tpot_ms, self.config.max_ttft_ms)
         return summarize(self.results, self.wall_s) | {
             "served": served(self.results, self.val_losses, budget if budget.set else None),
-            "budget": budget_summary(self.results, self.wall_s, budget) if budget.set else None,
+            "budget": client_budget_summary(self.results, self.wall_s, budget) if budget.set else None,
             "client_cpus": self.client_cpus, "config": _config_dict(self.config)}
 
 

@@ -15,85 +15,44 @@ import math
 import shutil
 import signal
 import time
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from gptzoo.trainer import cards, distributed
 from gptzoo.trainer import data as datamod
-from gptzoo.trainer import distributed
 from gptzoo.trainer.config import TrainConfig
 from gptzoo.trainer.progress import TrainProgress
+from gptzoo.trainer.state import (  # noqa: F401  (BatchSampler, lr_at, TrainError, SETUP_STEPS: re-exported)
+    SETUP_STEPS,
+    STOP_DIVERGED,
+    STOP_INTERRUPTED,
+    STOP_MAX_ITERS,
+    STOP_PATIENCE,
+    BatchSampler,
+    TrainError,
+    TrainResult,
+    TrainState,
+    lr_at,
+    main_thread,
+    median_sorted,
+    stop_wanted,
+)
 from gptzoo.zoo import atomic, checkpoint
 from gptzoo.zoo import datasets as dsmod
 from gptzoo.zoo import store as storemod
-from gptzoo.zoo.card import Card, DatasetFacts, EvalFacts
-from gptzoo.zoo.errors import GptzooError
+from gptzoo.zoo.arch import make_model
 from gptzoo.zoo.evaluate import estimate
-from gptzoo.zoo.model import GPT, GPTConfig
+from gptzoo.zoo.model import GPT
 from gptzoo.zoo.names import check_name
+from gptzoo.zoo.oss import OSS
 from gptzoo.zoo.sources import sha256_file
 
 # A fresh run past this many parameters asks for `--yes`: an extra zero on --layers should not start a day-long job.
 LARGE_PARAMS = 100_000_000
 # Fields a resumed run may change; everything else must match the checkpoint it continues.
 RESUMABLE_OVERRIDES = {"max_iters", "device", "compile", "eval_interval", "patience"}
-# Why a run stopped (card.stop_reason, TrainResult.stop_reason).
-# Steps at the start of a run (or resume) left out of its speed: they pay one-off allocation (and compile) costs.
-SETUP_STEPS = 3
-STOP_MAX_ITERS, STOP_PATIENCE, STOP_INTERRUPTED, STOP_DIVERGED = "max_iters", "patience", "interrupted", "diverged"
-
-
-class TrainError(GptzooError):
-    """Training cannot start or continue (the reason is in the message)."""
-
-
-@dataclass
-class TrainResult:
-    variant: storemod.Variant | None  # None on non-zero ranks
-    iterations: int
-    best_val_loss: float  # on the periodic evaluation's fixed windows (the card's val_loss is the whole split)
-    interrupted: bool
-    ms_per_iter: float | None  # median wall time of one optimizer step, evaluations excluded (None: no step timed)
-    tokens_per_s: float | None  # tokens per step / that median: the figure the progress bar shows as it goes
-    stop_reason: str = STOP_MAX_ITERS  # max_iters, patience or interrupted
-
-
-def lr_at(it: int, cfg: TrainConfig) -> float:
-    """Linear warmup to learning_rate, then cosine decay to min_lr at max_iters."""
-    if it < cfg.warmup_iters:
-        return cfg.learning_rate * (it + 1) / (cfg.warmup_iters + 1)
-    if it >= cfg.max_iters:
-        return cfg.min_lr
-    ratio = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)
-    return cfg.min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (cfg.learning_rate - cfg.min_lr)
-
-
-class BatchSampler:
-    """Random training windows drawn from a seeded generator whose state is checkpointed, so a resumed run sees the
-    same batches as an uninterrupted one. The split lives in memory as one tensor and windows are gathered at once."""
-
-    def __init__(self, split: np.ndarray, block_size: int, batch_size: int, seed: int):
-        self.data = torch.from_numpy(np.asarray(split).astype(np.int64))
-        self.block_size, self.batch_size = block_size, batch_size
-        if len(self.data) <= block_size + 1:
-            raise TrainError(f"training split ({len(self.data)} tokens) is shorter than block_size {block_size}")
-        self.gen = torch.Generator().manual_seed(seed)
-        self._offsets = torch.arange(block_size)
-
-    def _draw(self) -> torch.Tensor:
-        return torch.randint(len(self.data) - self.block_size, (self.batch_size,), generator=self.gen)
-
-    def skip(self, n_batches: int) -> None:
-        """Fast-forward the data order past `n_batches` batches (how a resumed run finds its place)."""
-        for _ in range(n_batches):
-            self._draw()
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        pos = self._draw()[:, None] + self._offsets
-        return self.data[pos], self.data[pos + 1]
 
 
 def resolve_config(layers: int, preset: str, overrides: dict, resume_from: dict | None) -> TrainConfig:
@@ -175,276 +134,223 @@ def train(
         distributed.barrier(dist)
         if not dist.master:
             dataset = dsmod.load(cfg.dataset, data_dir)
-        return _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at)
+        return Trainer(cfg, dist, dataset, store, vid, progress).run(resume_ckpt, stop_at)
 
 
-def _run(cfg, dist, dataset, store, vid, resume_ckpt, progress, stop_at) -> TrainResult:
-    device = dist.device
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
-    vdir = store.variant_dir(vid)
-    if device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    use_bf16 = device_type == "cuda" and torch.cuda.is_bf16_supported()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+def build_model(cfg: TrainConfig, vocab_size: int) -> GPT | OSS:
+    """The model a run trains: the one place a config becomes a network, of the config's family (zoo.arch)."""
+    return make_model(cfg.model_args(vocab_size))
 
-    gconf = GPTConfig(**cfg.model_args(dataset.meta["vocab_size"]))
-    torch.manual_seed(cfg.seed)  # identical init on every rank
-    model = GPT(gconf).to(device)
-    optimizer = model.configure_optimizers(cfg.weight_decay, cfg.learning_rate, (cfg.beta1, cfg.beta2), device_type)
-    sampler = BatchSampler(dataset.train, cfg.block_size, cfg.batch_size, cfg.seed + dist.rank)
-    start_iter, best_val, prev_seconds, prev_tokens = 0, float("inf"), 0.0, 0
-    since_best = 0  # evaluations since the last new best (early stopping's counter; checkpointed for --resume)
-    if resume_ckpt is not None:
-        model.load_state_dict(checkpoint.strip_compile_prefix(resume_ckpt["model"]))
-        optimizer.load_state_dict(resume_ckpt["optimizer"])
-        start_iter, best_val = int(resume_ckpt["iter_num"]), float(resume_ckpt["best_val_loss"])
-        since_best = int(resume_ckpt.get("evals_since_best", 0))
-        prev_seconds, prev_tokens = float(resume_ckpt["training_seconds"]), int(resume_ckpt["tokens_seen"])
-        sampler.skip(start_iter * cfg.gradient_accumulation_steps)
-        rng = resume_ckpt["rng"]
-        if dist.master:  # rank 0's dropout stream continues exactly; other ranks reseed from the step
-            torch.set_rng_state(rng["torch"])
-            if device_type == "cuda" and "cuda" in rng:
-                torch.cuda.set_rng_state(rng["cuda"])
+
+class Trainer:
+    """One training process: `run` sets up (model, optimizer, resume), loops (evaluate and checkpoint when due, stop
+    when asked, one optimizer step) and finishes (final save, stop facts, whole-split score). Its state is `self.s`."""
+
+    def __init__(self, cfg: TrainConfig, dist: distributed.Dist, dataset: dsmod.Dataset, store: storemod.Store,
+                 vid: str, progress: TrainProgress):
+        self.cfg, self.dist, self.dataset, self.store, self.vid = cfg, dist, dataset, store, vid
+        self.progress = progress
+        self.vdir = store.variant_dir(vid)
+        self.log_path = self.vdir / storemod.TRAIN_LOG
+        self.device = dist.device
+        self.device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        self.tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps * dist.world_size
+        self.s = TrainState()
+
+    # --- setup -------------------------------------------------------------------------------------------------
+    def _setup(self, resume_ckpt: dict | None) -> None:
+        cfg, dist, s = self.cfg, self.dist, self.s
+        if self.device_type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        use_bf16 = self.device_type == "cuda" and torch.cuda.is_bf16_supported()
+        self.autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
+        torch.manual_seed(cfg.seed)  # identical init on every rank
+        self.raw_model = build_model(cfg, self.dataset.meta["vocab_size"]).to(self.device)
+        self.gconf = self.raw_model.config
+        self.optimizer = self.raw_model.configure_optimizers(cfg.weight_decay, cfg.learning_rate,
+                                                             (cfg.beta1, cfg.beta2), self.device_type)
+        self.sampler = BatchSampler(self.dataset.train, cfg.block_size, cfg.batch_size, cfg.seed + dist.rank)
+        if resume_ckpt is not None:
+            self.raw_model.load_state_dict(checkpoint.strip_compile_prefix(resume_ckpt["model"]))
+            self.optimizer.load_state_dict(resume_ckpt["optimizer"])
+            s.step = s.start_step = s.last_saved = int(resume_ckpt["iter_num"])
+            s.best_val = float(resume_ckpt["best_val_loss"])
+            s.evals_since_best = int(resume_ckpt.get("evals_since_best", 0))
+            s.prev_seconds, s.prev_tokens = float(resume_ckpt["training_seconds"]), int(resume_ckpt["tokens_seen"])
+            self.sampler.skip(s.start_step * cfg.gradient_accumulation_steps)
+            rng = resume_ckpt["rng"]
+            if dist.master:  # rank 0's dropout stream continues exactly; other ranks reseed from the step
+                torch.set_rng_state(rng["torch"])
+                if self.device_type == "cuda" and "cuda" in rng:
+                    torch.cuda.set_rng_state(rng["cuda"])
+            else:
+                torch.manual_seed(cfg.seed + dist.rank + 7919 * s.start_step)
         else:
-            torch.manual_seed(cfg.seed + dist.rank + 7919 * start_iter)
-    else:
-        torch.manual_seed(cfg.seed + dist.rank)  # dropout stream per rank
-    raw_model = model
-    if cfg.compile:
-        model = torch.compile(model)
-    if dist.enabled:
-        from torch.nn.parallel import DistributedDataParallel as DDP
+            torch.manual_seed(cfg.seed + dist.rank)  # dropout stream per rank
+        self.model = torch.compile(self.raw_model) if cfg.compile else self.raw_model
+        if dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
 
-        model = DDP(model, device_ids=[dist.local_rank] if device_type == "cuda" else None)
+            self.model = DDP(self.model, device_ids=[dist.local_rank] if self.device_type == "cuda" else None)
+        if dist.master and resume_ckpt is None:
+            self.log_path.write_text("")
+        self.t_run = time.perf_counter()
 
-    tokens_per_iter = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps * dist.world_size
-    log_path = vdir / storemod.TRAIN_LOG
-    if dist.master and resume_ckpt is None:
-        log_path.write_text("")
-    splits = {"train": dataset.train, "val": dataset.val}
-    eval_windows = cfg.eval_iters * cfg.batch_size
-    step_times: list[float] = []  # seconds per timed step, kept sorted: its median is the run's one speed figure
-    t_run = time.perf_counter()
+    # --- the loop ----------------------------------------------------------------------------------------------
+    def run(self, resume_ckpt: dict | None, stop_at: int | None) -> TrainResult:
+        cfg, dist, s = self.cfg, self.dist, self.s
+        self._setup(resume_ckpt)
+        old_handler = signal.signal(signal.SIGINT, self._on_sigint) if main_thread() else None
+        self.model.train()
+        try:
+            with self.progress:
+                self.progress.start_at(s.start_step)
+                while True:
+                    due = s.step % cfg.eval_interval == 0 or s.step == cfg.max_iters
+                    if dist.master and due and (s.step != s.start_step or resume_ckpt is None):
+                        self._evaluate_and_save()
+                    if s.step >= cfg.max_iters:
+                        break
+                    patience_hit = dist.master and cfg.patience > 0 and s.evals_since_best >= cfg.patience
+                    wanted = stop_wanted(s.stop_requested, patience_hit, s.step == stop_at, dist)
+                    if wanted:
+                        s.stop_reason = wanted
+                        break
+                    self._step()
+            self._finish()
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+        if dist.master:  # outside our SIGINT handler: a Ctrl-C here leaves the card's fixed-window figure, consistent
+            cards.score_best_on_whole_split(self.store, self.vid, self.dataset, self.device, self.progress.log)
+        ms = s.ms_per_iter()
+        return TrainResult(
+            variant=self.store.load(self.vid) if dist.master else None,
+            iterations=s.step,
+            best_val_loss=s.best_val,
+            interrupted=s.stop_reason == STOP_INTERRUPTED,
+            ms_per_iter=ms,
+            tokens_per_s=self.tokens_per_iter / (ms / 1000) if ms else None,
+            stop_reason=s.stop_reason,
+        )
 
-    def elapsed() -> float:
-        return prev_seconds + time.perf_counter() - t_run
+    def _step(self) -> None:
+        """One optimizer step: gradient accumulation over micro-batches (DDP syncs only on the last), clip, update."""
+        cfg, s = self.cfg, self.s
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(s.step, cfg)
+        t0 = time.perf_counter()
+        for micro in range(cfg.gradient_accumulation_steps):
+            x, y = self.sampler.next()
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            last = micro == cfg.gradient_accumulation_steps - 1
+            sync = contextlib.nullcontext() if (last or not self.dist.enabled) else self.model.no_sync()
+            with sync, self.autocast:
+                _, loss = self.model(x, y)
+                (loss / cfg.gradient_accumulation_steps).backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        s.step += 1
+        if self.device_type == "cpu" or s.step % 10 == 0:  # .item() syncs a GPU: only every 10th step there
+            step_loss = loss.item()
+            if not math.isfinite(step_loss):
+                self._diverged(step_loss)
+            if s.step > s.start_step + SETUP_STEPS:
+                bisect.insort(s.step_times, time.perf_counter() - t0)
+            median = median_sorted(s.step_times)
+            self.progress.step(s.step, step_loss, self.tokens_per_iter / median if median else None)
 
-    def tokens_seen(it: int) -> int:
-        return prev_tokens + (it - start_iter) * tokens_per_iter
-
-    def state(it: int, with_optimizer: bool) -> dict:
-        rng = {"torch": torch.get_rng_state()}
-        if device_type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state()
-        ckpt = {
-            "model": raw_model.state_dict(),
-            "model_args": gconf.to_dict(),
-            "iter_num": it,
-            "best_val_loss": best_val,
-            "evals_since_best": since_best,
-            "config": cfg.to_dict(),
-            "tokenizer": dataset.meta["tokenizer"],
-            "dataset": _dataset_facts(dataset),
-            "training_seconds": elapsed(),
-            "tokens_seen": tokens_seen(it),
-        }
-        if with_optimizer:
-            ckpt |= {"optimizer": optimizer.state_dict(), "rng": rng}
-        return ckpt
-
-    def evaluate_and_save(it: int) -> None:
-        nonlocal best_val, since_best
-        losses = estimate(raw_model, splits, cfg.batch_size, eval_windows, device=device, autocast=autocast)
+    def _evaluate_and_save(self) -> None:
+        """Score fixed windows, log a line, and save: a new best writes best.pt and the whole card; always last.pt."""
+        cfg, s = self.cfg, self.s
+        splits = {"train": self.dataset.train, "val": self.dataset.val}  # the same fixed windows every time
+        losses = estimate(self.raw_model, splits, cfg.batch_size, cfg.eval_iters * cfg.batch_size, device=self.device,
+                          autocast=self.autocast)
         if not all(math.isfinite(v) for v in losses.values()):
-            diverged(it, losses["val"])
-        record = {"iter": it, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr_at(it, cfg),
-                  "tokens_seen": tokens_seen(it), "elapsed_s": round(elapsed(), 3),
-                  "ms_per_iter": round(_median(step_times) * 1000, 3) if step_times else None}
-        atomic.append_text(log_path, json.dumps(record, allow_nan=False) + "\n")  # whole lines, even on a full disk
-        progress.log(f"iter {it}: train {losses['train']:.4f}, val {losses['val']:.4f}")
-        if losses["val"] < best_val:
-            best_val, since_best = losses["val"], 0
+            self._diverged(losses["val"])
+        ms = s.ms_per_iter()
+        record = {"iter": s.step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr_at(s.step, cfg),
+                  "tokens_seen": self._tokens_seen(), "elapsed_s": round(self._elapsed(), 3),
+                  "ms_per_iter": round(ms, 3) if ms is not None else None}
+        if getattr(self.gconf, "experts", 0):  # oss MoE: the balance loss of the last forward (docs/oss.md)
+            record["balance_loss"] = round(float(self.raw_model.balance_loss), 4)
+        # whole lines, even on a full disk
+        atomic.append_text(self.log_path, json.dumps(record, allow_nan=False) + "\n")
+        self.progress.log(f"iter {s.step}: train {losses['train']:.4f}, val {losses['val']:.4f}")
+        if losses["val"] < s.best_val:
+            s.best_val, s.evals_since_best = losses["val"], 0
             # The card names the new checkpoint's sha256: it is written before the checkpoint replaces the old one,
             # so a failure between (a full disk) leaves the old pair, never a card that does not match its checkpoint.
-            with atomic.atomic_path(vdir / storemod.CKPT_BEST) as tmp:
-                checkpoint.save(state(it, with_optimizer=False), tmp)
-                _write_card(store, vid, cfg, gconf, raw_model, dataset, it, losses, elapsed(), tokens_seen(it),
-                            step_times, sha256_file(tmp))
+            with atomic.atomic_path(self.vdir / storemod.CKPT_BEST) as tmp:
+                checkpoint.save(self._checkpoint(with_optimizer=False), tmp)
+                facts = cards.RunFacts(self.vid, cfg, self.gconf, self.raw_model.num_params(), self.dataset.meta,
+                                       losses["train"], losses["val"], sha256_file(tmp), self._progress_facts())
+                self.store.save_card(facts.card())
         else:  # a new best wrote the whole card, progress facts included
-            since_best += 1
-            _update_progress_facts(store, vid, it, elapsed(), tokens_seen(it), step_times)
-        checkpoint.save(state(it, with_optimizer=True), vdir / storemod.CKPT_LAST)
-        last_saved[:] = [it]
+            s.evals_since_best += 1
+            cards.write_progress(self.store, self.vid, self._progress_facts())
+        checkpoint.save(self._checkpoint(with_optimizer=True), self.vdir / storemod.CKPT_LAST)
+        s.last_saved = s.step
 
-    def diverged(it: int, loss: float) -> None:
+    def _diverged(self, loss: float) -> None:
         """A non-finite loss: nothing more is saved (the weights are spoiled); the last good checkpoints stay."""
-        kept = f"the checkpoints from iter {last_saved[0]} are kept" if last_saved else "nothing was saved"
-        if dist.master and (vdir / storemod.CARD).is_file():
-            _set_stop_facts(store, vid, it, STOP_DIVERGED)
-        raise TrainError(f"training diverged: the loss is {loss} at iter {it} (lr {lr_at(it, cfg):.3g}); {kept}. "
-                         f"Start over with a lower --lr (and --overwrite)")
+        s = self.s
+        kept = f"the checkpoints from iter {s.last_saved} are kept" if s.last_saved is not None else "nothing was saved"
+        if self.dist.master and (self.vdir / storemod.CARD).is_file():
+            cards.write_stop(self.store, self.vid, s.step, STOP_DIVERGED)
+        raise TrainError(f"training diverged: the loss is {loss} at iter {s.step} (lr {lr_at(s.step, self.cfg):.3g}); "
+                         f"{kept}. Start over with a lower --lr (and --overwrite)")
 
-    last_saved: list[int] = [start_iter] if resume_ckpt is not None else []
-    stop = {"requested": False}
-
-    def on_sigint(signum, frame):
-        if stop["requested"]:  # a second Ctrl-C means now
+    def _on_sigint(self, signum, frame) -> None:
+        if self.s.stop_requested:  # a second Ctrl-C means now
             raise KeyboardInterrupt
-        stop["requested"] = True
+        self.s.stop_requested = True
 
-    old_handler = signal.signal(signal.SIGINT, on_sigint) if _main_thread() else None
-    it = start_iter
-    reason = STOP_MAX_ITERS
-    model.train()
-    try:
-        with progress:
-            progress.start_at(start_iter)
-            while True:
-                due = it % cfg.eval_interval == 0 or it == cfg.max_iters
-                if dist.master and due and (it != start_iter or resume_ckpt is None):
-                    evaluate_and_save(it)
-                if it >= cfg.max_iters:
-                    break
-                patience_hit = dist.master and cfg.patience > 0 and since_best >= cfg.patience
-                wanted = _stop_wanted(stop, patience_hit, it == stop_at, dist)
-                if wanted:
-                    reason = wanted
-                    break
-                lr = lr_at(it, cfg)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                t0 = time.perf_counter()
-                for micro in range(cfg.gradient_accumulation_steps):
-                    x, y = sampler.next()
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    last = micro == cfg.gradient_accumulation_steps - 1
-                    sync = contextlib.nullcontext() if (last or not dist.enabled) else model.no_sync()
-                    with sync, autocast:
-                        _, loss = model(x, y)
-                        (loss / cfg.gradient_accumulation_steps).backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                it += 1
-                if device_type == "cpu" or it % 10 == 0:
-                    step_loss = loss.item()
-                    if not math.isfinite(step_loss):
-                        diverged(it, step_loss)
-                    dt = time.perf_counter() - t0
-                    if it > start_iter + SETUP_STEPS:
-                        bisect.insort(step_times, dt)
-                    median = _median(step_times)
-                    progress.step(it, step_loss, tokens_per_iter / median if median else None)
-        interrupted = reason == STOP_INTERRUPTED
-        if interrupted and dist.master:
-            checkpoint.save(state(it, with_optimizer=True), vdir / storemod.CKPT_LAST)
-            _update_progress_facts(store, vid, it, elapsed(), tokens_seen(it), step_times)
-        if dist.master:
-            if reason == STOP_PATIENCE:
-                progress.log(f"early stop at iter {it}: no better validation loss in {since_best} evaluations "
-                             f"(patience {cfg.patience})")
-            _set_stop_facts(store, vid, it, reason)
-    finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGINT, old_handler)
-    if dist.master:  # outside our SIGINT handler: a Ctrl-C here leaves the card's fixed-window figure, still consistent
-        score_best_on_whole_split(store, vid, dataset, device, progress.log)
+    # --- finish ------------------------------------------------------------------------------------------------
+    def _finish(self) -> None:
+        """An interrupted run saves where it stopped (resumable); every run records why it stopped."""
+        s = self.s
+        if not self.dist.master:
+            return
+        if s.stop_reason == STOP_INTERRUPTED:
+            checkpoint.save(self._checkpoint(with_optimizer=True), self.vdir / storemod.CKPT_LAST)
+            cards.write_progress(self.store, self.vid, self._progress_facts())
+        if s.stop_reason == STOP_PATIENCE:
+            self.progress.log(f"early stop at iter {s.step}: no better validation loss in {s.evals_since_best} "
+                              f"evaluations (patience {self.cfg.patience})")
+        cards.write_stop(self.store, self.vid, s.step, s.stop_reason)
 
-    ms = _median(step_times) * 1000 if step_times else None
-    return TrainResult(
-        variant=store.load(vid) if dist.master else None,
-        iterations=it,
-        best_val_loss=best_val,
-        interrupted=interrupted,
-        ms_per_iter=ms,
-        tokens_per_s=tokens_per_iter / (ms / 1000) if ms else None,
-        stop_reason=reason,
-    )
+    # --- helpers -----------------------------------------------------------------------------------------------
+    def _elapsed(self) -> float:
+        return self.s.prev_seconds + time.perf_counter() - self.t_run
 
+    def _tokens_seen(self) -> int:
+        return self.s.prev_tokens + (self.s.step - self.s.start_step) * self.tokens_per_iter
 
-def _median(sorted_times: list[float]) -> float | None:
-    """The median of a sorted list without sorting it again (the progress bar asks for it every step)."""
-    n = len(sorted_times)
-    return (sorted_times[(n - 1) // 2] + sorted_times[n // 2]) / 2 if n else None
+    def _progress_facts(self) -> cards.Progress:
+        return cards.Progress(self.s.step, self._tokens_seen(), self._elapsed(), self.s.ms_per_iter())
 
+    def _checkpoint(self, with_optimizer: bool) -> dict:
+        s = self.s
+        ckpt = {
+            "model": self.raw_model.state_dict(),
+            "model_args": self.gconf.to_dict(),
+            "iter_num": s.step,
+            "best_val_loss": s.best_val,
+            "evals_since_best": s.evals_since_best,
+            "config": self.cfg.to_dict(),
+            "tokenizer": self.dataset.meta["tokenizer"],
+            "dataset": cards.dataset_facts(self.dataset.meta),
+            "training_seconds": self._elapsed(),
+            "tokens_seen": self._tokens_seen(),
+        }
+        if with_optimizer:
+            rng = {"torch": torch.get_rng_state()}
+            if self.device_type == "cuda":
+                rng["cuda"] = torch.cuda.get_rng_state()
+            ckpt |= {"optimizer": self.optimizer.state_dict(), "rng": rng}
+        return ckpt
 
-def _main_thread() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
-
-
-def _stop_wanted(stop: dict, patience_hit: bool, at_stop_iter: bool, dist: distributed.Dist) -> str | None:
-    """Why to stop before the next step (early stopping, Ctrl-C, `stop_at`), or None. Every rank stops at the same
-    step: only rank 0 evaluates, so its patience verdict and every rank's Ctrl-C are MAX-reduced across ranks."""
-    code = 2 if patience_hit else 1 if (stop["requested"] or at_stop_iter) else 0
-    if dist.enabled:
-        flag = torch.tensor([float(code)], device=dist.device)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-        code = int(flag.item())
-    return {0: None, 1: STOP_INTERRUPTED, 2: STOP_PATIENCE}[code]
-
-
-def score_best_on_whole_split(store: storemod.Store, vid: str, dataset: dsmod.Dataset, device: str = "cpu",
-                              say=None) -> float:
-    """Score the variant's best checkpoint on every window of the validation split, in full precision (no autocast,
-    no TF32), and make that the card's val_loss; the fixed-window figure stays as `val_loss_windows`."""
-    variant = store.load(vid)
-    card = variant.card
-    _, model = checkpoint.load_variant(variant)  # checks the checkpoint against the card
-    ev = card.eval or EvalFacts()
-    if say:
-        say(f"scoring the best checkpoint (iter {card.best_iter}) on the whole validation split")
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        val = estimate(model.to(device), {"val": dataset.val}, ev.batch_size, None, device=device)["val"]
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
-    train_windows = ev.train_windows if ev.train_windows is not None else ev.windows_per_split
-    card.val_loss = val
-    card.eval = EvalFacts(windows_per_split=None, train_windows=train_windows, batch_size=ev.batch_size)
-    store.save_card(card)
-    return val
-
-
-def _dataset_facts(dataset: dsmod.Dataset) -> dict:
-    m = dataset.meta
-    return {"name": m["name"], "kind": m["kind"], "sha256": m["sha256"], "n_train": m["n_train"], "n_val": m["n_val"]}
-
-
-def _write_card(store, vid, cfg, gconf, model, dataset, it, losses, seconds, tokens, step_times, ckpt_sha) -> None:
-    card = Card(
-        id=vid, n_layer=gconf.n_layer, n_head=gconf.n_head, n_embd=gconf.n_embd, block_size=gconf.block_size,
-        vocab_size=gconf.vocab_size, bias=gconf.bias, dropout=gconf.dropout, params=model.num_params(),
-        tokenizer=dataset.meta["tokenizer"], dataset=DatasetFacts(**_dataset_facts(dataset)), preset=cfg.preset,
-        best_iter=it, val_loss=losses["val"], train_loss=losses["train"], val_loss_windows=losses["val"],
-        eval=EvalFacts(windows_per_split=cfg.eval_iters * cfg.batch_size, batch_size=cfg.batch_size),
-        checkpoint_sha256=ckpt_sha,
-        torch_version=str(torch.__version__), train_config=cfg.to_dict(),
-    )
-    _set_progress_facts(card, it, seconds, tokens, step_times)
-    store.save_card(card)
-
-
-def _set_progress_facts(card: Card, it: int, seconds: float, tokens: int, step_times: list[float]) -> None:
-    card.iterations = it
-    card.tokens_seen = tokens
-    card.training_seconds = round(seconds, 3)
-    card.ms_per_iter = round(_median(step_times) * 1000, 3) if step_times else None
-    card.updated = datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _update_progress_facts(store, vid, it, seconds, tokens, step_times) -> None:
-    card = store.load(vid).card
-    _set_progress_facts(card, it, seconds, tokens, step_times)
-    store.save_card(card)
-
-
-def _set_stop_facts(store, vid, it, reason) -> None:
-    card = store.load(vid).card
-    card.stopped_at_iter, card.stop_reason = it, reason
-    store.save_card(card)

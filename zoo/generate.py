@@ -4,7 +4,7 @@ prefill, cached decode, nanoGPT-exact context cropping, batching.
 A `Batch` holds rows (sequences, gptzoo.zoo.rows) over one slot cache (gptzoo.zoo.step_contract): each row owns a
 slot, and one session call per step decodes every row, one sampling call samples them all; each row has its own
 positions, sampling parameters, random stream and stop sequences. Rows join (their prompt fed by the next steps, in
-chunks under a token budget, beside the decoding rows) and leave between steps without copying any cache: that is
+chunks of `prefill_chunk` tokens, beside the decoding rows) and leave between steps without copying any cache: that is
 what continuous batching in the server builds on. A step is a `Plan` (what each row feeds, which rows draft), its
 calls, then the sampling of what they returned.
 
@@ -132,7 +132,7 @@ class Batch:
         return len(self.seats.free)
 
     def add(self, rows: list[Row]) -> None:
-        """Give each row a free slot; their prompts are fed by the next steps (chunked under the budget), and a
+        """Give each row a free slot; their prompts are fed by the next steps (chunked under `prefill_chunk`), and a
         row's first token comes in the step that feeds the end of its prompt."""
         if len(rows) > len(self.seats.free):
             raise BadValue(f"{len(rows)} rows do not fit: {len(self.seats.free)} of {self.slots} cache slots are free")
@@ -154,7 +154,7 @@ class Batch:
     # -- one step: plan, run, accept ----------------------------------------------------------------------------
     def step(self) -> list[Row]:
         """Advance every unfinished row by one token (or, drafting, by as many as the target accepts and one), and
-        feed waiting prompts up to the chunk budget; returns the rows that finished in this step. Per step, not per
+        feed waiting prompts (`prefill_chunk` a step); returns the rows that finished in this step. Per step, not per
         row: one call for every row that feeds one token, one call per run of neighbouring slots that feed equally
         many (re-prefills of full windows, prompt chunks), one sampling call for every row that got its logits;
         drafting rows: one draft call per proposal for all of them, one verification call each."""
@@ -167,19 +167,19 @@ class Batch:
         return plan.finished()
 
     def _plan(self) -> Plan:
-        """What each unfinished row feeds this step (prompt chunks under the budget), and which rows draft."""
+        """What each unfinished row feeds this step (prompt chunks under `prefill_chunk`), and which rows draft."""
         plan = Plan()
-        budget = self.prefill_chunk if self.prefill_chunk is not None else float("inf")
+        chunk_left = self.prefill_chunk if self.prefill_chunk is not None else float("inf")
         for r in self.rows:
             if r.done:
                 continue
             if not r.pending:  # it sampled a token last step: feed it
                 self._next_feed(r)
             if r.prompting:
-                n = min(len(r.pending), budget)
+                n = min(len(r.pending), chunk_left)
                 if n <= 0:
-                    continue  # the budget is spent: the rest of the prompts wait for the next step
-                budget -= n
+                    continue  # this step's prefill chunk is spent: the rest of the prompts wait for the next step
+                chunk_left -= n
             else:
                 n = len(r.pending)
             (plan.decode if n == 1 else plan.fill).append(Feed(r, r.pending[:n]))

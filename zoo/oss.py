@@ -241,13 +241,13 @@ class OSS(nn.Module):
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """As GPT.forward. With targets and experts, the loss includes balance_coef * the balance loss
+        """As GPT.forward. While training with targets and experts, the loss includes balance_coef * the balance loss
         (`balance_loss` keeps its value for logging)."""
         x = self.hidden_states(idx, torch.arange(idx.size(1), device=idx.device).view(1, -1))
         if targets is None:
             return self.lm_head(x[:, [-1], :]), None
         logits = self.lm_head(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        if self.config.experts:
+        if self.config.experts and self.training:  # evaluation losses stay plain cross-entropy, comparable to gpt2's
             loss = loss + self.config.balance_coef * self.balance_loss
         return logits, loss

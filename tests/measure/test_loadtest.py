@@ -121,9 +121,9 @@ def test_budget_verdicts_goodput_and_what_served():
         RequestResult(**ok, e2e_s=0.005, tokens=1, model="a-1l", route="fastest-no-fit"),  # plain: e2e for TTFT
         RequestResult(ok=False, status=429, error="http_429"),
     ]
-    from gptzoo.measure.loadstats import Budget, budget_summary, served
+    from gptzoo.measure.loadstats import ClientBudget, client_budget_summary, served
 
-    b = budget_summary(results, 2.0, Budget(tpot_ms=3, ttft_ms=100))
+    b = client_budget_summary(results, 2.0, ClientBudget(tpot_ms=3, ttft_ms=100))
     assert (b["within"], b["within_share"], b["goodput_per_s"]) == (2, 2 / 5, 1.0)  # the 4l one and the plain one
     assert b["tpot_ms_client"]["n"] == 3
     s = served(results, {"a-4l": 1.5, "a-12l": 1.4, "a-1l": 2.0})
@@ -131,7 +131,7 @@ def test_budget_verdicts_goodput_and_what_served():
                                    "routes": {"fallback-overload": 1, "fastest-no-fit": 1}}
     assert s["mean_val_loss"] == pytest.approx((1.5 + 1.4 + 2 * 2.0) / 4)
     assert served(results, {"a-4l": 1.5})["mean_val_loss"] is None  # a loss unknown: no mean made up
-    within = served(results, {}, Budget(tpot_ms=3, ttft_ms=100))["models"]
+    within = served(results, {}, ClientBudget(tpot_ms=3, ttft_ms=100))["models"]
     assert {k: v["within"] for k, v in within.items()} == {"a-12l": 0, "a-4l": 1, "a-1l": 1}
 
 

@@ -47,3 +47,23 @@ def test_cli_refuses_all_depths_for_oss_in_one_line(tmp_path):
     assert r.exit_code == 2
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "one depth at a time" in lines[0]
+
+
+def test_cli_trains_a_tiny_moe_oss_variant_end_to_end(tmp_path, data_dir):
+    from tests.conftest import TINY
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in TINY.items()]
+    r = CliRunner().invoke(app, ["train", "--layers", "2", "--preset", "cpu", *flags, "--arch", "oss",
+                                 "--kv-heads", "1", "--window", "8", "--experts", "2", "--experts-per-token", "1", "--store",
+                                 str(tmp_path), "--data-dir", str(data_dir), "--quiet"])
+    assert r.exit_code == 0, r.output
+    vdir = tmp_path / "shakespeare-char" / "shakespeare-char-2l-oss"
+    vdir = vdir if vdir.is_dir() else next(tmp_path.rglob("shakespeare-char-2l-oss"))
+    card = cardmod.from_dict(msgspec.json.decode((vdir / "card.json").read_bytes()))
+    assert card.arch == "oss" and card.arch_args["kv_heads"] == 1 and card.arch_args["experts"] == 2
+    logs = [msgspec.json.decode(line) for line in (vdir / "train-log.jsonl").read_bytes().splitlines()]
+    assert all(rec["balance_loss"] >= 1.0 for rec in logs if "iter" in rec)  # 1 is perfectly balanced
+    from gptzoo.zoo import checkpoint
+
+    model = checkpoint.build_model(checkpoint.load(vdir / "ckpt-best.pt"))
+    assert isinstance(model, OSS) and model.h[0].attn.window == 8

@@ -122,11 +122,13 @@ def test_balance_loss_is_one_when_uniform_and_joins_the_training_loss():
     torch.testing.assert_close(moe.balance, torch.tensor(4.0))
 
     idx, targets = torch.randint(0, 50, (2, 8)), torch.randint(0, 50, (2, 8))
-    logits, loss = model(idx, targets)
+    _, eval_loss = model(idx, targets)  # evaluation: cross-entropy only
+    logits, loss = model.train()(idx, targets)
     ce = F.cross_entropy(logits.view(-1, 50), targets.view(-1))
     balance = torch.stack([b.mlp.balance for b in model.h]).mean()
     torch.testing.assert_close(model.balance_loss, balance)
     torch.testing.assert_close(loss, ce + 0.5 * balance)
+    torch.testing.assert_close(eval_loss, ce)
 
 
 def test_a_few_training_steps_lower_the_loss_dense_and_moe():
