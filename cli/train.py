@@ -70,6 +70,21 @@ def train(
         min=0, max=0.99, help=f"Dropout. [default: cpu {_per_depth('cpu', 'dropout')}; gpu "
         f"{_per_depth('gpu', 'dropout')}; nanogpt-gpu {PROFILES['nanogpt-gpu']['dropout']:g}]", rich_help_panel=Hyper,
         show_default=False)] = None,
+    arch: Annotated[str | None, typer.Option(
+        help="Block family: gpt2 (nanoGPT's) or oss (GPT-OSS-style: RMSNorm, RoPE, grouped-query attention, "
+        "sliding/full layers, attention sinks, SwiGLU, optional MoE; docs/oss.md). [default: gpt2]",
+        rich_help_panel=Hyper, show_default=False)] = None,
+    kv_heads: Annotated[int | None, typer.Option(min=1, help="oss: key/value heads (divides --n-head). [default: 2]",
+                                                 rich_help_panel=Hyper, show_default=False)] = None,
+    window: Annotated[int | None, typer.Option(min=1, help="oss: sliding window of the even layers, in tokens. "
+                                               "[default: half the preset's context]", rich_help_panel=Hyper,
+                                               show_default=False)] = None,
+    rope_theta: Annotated[float | None, typer.Option(min=1, help="oss: RoPE base. [default: 10000]",
+                                                     rich_help_panel=Hyper, show_default=False)] = None,
+    experts: Annotated[int | None, typer.Option(min=0, help="oss: MoE experts per layer (0: dense). [default: 0]",
+                                                rich_help_panel=Hyper, show_default=False)] = None,
+    experts_per_token: Annotated[int | None, typer.Option(min=1, help="oss: experts per token. [default: 2]",
+                                                          rich_help_panel=Hyper, show_default=False)] = None,
     bias: Annotated[bool | None, typer.Option("--bias/--no-bias", help="Biases in Linear/LayerNorm.",
                                               rich_help_panel=Hyper, show_default=False)] = None,
     eval_interval: Annotated[int | None, typer.Option(min=1, help="Evaluate and save every N steps.",
@@ -118,6 +133,8 @@ def train(
         fail("give exactly one of --layers N or --all", code=2)
     if all_depths and name:
         fail("--name names one variant; it cannot be combined with --all", code=2)
+    if all_depths and arch not in (None, "gpt2"):
+        fail(f"--arch {arch} trains one depth at a time (--layers N); --all builds the gpt2 zoo", code=2)
     if threads:
         torch.set_num_threads(threads)
     overrides = dict(
@@ -125,12 +142,19 @@ def train(
         gradient_accumulation_steps=grad_accum, learning_rate=lr, min_lr=min_lr, warmup_iters=warmup_iters,
         weight_decay=weight_decay, beta1=beta1, beta2=beta2, grad_clip=grad_clip, dropout=dropout, bias=bias,
         eval_interval=eval_interval, eval_iters=eval_iters, patience=patience, seed=seed, dataset=dataset,
-        device=device, compile=compile_model,
+        device=device, compile=compile_model, arch=arch, kv_heads=kv_heads, window=window, rope_theta=rope_theta,
+        experts=experts, experts_per_token=experts_per_token,
     )
+    if arch not in (None, "gpt2") and not name and not all_depths:  # oss ids tell the family apart
+        from gptzoo.zoo.prepare import DEFAULT_DATASET
+        from gptzoo.zoo.store import variant_id
+
+        name = f"{variant_id(dataset or DEFAULT_DATASET, layers)}-{arch}"
     the_store = open_store(store)
     depths = CANONICAL_DEPTHS if all_depths else [layers]
     first_rank = os.environ.get("RANK", "0") == "0"  # under torchrun, one process speaks
-    if first_rank and not resume and not any(overrides[k] is not None for k in COST_OVERRIDES):  # the preset's cost
+    # the preset's cost (the reference times are gpt2's)
+    if first_rank and not resume and not any(overrides[k] is not None for k in COST_OVERRIDES + ("arch",)):
         from gptzoo.trainer.config import TrainConfig, time_statement
 
         cuda = torch.cuda.is_available()

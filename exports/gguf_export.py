@@ -20,8 +20,9 @@ import torch
 from gptzoo.zoo import atomic, checkpoint, hf_format
 from gptzoo.zoo import datasets as dsmod
 from gptzoo.zoo.card import EvalFacts, InteropFacts
-from gptzoo.zoo.errors import GptzooError
+from gptzoo.zoo.errors import GptzooError, Unsupported
 from gptzoo.zoo.evaluate import estimate
+from gptzoo.zoo.kv_step import OSS_NOT_YET
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.store import Store, Variant
 
@@ -147,6 +148,8 @@ def export_gguf(variant: Variant, quantize: bool = False, data_dir: Path | None 
                 say=lambda m: None) -> list[InteropFacts]:
     """model.gguf (and model-q8_0.gguf), each read back; `llama`, when given, is called with (variant, model, path)
     and returns the llama.cpp agreement figures to record (gptzoo.exports.llama_check)."""
+    if variant.card.arch != "gpt2":
+        raise Unsupported(OSS_NOT_YET)
     store = Store(variant.dir.parent)
     store.ensure_writable(variant.dir)
     _, model = checkpoint.load_variant(variant)

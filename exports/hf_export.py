@@ -19,6 +19,8 @@ import torch
 from gptzoo.exports.parity import GREEDY_TOKENS, LOGIT_TOLERANCE, ParityError
 from gptzoo.zoo import checkpoint, hf_format
 from gptzoo.zoo.card import InteropFacts
+from gptzoo.zoo.errors import Unsupported
+from gptzoo.zoo.kv_step import OSS_NOT_YET
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.store import Store, Variant
 
@@ -89,6 +91,8 @@ def folder_digest(folder: Path) -> dict[str, str]:
 
 def export_hf(variant: Variant, say=lambda m: None) -> InteropFacts:
     """<variant>/hf/, checked; recorded as the card's `hf`. Raises ParityError (nothing kept) when it disagrees."""
+    if variant.card.arch != "gpt2":
+        raise Unsupported(OSS_NOT_YET)
     store = Store(variant.dir.parent)
     store.ensure_writable(variant.dir)
     _, model = checkpoint.load_variant(variant)

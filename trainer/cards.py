@@ -12,6 +12,7 @@ from gptzoo.trainer.config import TrainConfig
 from gptzoo.zoo import checkpoint
 from gptzoo.zoo import datasets as dsmod
 from gptzoo.zoo import store as storemod
+from gptzoo.zoo.arch import card_fields
 from gptzoo.zoo.card import Card, DatasetFacts, EvalFacts
 from gptzoo.zoo.evaluate import estimate
 from gptzoo.zoo.model import GPTConfig
@@ -58,6 +59,7 @@ class RunFacts:
             train_loss=self.train_loss, val_loss_windows=self.val_loss,
             eval=EvalFacts(windows_per_split=cfg.eval_iters * cfg.batch_size, batch_size=cfg.batch_size),
             checkpoint_sha256=self.checkpoint_sha256, torch_version=str(torch.__version__), train_config=cfg.to_dict(),
+            **card_fields(g.to_dict()),
         )
         self.progress.apply(card)
         return card

@@ -5,7 +5,10 @@ from __future__ import annotations
 import inspect
 from dataclasses import asdict, dataclass, fields
 
+from gptzoo.zoo.arch import ARCHES
 from gptzoo.zoo.errors import BadValue
+from gptzoo.zoo.model import GPTConfig
+from gptzoo.zoo.oss import OSSConfig
 from gptzoo.zoo.presets import REFERENCE_MACHINE, REFERENCE_MINUTES, preset, resolve_profile
 
 
@@ -18,6 +21,13 @@ class TrainConfig:
     block_size: int = 64  # context length in tokens
     dropout: float = 0.0  # dropout while training
     bias: bool = False  # biases in Linear/LayerNorm
+    arch: str = "gpt2"  # block family: gpt2 (nanoGPT's) or oss (GPT-OSS-style, docs/oss.md); the rest is oss only
+    kv_heads: int = 0  # key/value heads (grouped-query attention); 0 = as many as n_head
+    window: int = 64  # sliding-window length of the even layers
+    rope_theta: float = 10000.0  # RoPE base
+    experts: int = 0  # MoE experts per layer (0 = dense MLP)
+    experts_per_token: int = 2  # experts each token is routed to
+    balance_coef: float = 0.01  # weight of the MoE load-balancing loss
     # data
     dataset: str = "shakespeare_char"  # prepared dataset name (see `gptzoo data prepare`)
     batch_size: int = 12  # sequences per micro-batch (per process under DDP)
@@ -45,7 +55,8 @@ class TrainConfig:
     def from_preset(cls, profile: str, n_layer: int, cuda_available: bool, **overrides) -> TrainConfig:
         name = resolve_profile(profile, cuda_available)
         known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in preset(name, n_layer).items() if k in known} | {"preset": name}
+        arch = overrides.get("arch") or "gpt2"
+        values = {k: v for k, v in preset(name, n_layer, arch).items() if k in known} | {"preset": name}
         values.update({k: v for k, v in overrides.items() if v is not None})
         cfg = cls(**values)
         cfg.validate()
@@ -63,6 +74,13 @@ class TrainConfig:
             raise BadValue(f"need 0 < min_lr <= learning_rate, got {self.min_lr} and {self.learning_rate}")
         if self.warmup_iters < 0 or not 0 <= self.dropout < 1:
             raise BadValue("warmup_iters must be >= 0 and dropout in [0, 1)")
+        if self.arch not in ARCHES:
+            raise BadValue(f"unknown arch {self.arch!r}: use one of {', '.join(ARCHES)}")
+        if self.arch == "oss":
+            try:
+                OSSConfig.from_dict(self.model_args(1))
+            except ValueError as e:
+                raise BadValue(f"oss model: {e}") from e
         if self.patience < 0:
             raise BadValue(f"patience must be >= 0 (0 turns early stopping off), got {self.patience}")
 
@@ -86,9 +104,9 @@ class TrainConfig:
         return measured[max(depths)] * self.approx_params() / ref.approx_params() * self.tokens() / ref.tokens()
 
     def model_args(self, vocab_size: int) -> dict:
-        from gptzoo.zoo.model import GPTConfig
-
-        names = set(inspect.signature(GPTConfig).parameters)
+        """The model's arguments (gptzoo.zoo.arch): gpt2's exactly as before (no `arch` key, so nanoGPT reads
+        them), oss's with the family's own fields."""
+        names = set(inspect.signature(OSSConfig if self.arch == "oss" else GPTConfig).parameters)
         return {k: v for k, v in asdict(self).items() if k in names} | {"vocab_size": vocab_size}
 
     def to_dict(self) -> dict:

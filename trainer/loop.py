@@ -42,9 +42,11 @@ from gptzoo.trainer.state import (  # noqa: F401  (BatchSampler, lr_at, TrainErr
 from gptzoo.zoo import atomic, checkpoint
 from gptzoo.zoo import datasets as dsmod
 from gptzoo.zoo import store as storemod
+from gptzoo.zoo.arch import make_model
 from gptzoo.zoo.evaluate import estimate
-from gptzoo.zoo.model import GPT, GPTConfig
+from gptzoo.zoo.model import GPT
 from gptzoo.zoo.names import check_name
+from gptzoo.zoo.oss import OSS
 from gptzoo.zoo.sources import sha256_file
 
 # A fresh run past this many parameters asks for `--yes`: an extra zero on --layers should not start a day-long job.
@@ -135,9 +137,9 @@ def train(
         return Trainer(cfg, dist, dataset, store, vid, progress).run(resume_ckpt, stop_at)
 
 
-def build_model(cfg: TrainConfig, vocab_size: int) -> GPT:
-    """The model a run trains: the one place a config becomes a network (a second model family hooks in here)."""
-    return GPT(GPTConfig(**cfg.model_args(vocab_size)))
+def build_model(cfg: TrainConfig, vocab_size: int) -> GPT | OSS:
+    """The model a run trains: the one place a config becomes a network, of the config's family (zoo.arch)."""
+    return make_model(cfg.model_args(vocab_size))
 
 
 class Trainer:
@@ -273,6 +275,8 @@ class Trainer:
         record = {"iter": s.step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr_at(s.step, cfg),
                   "tokens_seen": self._tokens_seen(), "elapsed_s": round(self._elapsed(), 3),
                   "ms_per_iter": round(ms, 3) if ms is not None else None}
+        if getattr(self.gconf, "experts", 0):  # oss MoE: the balance loss of the last forward (docs/oss.md)
+            record["balance_loss"] = round(float(self.raw_model.balance_loss), 4)
         # whole lines, even on a full disk
         atomic.append_text(self.log_path, json.dumps(record, allow_nan=False) + "\n")
         self.progress.log(f"iter {s.step}: train {losses['train']:.4f}, val {losses['val']:.4f}")

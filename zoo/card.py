@@ -87,6 +87,8 @@ class Card(msgspec.Struct, kw_only=True, omit_defaults=True):
     bias: bool = False
     dropout: float = 0.0
     params: int | None = None
+    arch: str = "gpt2"  # block family (gptzoo.zoo.arch): gpt2 (nanoGPT's) or oss (docs/oss.md)
+    arch_args: dict | None = None  # the family's own settings (oss: kv_heads, window, rope_theta, experts, ...)
     # quality (how good it is)
     dataset: DatasetFacts | None = None
     # val_loss: the best checkpoint on `eval`'s windows of the validation split. Training and import score it on the

@@ -11,8 +11,9 @@ from pathlib import Path
 import torch
 
 from gptzoo.zoo import atomic
+from gptzoo.zoo.arch import make_model
 from gptzoo.zoo.errors import GptzooError, first_line
-from gptzoo.zoo.model import GPT, GPTConfig
+from gptzoo.zoo.model import GPT
 
 
 class CheckpointError(GptzooError):
@@ -44,8 +45,7 @@ def strip_compile_prefix(state: dict) -> dict:
 def build_model(ckpt: dict) -> GPT:
     """The model a checkpoint holds, in eval mode on the CPU."""
     try:
-        config = GPTConfig.from_dict(ckpt["model_args"])
-        model = GPT(config)
+        model = make_model(ckpt["model_args"])
         model.load_state_dict(strip_compile_prefix(ckpt["model"]))
     except (ValueError, RuntimeError, KeyError, TypeError) as e:
         raise CheckpointError(f"checkpoint weights do not fit its model_args: {first_line(e)}") from e

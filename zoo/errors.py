@@ -19,3 +19,7 @@ def first_line(e: BaseException) -> str:
     """An exception's first line; its type's name when it has no text (a bare IndexError, a KeyError of '')."""
     lines = str(e).strip().splitlines()
     return lines[0] if lines else type(e).__name__
+
+
+class Unsupported(GptzooError):
+    """Something the zoo does not do yet for this kind of variant (e.g. exporting an oss-block variant)."""

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from gptzoo.zoo.errors import Unsupported
 from gptzoo.zoo.model import GPT, KVCache
 from gptzoo.zoo.step_contract import Call, GraphShape
 
@@ -21,6 +22,10 @@ def flatten(cache: list[KVCache]) -> list[torch.Tensor]:
     return [t for kv in cache for t in kv]
 
 
+OSS_NOT_YET = ("this variant uses the oss block, which trains and evaluates but does not export, generate, bench or "
+               "serve yet (docs/oss.md)")
+
+
 class CachedStep(nn.Module):
     """GPT.hidden_states with the cache as flat positional tensors, because a graph's inputs and outputs are flat
     (input_ids, position_ids, seqlens_k, total_length, logits_index, past_key_0, past_value_0, … -> logits,
@@ -29,6 +34,8 @@ class CachedStep(nn.Module):
 
     def __init__(self, model: GPT):
         super().__init__()
+        if not isinstance(model, GPT):  # the oss block (zoo/oss.py) has no slot-cache step yet (issue 25)
+            raise Unsupported(OSS_NOT_YET)
         self.gpt = model.eval()
 
     def forward(self, input_ids, position_ids, seqlens_k, total_length, logits_index, *past):

@@ -78,6 +78,16 @@ REFERENCE_MINUTES: dict[str, dict[int, float]] = {
 }
 REFERENCE_MACHINE = "the reference machine (2 Intel Xeon cores)"
 
+# The block family's own settings (gptzoo.zoo.arch), per family and profile, on top of the profile: gpt2 has none.
+# oss: 2 kv heads (half the cpu profile's 4 query heads, a third of gpu's 6) and a sliding window of half the
+# context (gpt-oss's 128 of 256 at gpu), so the sliding layers really are local; dense unless --experts.
+_OSS = dict(arch="oss", kv_heads=2, rope_theta=10000.0, experts=0, experts_per_token=2, balance_coef=0.01)
+ARCH_VALUES: dict[str, dict[str, dict]] = {
+    "gpt2": {},
+    "oss": {"cpu": dict(_OSS, window=64), "nanogpt-cpu": dict(_OSS, window=32), "gpu": dict(_OSS, window=128),
+            "nanogpt-gpu": dict(_OSS, window=128)},
+}
+
 
 def resolve_profile(name: str, cuda_available: bool) -> str:
     """`auto` means `gpu` when CUDA is there, else `cpu`."""
@@ -97,10 +107,13 @@ def depth_values(profile: str, n_layer: int) -> dict:
     return dict(chosen)
 
 
-def preset(profile: str, n_layer: int) -> dict:
-    """The full set of hyper-parameters for `profile` at depth `n_layer`."""
+def preset(profile: str, n_layer: int, arch: str = "gpt2") -> dict:
+    """The full set of hyper-parameters for `profile` at depth `n_layer`, for block family `arch`."""
     if n_layer < 1:
         raise BadValue(f"depth must be at least 1 layer, got {n_layer}")
     if profile not in PROFILES:
         raise BadValue(f"unknown preset {profile!r}; choose one of: {', '.join(PROFILES)}")
-    return dict(PROFILES[profile]) | depth_values(profile, n_layer) | {"n_layer": n_layer}
+    if arch not in ARCH_VALUES:
+        raise BadValue(f"unknown arch {arch!r}; choose one of: {', '.join(ARCH_VALUES)}")
+    values = dict(PROFILES[profile]) | depth_values(profile, n_layer) | {"n_layer": n_layer}
+    return values | ARCH_VALUES[arch].get(profile, {})
