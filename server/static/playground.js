@@ -78,7 +78,7 @@ async function runOne(model, el) {
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      buf += value;
+      buf = (buf + value).replace(/\r\n/g, "\n");  // SSE lines may end in CRLF (gptzoo's do)
       let cut;
       while ((cut = buf.indexOf("\n\n")) >= 0) {  // one SSE event
         const data = buf.slice(0, cut).split("\n").filter((l) => l.startsWith("data:"))
