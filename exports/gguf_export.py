@@ -70,7 +70,17 @@ def vocabulary(tokenizer: dict) -> tuple[list[str], list[str], int]:
             merges.append(f"{t[:j - 1]} {t[j - 1]}")
     unused = [s for s in hf_format.byte_to_unicode().values() if s not in set(tokens)]
     merges = merges or [f"{unused[0]} {unused[1]}"]  # inert: neither symbol is in the vocabulary
-    return tokens, merges, 0
+    return tokens, merges, end_of_text(tokenizer["chars"])
+
+
+# A char vocabulary has no end-of-text token, but llama.cpp needs one, stops when it is sampled and forbids it under
+# ignore_eos; the rarest characters of English text cost least (tiny-Shakespeare holds one '$' and few '&' or '3').
+RARE_CHARS = "$&3ZXQJ"
+
+
+def end_of_text(chars: str) -> int:
+    """The id llama.cpp takes as BOS/EOS for a char vocabulary: its rarest character we know of, else the last id."""
+    return next((chars.index(c) for c in RARE_CHARS if c in chars), len(chars) - 1)
 
 
 def keys(model, variant_id: str, tokenizer: dict, file_type: int) -> dict[str, object]:

@@ -74,7 +74,10 @@ def test_gguf_holds_gpt2_names_tokens_and_keys(tmp_path):
     tokens = r.get_field("tokenizer.ggml.tokens").contents()
     assert tokens[:2] == ["Ċ", "Ġ"] and tokens[-1] == "Ã©" and len(tokens) == len(CHARS)
     assert "Ã ©" in r.get_field("tokenizer.ggml.merges").contents()  # é is built from its two bytes
-    assert r.get_field("tokenizer.ggml.eos_token_id").contents() == 0
+    # no end-of-text character: the rarest one stands in (never the newline, which a greedy text needs)
+    eos = r.get_field("tokenizer.ggml.eos_token_id").contents()
+    assert eos == gguf_export.end_of_text(CHARS) and CHARS[eos] != "\n"
+    assert "\n !$ab"[gguf_export.end_of_text("\n !$ab")] == "$" and gguf_export.end_of_text("\nab") == 2
     qkv = next(t for t in r.tensors if t.name == "blk.1.attn_qkv.weight")
     want = model.transformer.h[1].attn.c_attn.weight.detach().numpy()
     assert np.array_equal(np.asarray(qkv.data).reshape(want.shape), want)  # [out, in], no transpose
