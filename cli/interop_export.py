@@ -41,7 +41,8 @@ def export_interop(variants, fmt: str, quantize: bool, data_dir: Path | None) ->
                 continue
             for f in export_gguf(v, quantize, data_dir, llama, say):
                 lc = f.checks.get("llama_cpp", {})
-                lc_s = lc.get("skipped") or (f"llama.cpp greedy: {lc['identical_prefix']}/{lc['tokens']} tokens "
+                lc_s = lc.get("skipped") or (f"llama.cpp check failed: {lc['failed']}" if "failed" in lc else
+                                             f"llama.cpp greedy: {lc['identical_prefix']}/{lc['tokens']} tokens "
                                              f"identical before any difference")
                 val = f", val loss {f.val_loss:.4f}" if f.val_loss is not None else ""
                 out.print(f"{v.id}: {v.path(f.file)} ({f.quantization}, {f.bytes / 1e6:.1f} MB{val}), "

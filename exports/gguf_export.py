@@ -3,8 +3,9 @@
 Architecture `gpt2` (llama.cpp's gpt2 graph): every tensor in nanoGPT's [out, in] layout, every bias present (zeros
 for a bias-free model), `output` only for an untied head. Tokens are spelled in GPT-2's byte-to-unicode form; a char
 vocabulary gets merges only for its multi-byte characters (and one inert merge, as llama.cpp wants a non-empty list).
-llama.cpp has no end-of-text token for a char vocabulary: BOS/EOS are set to id 0 explicitly (not its default 11),
-so run char models with `ignore_eos`. llama.cpp computes GELU with its tanh form: a zoo model trained with exact GELU
+A char vocabulary has no end-of-text token: BOS/EOS are its rarest character (`end_of_text`, not llama.cpp's default
+11), so run char models with `ignore_eos` for a fixed length. llama.cpp computes GELU with its tanh form: a zoo model
+trained with exact GELU
 runs there slightly differently (docs/interop.md). The check here reads every tensor and key back with `gguf`; the
 Q8_0 file's validation loss is measured with its weights dequantized into the torch model.
 """

@@ -101,5 +101,8 @@ def check(model, gguf: Path, prompt: list[int], n: int = 100) -> dict:
     if binary is None:
         return {"skipped": "no llama-server found (scripts/build-llama-server.sh builds one)"}
     n = min(n, model.config.block_size - len(prompt))  # llama.cpp stops at its context; the zoo's crop does not
-    theirs = llama_greedy(binary, gguf, prompt, n, model.config.block_size)
+    try:
+        theirs = llama_greedy(binary, gguf, prompt, n, model.config.block_size)
+    except (RuntimeError, OSError, KeyError, ValueError) as e:  # llama.cpp's failure is a finding, not the export's
+        return {"llama_server": str(binary), "failed": str(e)}
     return {"llama_server": str(binary), **agreement(zoo_greedy(model, prompt, n), theirs)}

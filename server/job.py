@@ -28,7 +28,6 @@ class Job:
         self._inbox: deque[Event] = deque()  # delivered and not read yet; only the job's loop touches it
         self._arrived = asyncio.Event()
         self._read_last = False  # its Done or Failed was read: its events are over
-        self._text_read = False  # a TextDelta was read: later text that piled up may be joined
         self.arrival = time.perf_counter()
         self.cancelled = False  # set by the HTTP side (client gone); the worker drops the row at its next step
         self.finished = False
@@ -47,14 +46,15 @@ class Job:
         self._inbox.append(event)
         self._arrived.set()
 
-    def events(self) -> AsyncIterator[Event]:
+    def events(self, join: bool = True) -> AsyncIterator[Event]:
         """The job's events in order, ending after Done or Failed. Text that piled up while the reader was away
-        (a client slower than the decode) comes as one TextDelta, not one per step. Events not read stay with the
-        job, so a second iterator goes on where the first stopped. (A class, not an async generator: one left
-        unfinished would make its event loop schedule a task to close it.)"""
-        return _Events(self)
+        (a client slower than the decode) comes as one TextDelta, not one per step (`join=False`: one event as the
+        worker sent it, for the first token, so what a client times as its first token is one token). Events not
+        read stay with the job, so a second iterator goes on where the first stopped. (A class, not an async
+        generator: one left unfinished would make its event loop schedule a task to close it.)"""
+        return _Events(self, join)
 
-    async def _next(self) -> Event:
+    async def _next(self, join: bool) -> Event:
         inbox = self._inbox
         if self._read_last:
             raise StopAsyncIteration
@@ -62,9 +62,7 @@ class Job:
             self._arrived.clear()
             await self._arrived.wait()
         event = inbox.popleft()
-        # the first text goes alone, so what a client times as its first token is one token, whatever piled up
-        first, self._text_read = not self._text_read, self._text_read or isinstance(event, TextDelta)
-        if isinstance(event, TextDelta) and not first and inbox and isinstance(inbox[0], TextDelta):
+        if join and isinstance(event, TextDelta) and inbox and isinstance(inbox[0], TextDelta):
             parts = [event.text]
             while inbox and isinstance(inbox[0], TextDelta):
                 parts.append(inbox.popleft().text)
@@ -74,16 +72,16 @@ class Job:
 
 
 class _Events:
-    __slots__ = ("job",)
+    __slots__ = ("job", "join")
 
-    def __init__(self, job: Job):
-        self.job = job
+    def __init__(self, job: Job, join: bool):
+        self.job, self.join = job, join
 
     def __aiter__(self) -> _Events:
         return self
 
     def __anext__(self):
-        return self.job._next()
+        return self.job._next(self.join)
 
 
 def deliver(events: list[tuple[Job, Event]]) -> None:

@@ -145,7 +145,7 @@ class CompletionService:
         Litestar does not cancel a handler whose client hung up, so this also listens for the disconnect: the job
         is then cancelled (its row leaves the batch at the next step), counted as cancelled, and 499 raised to
         nobody. (A stream that has started is cancelled by Litestar itself, which ends `stream` below.)"""
-        get = asyncio.ensure_future(anext(p.job.events()))
+        get = asyncio.ensure_future(anext(p.job.events(join=False)))  # the first token alone
         gone = asyncio.ensure_future(client_gone(receive))
         try:
             await asyncio.wait((get, gone), return_when=asyncio.FIRST_COMPLETED)
