@@ -70,11 +70,13 @@ def complete(lb: str, model: str, **extra) -> httpx.Response:
                       timeout=30)
 
 
-def read_stream(r: httpx.Response) -> list[str]:
-    """The stream's data lines as far as they came (a cut connection ends them)."""
+def read_stream(lines_of) -> list[str]:
+    """The stream's data lines as far as they came (a cut connection ends them); `lines_of` is a response or the
+    line iterator a reader already started (a response's lines can be iterated once)."""
     lines = []
     with contextlib.suppress(httpx.TransportError):
-        lines += [ln for ln in r.iter_lines() if ln.startswith("data: ")]
+        lines += [ln for ln in (lines_of.iter_lines() if isinstance(lines_of, httpx.Response) else lines_of)
+                  if ln.startswith("data: ")]
     return lines
 
 
@@ -147,7 +149,8 @@ def test_two_replicas_behind_haproxy(haproxy, prometheus, tmp_path, drafted_stor
         kept = stack.enter_context(client.stream("POST", f"{lb}/v1/completions", headers={"x-pin": "b"},
                                                  json=body | {"max_tokens": 300}))
         assert doomed.status_code == kept.status_code == 200
-        first = next(doomed.iter_lines())
+        doomed_lines = doomed.iter_lines()
+        first = next(doomed_lines)
         assert first.startswith("data: ")
         proc_a.send_signal(signal.SIGKILL)
         proc_a.wait(timeout=10)
@@ -157,5 +160,5 @@ def test_two_replicas_behind_haproxy(haproxy, prometheus, tmp_path, drafted_stor
         kept_lines = read_stream(kept)
         assert kept_lines[-1] == "data: [DONE]"
         assert json.loads(kept_lines[-2][6:])["choices"][0]["finish_reason"] == "length"
-        assert "data: [DONE]" not in read_stream(doomed)
+        assert "data: [DONE]" not in read_stream(doomed_lines)
         assert served(b, MODEL) == on_b + 1 + 8  # b's own stream and every later request
