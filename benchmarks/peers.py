@@ -120,15 +120,20 @@ def main() -> None:
                     port, model = servers[name]
                     s = load(port, model, level, args)
                     runs.setdefault((name, level), []).append(s)
+                    p99 = s["ttft_ms"].get("p99")
+                    failed = {k: v for k, v in s["errors"].items() if v}
                     print(f"round {rnd + 1} {name} c={level}: {s['tokens_per_s']:,.0f} tok/s, TTFT p99 "
-                          f"{s['ttft_ms'].get('p99', float('nan')):.1f} ms, {s['requests']['failed']} failed "
-                          f"(tokens from {s['tokens_from']})", flush=True)
+                          f"{p99 if p99 is None else round(p99, 1)} ms, {s['requests']['failed']} failed {failed} "
+                          f"{s.get('error_examples') or ''} (tokens from {s['tokens_from']})", flush=True)
     finally:
-        stop([ours, peer])
+        peer.kill()  # llama-server may take longer than stop()'s grace to leave on SIGTERM
+        peer.wait(30)
+        stop([ours])
 
     def med(name: str, level: int, key: str, q: str | None = None) -> float:
-        values = [r[key] if q is None else r[key].get(q, float("nan")) for r in runs[(name, level)]]
-        return statistics.median(values)
+        values = [r[key] if q is None else r[key].get(q) for r in runs[(name, level)]]
+        values = [v for v in values if v is not None]
+        return statistics.median(values) if values else float("nan")
 
     print(f"\n{variant.id} ({variant.card.n_layer} layers, width {variant.card.n_embd}), {args.max_tokens} tokens a "
           f"request, {args.rounds} rounds of {args.duration:.0f} s\n")
