@@ -18,8 +18,8 @@ from gptzoo.zoo import checkpoint, hf_format
 from gptzoo.zoo.card import GPT2_VOCAB
 from gptzoo.zoo.model import GPT, GPTConfig
 from gptzoo.zoo.names import check_name
-from gptzoo.zoo.nanogpt import _scoring_dataset, _write_variant
-from gptzoo.zoo.store import CARD, Store, Variant, variant_id
+from gptzoo.zoo.nanogpt import write_import
+from gptzoo.zoo.store import Store, Variant, variant_id
 
 EXACT = ("gelu",)
 
@@ -110,13 +110,6 @@ def import_hf(store: Store, folder: Path, name: str | None = None, overwrite: bo
         raise checkpoint.CheckpointError(f"the weights do not fit config.json: {str(e).splitlines()[0]}") from e
     model.eval()
     vid = name or "hf-" + variant_id(dataset, config.n_layer)
-    vdir = store.variant_dir(vid, dataset)
-    store.ensure_writable()
     ckpt = {"model": model.state_dict(), "model_args": config.to_dict(), "iter_num": 0, "config": {}}
-    with store.lock(vid, "importing"):
-        if (vdir / CARD).exists() and not overwrite:
-            raise checkpoint.CheckpointError(f"variant {vid} already exists; pass --name or --overwrite")
-        if vdir.exists() and any(vdir.iterdir()) and not (vdir / CARD).exists():
-            raise checkpoint.CheckpointError(f"{vdir} is not a gptzoo variant (no {CARD}); refusing to write into it")
-        prepared = _scoring_dataset(dataset, tokenizer, data_dir, say) if score else None
-        return _write_variant(store, vid, ckpt, weights, model, tokenizer, dataset, {}, prepared, say, source="hf")
+    return write_import(store, vid, ckpt, weights, model, tokenizer, dataset, {}, overwrite=overwrite, score=score,
+                        data_dir=data_dir, say=say, source="hf")

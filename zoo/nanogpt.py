@@ -92,6 +92,14 @@ def import_checkpoint(store: Store, ckpt_path: Path, meta_path: Path | None = No
     config = ckpt.get("config") or {}
     dataset = dataset or to_name(str(config.get("dataset", "nanogpt")), "nanogpt")
     vid = name or "nanogpt-" + variant_id(dataset, cfg.n_layer)
+    return write_import(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, config, overwrite=overwrite,
+                        score=score, data_dir=data_dir, say=say)
+
+
+def write_import(store, vid, ckpt, source_path, model, tokenizer, dataset, config, *, overwrite: bool, score: bool,
+                 data_dir: Path | None, say, source: str = "nanogpt") -> Variant:
+    """An imported model into the store as variant `vid`, under its lock: refused over an existing variant (unless
+    `overwrite`) or a folder that is not one, scored on `dataset` unless `score` is off."""
     vdir = store.variant_dir(vid, dataset)
     store.ensure_writable()
     with store.lock(vid, "importing"):
@@ -100,7 +108,8 @@ def import_checkpoint(store: Store, ckpt_path: Path, meta_path: Path | None = No
         if vdir.exists() and any(vdir.iterdir()) and not (vdir / CARD).exists():
             raise checkpoint.CheckpointError(f"{vdir} is not a gptzoo variant (no {CARD}); refusing to write into it")
         prepared = _scoring_dataset(dataset, tokenizer, data_dir, say) if score else None
-        return _write_variant(store, vid, ckpt, ckpt_path, model, tokenizer, dataset, config, prepared, say)
+        return _write_variant(store, vid, ckpt, source_path, model, tokenizer, dataset, config, prepared, say,
+                              source=source)
 
 
 def _scoring_dataset(name: str, tokenizer: dict, data_dir: Path | None, say) -> dsmod.Dataset:
