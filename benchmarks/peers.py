@@ -24,11 +24,11 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import httpx
-from pinned_server import start, stop
+from pinned_server import start, stop, wait_ready
 
 HERE = Path(sys.executable).parent
 EXE = str(HERE / "gptzoo")
@@ -48,19 +48,10 @@ def find_llama_server(given: str | None) -> str:
 def start_llama(binary: str, gguf: Path, port: int, slots: int, context: int) -> subprocess.Popen:
     cmd = ["taskset", "-c", "0", binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
            "-t", "1", "-tb", "1", "--parallel", str(slots), "-c", str(slots * context), "--no-webui"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-        if proc.poll() is not None:
-            raise SystemExit(f"llama-server exited: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2, trust_env=False).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            continue
-    proc.kill()
-    raise SystemExit("llama-server: not ready after 120 s")
+    # llama-server logs every request: to a file, as a pipe nobody reads would fill and stall it
+    log = open(Path(tempfile.gettempdir()) / "gptzoo-peers-llama-server.log", "w")  # noqa: SIM115 (lives with proc)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+    return wait_ready(proc, f"http://127.0.0.1:{port}/health", f"llama-server (log: {log.name})", 120)
 
 
 def greedy(port: int, model: str, prompt: str, n: int) -> str:

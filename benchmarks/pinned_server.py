@@ -16,13 +16,19 @@ def start(exe: str, store: str, port: int, extra: list[str], name: str = "server
     cmd = [exe, "serve", "--store", store, "--port", str(port), "--cpus", "0", "--threads", "1",
            "--log-level", "warning", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return wait_ready(proc, f"http://127.0.0.1:{port}/readyz", name, startup_s)
+
+
+def wait_ready(proc: subprocess.Popen, url: str, name: str, startup_s: float) -> subprocess.Popen:
+    """Returns `proc` once `url` answers 200; exits the script with its log if it dies or is not ready in time."""
     deadline = time.monotonic() + startup_s
     while time.monotonic() < deadline:
         time.sleep(0.2)
         if proc.poll() is not None:
-            raise SystemExit(f"{name}: the server exited: {proc.stderr.read()[-2000:]}")
+            log = proc.stderr.read()[-2000:] if proc.stderr else "(its log is where its stderr went)"
+            raise SystemExit(f"{name}: the server exited: {log}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2, trust_env=False).status_code == 200:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
                 return proc
         except httpx.HTTPError:
             continue
