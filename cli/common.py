@@ -106,7 +106,7 @@ def resolve(store: Store, model: str | None = None, layers: int | None = None, d
     among several variants of one alias, those whose id ends with it (`shakespeare-char-4l`, not `mine` at 4 layers),
     then `dataset`'s; still several is an error naming them."""
     if model and store.entry(model) is None:  # not an id in the store: perhaps an alias
-        from gptzoo.server.names import depth_alias
+        from gptzoo.server.aliases import depth_alias
 
         matches = [v for v in store.variants() if depth_alias(v) == model]
         if len(matches) > 1:  # ids that spell the alias (`...-4l`) before ids that only fall back to the depth

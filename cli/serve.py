@@ -143,8 +143,8 @@ def serve_cmd(
     import uvicorn
 
     from gptzoo.measure.pinning import CpuListError, check_cpus, format_cpus, pin
+    from gptzoo.server.aliases import resolve_names
     from gptzoo.server.connection import HeadDeadlineProtocol
-    from gptzoo.server.names import resolve_names
     from gptzoo.server.settings import Settings
     from gptzoo.zoo.errors import BadValue
     from gptzoo.zoo.runtime import choose_providers

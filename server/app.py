@@ -40,7 +40,7 @@ log = logging.getLogger("gptzoo.server")
 
 
 def provide_router(state: State) -> Registry:
-    return state.router
+    return state.registry
 
 
 def provide_service(state: State) -> CompletionService:
@@ -97,7 +97,7 @@ def exit_now(sig: int) -> None:
     os._exit(128 + sig)
 
 
-def version() -> str:
+def package_version() -> str:
     try:
         return metadata.version("gptzoo")
     except metadata.PackageNotFoundError:
@@ -110,7 +110,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         router = Registry(settings)
-        app.state.router = router
+        app.state.registry = router
         app.state.zoo = zoo = LiveZoo(router)
         app.state.service = CompletionService(router, settings)
         router.start()
@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
                     BodyGuard(settings.body_timeout)],
         openapi_config=OpenAPIConfig(
             title="gptzoo",
-            version=version(),
+            version=package_version(),
             description="OpenAI-compatible completions over a zoo of GPT models that differ only in depth.",
         ),
         logging_config=None,  # uvicorn's logging config (set by `gptzoo serve`) applies

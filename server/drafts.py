@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from gptzoo.server.names import resolve_names
+from gptzoo.server.aliases import resolve_names
 from gptzoo.zoo.errors import BadValue
 from gptzoo.zoo.runtime import OnnxModel, open_variant
 from gptzoo.zoo.speculative import MAX_DRAFT_TOKENS, Draft, auto_draft, check_pair, check_variants

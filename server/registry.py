@@ -25,10 +25,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from gptzoo.server import metrics, routing
+from gptzoo.server.aliases import depth_alias, resolve_names
 from gptzoo.server.drafts import DraftPlan
 from gptzoo.server.job import Job
 from gptzoo.server.latency import Budget
-from gptzoo.server.names import depth_alias, resolve_names
 from gptzoo.server.refusals import RETRY_LOADING, Refused, UnknownModel
 from gptzoo.server.settings import Settings
 from gptzoo.server.worker import LOADING, ModelWorker, created_at

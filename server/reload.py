@@ -1,7 +1,7 @@
 """The live zoo: the server follows its store while it serves, and operators load and unload variants.
 
 A rescan (every --reload-interval seconds, and on POST /admin/reload) compares each variant in the store with the
-worker that stands for it (`ModelWorker.version`: the sha256 the card gives the ONNX file):
+worker that stands for it (`ModelWorker.revision`: the sha256 the card gives the ONNX file):
 - a new variant gets a worker that loads and warms up in the background;
 - a re-exported variant gets a new worker beside the one that serves (`router.standby`); requests move to it once it
   is ready, and the old one, retired, finishes what it holds, then unloads. A new version that does not load (a
@@ -32,7 +32,7 @@ from gptzoo.server.admin_schemas import ReloadReport
 from gptzoo.server.refusals import RETRY_SHUTDOWN, Refused, UnknownModel
 from gptzoo.server.registry import Registry, not_selected
 from gptzoo.server.worker import FAILED, LOADING, NOT_EXPORTED, UNLOADED, ModelWorker
-from gptzoo.zoo.store import Broken, Variant, file_stamp, version
+from gptzoo.zoo.store import Broken, Variant, file_stamp, revision
 
 log = logging.getLogger("gptzoo.server")
 
@@ -42,8 +42,8 @@ REAP_SECONDS = 0.05  # how often retired workers are checked for their last requ
 def stamp(x: ModelWorker | Variant | Broken) -> tuple:
     """A worker's or a store entry's version and file: a not-ready model is tried again when either changes."""
     if isinstance(x, ModelWorker):
-        return x.version, x.file_stamp
-    return version(x), file_stamp(x)
+        return x.revision, x.file_stamp
+    return revision(x), file_stamp(x)
 
 
 def short(sha: str | None) -> str:
@@ -182,7 +182,7 @@ class LiveZoo:
             self._retire(cur)
             return None if cur.state == UNLOADED else "changed"
         if cur.ready:
-            if version(entry) == cur.version:
+            if revision(entry) == cur.revision:
                 self.failed.pop(vid, None)
                 if isinstance(entry, Variant) and entry.card != cur.card:
                     cur.variant = cur.entry = entry  # a card rewritten without a new file (`gptzoo eval`): listed

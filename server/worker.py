@@ -46,7 +46,7 @@ from gptzoo.zoo.runtime import OnnxModel, open_variant
 from gptzoo.zoo.sampling import SamplingParams
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.speculative import Draft, check_policy
-from gptzoo.zoo.store import Broken, Variant, family_id, file_stamp, version
+from gptzoo.zoo.store import Broken, Variant, family_id, file_stamp, revision
 from gptzoo.zoo.tokenizers import Tokenizer, from_spec
 
 log = logging.getLogger("gptzoo.server")
@@ -69,7 +69,7 @@ class ModelWorker(Engine):
         self.id, self.dir = variant.id, variant.dir
         self.labels = metrics.model_labels(self.id, self.card.n_layer if self.card else None)
         # the store entry this worker stands for, to compare with what a later scan finds
-        self.version, self.file_stamp = version(variant), file_stamp(variant)
+        self.revision, self.file_stamp = revision(variant), file_stamp(variant)
         facts = self.card.onnx if self.card else None
         self.sha256: str | None = facts.sha256 if facts else None  # of its file (computed if the card has none)
         self.loaded_at: datetime | None = None
@@ -77,7 +77,7 @@ class ModelWorker(Engine):
             self.state, self.reason = UNLOADED, unloaded
         elif isinstance(variant, Broken):
             self.state, self.reason = FAILED, variant.reason
-        elif self.version != ("not_exported",):
+        elif self.revision != ("not_exported",):
             self.state, self.reason = LOADING, None
         else:
             self.state, self.reason = NOT_EXPORTED, f"not exported (run `gptzoo export --model {self.id}`)"

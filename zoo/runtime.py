@@ -91,11 +91,7 @@ class OnnxModel:
         """Logits [B, K, V]; the call's keys/values are written into its slots of `cache` in place."""
         io = cache.bindings.get((self, call.first, call.rows))
         if io is None:  # the slots' bindings, made once per slot range (binding costs more than a small step)
-            io = self.session.io_binding()
-            for i, (past, present) in enumerate(zip(self._past, self._present, strict=True)):
-                at, shape = cache.pointer(i, call.first, call.rows), (call.rows, *cache.shape[1:])
-                io.bind_input(past, self.device, 0, np.float32, shape, at)
-                io.bind_output(present, self.device, 0, np.float32, shape, at)  # the same memory: written in place
+            io = self.bind_slots(cache, call.first, call.rows)
             cache.bindings[self, call.first, call.rows] = io
         for name, a in ((contract.INPUT_IDS, call.ids), (contract.POSITION_IDS, call.positions),
                         (contract.SEQLENS_K, call.seqlens_k), (contract.TOTAL_LENGTH, call.total_length),
@@ -107,6 +103,16 @@ class OnnxModel:
         io.bind_output(contract.LOGITS, "cpu", 0, np.float32, logits.shape, logits.ctypes.data)
         self.session.run_with_iobinding(io)
         return logits
+
+    def bind_slots(self, cache: SlotCache, first: int, rows: int):
+        """A new IO binding whose past and present of every layer are the same slots of `cache`: onnxruntime writes
+        the new keys and values in place, no copy."""
+        io = self.session.io_binding()
+        for i, (past, present) in enumerate(zip(self._past, self._present, strict=True)):
+            at, shape = cache.pointer(i, first, rows), (rows, *cache.shape[1:])
+            io.bind_input(past, self.device, 0, np.float32, shape, at)
+            io.bind_output(present, self.device, 0, np.float32, shape, at)
+        return io
 
     def decode(self, cache: SlotCache, first: int, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
         """Logits [B, V] of one new token per slot first .. first + B - 1, as `run` with `Call.decode` (rows with
@@ -177,11 +183,7 @@ class _Bound:
         import onnxruntime as ort
 
         self.session, self.last = model.session, model.shape.block_size - 1
-        self.io = io = model.session.io_binding()
-        for i, (past, present) in enumerate(zip(model._past, model._present, strict=True)):
-            at, shape = cache.pointer(i, first, rows), (rows, *cache.shape[1:])
-            io.bind_input(past, model.device, 0, np.float32, shape, at)
-            io.bind_output(present, model.device, 0, np.float32, shape, at)
+        self.io = io = model.bind_slots(cache, first, rows)
         self.ids, self.positions = np.zeros((rows, new), np.int64), np.zeros((rows, new), np.int64)
         self.seqlens, self.total = np.zeros(rows, np.int32), np.zeros((), np.int32)
         self.steps = np.arange(new, dtype=np.int64)

@@ -122,7 +122,7 @@ def file_stamp(entry: Variant | Broken) -> tuple | None:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def version(entry: Variant | Broken) -> tuple:
+def revision(entry: Variant | Broken) -> tuple:
     """What a server would serve for this store entry: the sha256 the card gives its ONNX file (the exporter writes
     the file, then the card: a new file under the old card is an export in progress, not a new version), the file
     itself for a card without a sha256, or why there is nothing to serve."""

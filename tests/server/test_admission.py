@@ -15,7 +15,7 @@ SLOTS, QUEUE = 4, 2
 
 def test_an_idle_model_takes_a_burst_of_its_slots_and_queue_then_refuses_one(make_client, exported_store, step_gate):
     client = make_client(exported_store, threads=1, max_batch_size=SLOTS, max_waiting=QUEUE)
-    worker = client.app.state.router.workers[MODEL]
+    worker = client.app.state.registry.workers[MODEL]
     answers: list = []
     body = {"model": MODEL, "prompt": "ROMEO:", "max_tokens": 3}
 
@@ -41,7 +41,7 @@ def test_an_idle_model_takes_a_burst_of_its_slots_and_queue_then_refuses_one(mak
 
 def test_the_queue_limit_still_holds_once_every_slot_is_taken(make_client, exported_store, step_gate):
     client = make_client(exported_store, threads=1, max_batch_size=2, max_waiting=1)
-    worker = client.app.state.router.workers[MODEL]
+    worker = client.app.state.registry.workers[MODEL]
     body = {"model": MODEL, "prompt": "ROMEO:", "max_tokens": 3}
     answers: list = []
     with step_gate.shut():

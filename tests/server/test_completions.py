@@ -186,7 +186,7 @@ def test_concurrent_requests_batch_and_match_sequential_ones(make_client, export
 
     def run(concurrent: bool) -> list[str]:
         client = make_client(exported_store, max_batch_size=4, threads=1)
-        worker = client.app.state.router.workers[MODEL]
+        worker = client.app.state.registry.workers[MODEL]
         post = functools.partial(client.post, "/v1/completions")
         waiting = functools.partial(REGISTRY.get_sample_value, "gptzoo_requests_waiting", worker.labels)
         with ThreadPoolExecutor(len(bodies) if concurrent else 1) as pool:

@@ -45,7 +45,7 @@ def hold_a_slot(worker: ModelWorker) -> Job:
 def test_full_queue_is_429_and_a_long_wait_is_503(make_client, exported_store, step_gate):
     client = make_client(exported_store, max_batch_size=1, max_waiting=1, request_timeout=1.0, threads=1)
     refused = {r: value("gptzoo_requests_refused_total", reason=r) for r in ("overloaded", "queue_timeout")}
-    held = hold_a_slot(client.app.state.router.workers[MODEL])
+    held = hold_a_slot(client.app.state.registry.workers[MODEL])
     try:
         with ThreadPoolExecutor(1) as pool:
             # Held at the gate the worker sweeps no queue, so the queued request cannot time out (after 1 s) before
@@ -73,7 +73,7 @@ def test_full_queue_is_429_and_a_long_wait_is_503(make_client, exported_store, s
 
 def test_draining_finishes_queued_and_running_requests_and_refuses_new_ones(make_client, exported_store, step_gate):
     client = make_client(exported_store, max_batch_size=1, max_tokens=10_000, threads=1)
-    router = client.app.state.router
+    router = client.app.state.registry
     with ThreadPoolExecutor(2) as pool:
         # Behind the shut gate the running request cannot finish (and free its slot for the queued one) before the
         # drain has begun; the machine's speed no longer decides which of the two the drain finds where.
@@ -98,7 +98,7 @@ def test_requests_still_running_at_the_drain_deadline_get_a_clear_error(make_cli
     with ThreadPoolExecutor(1) as pool:
         endless = pool.submit(client.post, "/v1/completions", json={**BODY, "max_tokens": 10**6})
         wait_until(lambda: value("gptzoo_requests_running") == 1, "the running request")
-        client.app.state.router.drain()
+        client.app.state.registry.drain()
         r = endless.result(timeout=30)
     assert r.status_code == 503, r.text
     e = r.json()["error"]

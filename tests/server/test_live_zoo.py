@@ -246,7 +246,7 @@ def test_a_re_export_takes_over_while_a_stream_on_the_old_file_completes(store, 
     old_text, new_text = greedy(store / MODEL, n), greedy(other_export, 12)
     assert old_sha != new_sha and not old_text.startswith(new_text)  # the two files answer differently
     with serving(store, max_tokens=n) as (client, the_app), ThreadPoolExecutor(1) as pool, gate:
-        old = the_app.state.router.workers[MODEL]
+        old = the_app.state.registry.workers[MODEL]
         before, _ = admin(client)
         gate.hold(old._batch, after=3)  # the stream's prefill and first tokens go out, then it waits at the gate
         first = threading.Event()
@@ -275,7 +275,7 @@ def test_a_re_export_takes_over_while_a_stream_on_the_old_file_completes(store, 
         assert not old.alive
         text = client.get("/metrics").text  # (process-wide: earlier tests' servers left their own series)
         assert not series(text, "gptzoo_model_info", **old.info_labels())  # the old file's info series is gone
-        new = the_app.state.router.workers[MODEL]
+        new = the_app.state.registry.workers[MODEL]
         assert new.sha256 == new_sha and series(text, "gptzoo_model_info", **new.info_labels())
 
 
@@ -302,7 +302,7 @@ def test_a_file_that_does_not_match_its_card_leaves_the_serving_version(make_cli
 def test_a_variant_removed_from_the_store_drains_and_leaves(store, gate):
     add_variant(store, COPY, 2)
     with serving(store, max_tokens=200) as (client, the_app), ThreadPoolExecutor(1) as pool, gate:
-        worker = the_app.state.router.workers[COPY]
+        worker = the_app.state.registry.workers[COPY]
         gate.hold(worker._batch, after=2)
         first = threading.Event()
         stream = pool.submit(streamed, client, COPY, 200, first)
@@ -330,13 +330,13 @@ def test_a_variant_removed_from_the_store_drains_and_leaves(store, gate):
 
 def test_a_card_rewritten_without_a_new_file_is_listed_without_a_reload(make_client, store):
     client = make_client(store, threads=1, reload_interval=0)
-    worker, loaded = client.app.state.router.workers[MODEL], loads(MODEL)
+    worker, loaded = client.app.state.registry.workers[MODEL], loads(MODEL)
     card = json.loads((store / MODEL / "card.json").read_text())
     atomic.write_json(store / MODEL / "card.json", {**card, "val_loss": 1.25})  # what `gptzoo eval` may do
     assert client.post("/admin/reload").json()["changed"] == []
     assert client.get(f"/v1/models/{MODEL}").json()["val_loss"] == 1.25
     assert value("gptzoo_model_validation_loss", model=MODEL, layers="2") == 1.25
-    assert client.app.state.router.workers[MODEL] is worker and loads(MODEL) == loaded
+    assert client.app.state.registry.workers[MODEL] is worker and loads(MODEL) == loaded
 
 
 def test_the_server_rescans_the_store_every_reload_interval(make_client, store):
@@ -399,7 +399,7 @@ def test_a_load_under_way_is_joined_never_doubled(make_client, store, gate, monk
     zoo = client.app.state.zoo
     loaded = loads(COPY)
     hold_the_load(store, client, gate, monkeypatch)
-    worker = client.app.state.router.workers[COPY]
+    worker = client.app.state.registry.workers[COPY]
     with ThreadPoolExecutor(4) as pool, gate:
         scans = zoo.scans
         rescans = [pool.submit(client.post, "/admin/reload") for _ in range(3)]
@@ -410,14 +410,14 @@ def test_a_load_under_way_is_joined_never_doubled(make_client, store, gate, monk
         assert zoo.scans - scans <= 3
         gate.release()
     wait_until(lambda: listed(client).get(COPY) == "ready", "the new variant ready")
-    assert client.app.state.router.workers[COPY] is worker and loads(COPY) == loaded + 1
+    assert client.app.state.registry.workers[COPY] is worker and loads(COPY) == loaded + 1
 
 
 def test_unloading_a_loading_variant_cancels_the_load(make_client, store, gate, monkeypatch):
     """An operator need not wait for a load (a huge file, a slow disk) to end to take the variant out."""
     client = make_client(store, threads=1, reload_interval=0)
     hold_the_load(store, client, gate, monkeypatch)
-    loading = client.app.state.router.workers[COPY]
+    loading = client.app.state.registry.workers[COPY]
     with gate:
         r = client.post(f"/admin/models/{COPY}/unload")
         assert r.status_code == 200 and r.json()["state"] == "unloaded", r.text
@@ -430,7 +430,7 @@ def test_unloading_a_loading_variant_cancels_the_load(make_client, store, gate, 
     assert listed(client) == {MODEL: "ready", COPY: "unloaded"}
     assert client.post(f"/admin/models/{COPY}/load").status_code in (200, 202)
     wait_until(lambda: listed(client)[COPY] == "ready", "the variant loaded by the operator")
-    assert client.app.state.router.workers[COPY] is not loading
+    assert client.app.state.registry.workers[COPY] is not loading
 
 
 def test_rescans_requested_while_one_runs_share_the_next(make_client, store, monkeypatch):

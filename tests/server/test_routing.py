@@ -59,7 +59,7 @@ def pin_latency(client, per_token: dict[str, float]) -> None:
     for model, seconds in per_token.items():
         t = TokenTime()
         t.calibrate(seconds, seconds, rows=2)
-        client.app.state.router.workers[model].latency = t
+        client.app.state.registry.workers[model].latency = t
 
 
 def complete(client, **body):
@@ -96,7 +96,7 @@ def test_predictions_follow_the_load(make_client, store):
     once it is predicted to fit."""
     client = make_client(store, threads=1)
     pin_latency(client, {MODEL: 0.002, SHALLOW: 0.001})
-    router = client.app.state.router
+    router = client.app.state.registry
     busy = router.workers[MODEL].latency
     now = time.perf_counter()
     for i in range(50):  # what the worker records after slow steps at 4 rows (recent: a 2 s half-life)
@@ -131,8 +131,8 @@ def test_overload_falls_back_to_a_shallower_variant(make_client, store, step_gat
         e = error_of(complete(client, model="2l"), 429)
         assert e["code"] == "overloaded"
         threads.append(send(model="2l", fallback="shallower"))
-        _poll(lambda: len(client.app.state.router.workers[SHALLOW]._pending)
-              + len(client.app.state.router.workers[SHALLOW]._batch.rows) == 1)
+        _poll(lambda: len(client.app.state.registry.workers[SHALLOW]._pending)
+              + len(client.app.state.registry.workers[SHALLOW]._batch.rows) == 1)
         threads.append(send(model="2l", fallback="shallower"))  # the 1-layer variant's queue place
         _poll(lambda: waiting(SHALLOW) == 1 or len(answers) > 0)
         full = error_of(complete(client, model="2l", fallback="shallower"), 429)
@@ -151,8 +151,8 @@ def test_the_server_default_fallback(make_client, store, step_gate):
         ths = [threading.Thread(target=lambda: answers.append(complete(client, model="2l"))) for _ in range(3)]
         for th in ths:
             th.start()
-        _poll(lambda: len(client.app.state.router.workers[SHALLOW]._pending)
-              + len(client.app.state.router.workers[SHALLOW]._batch.rows) >= 1)
+        _poll(lambda: len(client.app.state.registry.workers[SHALLOW]._pending)
+              + len(client.app.state.registry.workers[SHALLOW]._batch.rows) >= 1)
         # a request can still say no
         assert error_of(complete(client, model="2l", fallback="none"), 429)["code"] == "overloaded"
     for th in ths:
@@ -252,9 +252,9 @@ def test_auto_follows_the_ready_variants_of_a_live_zoo(make_client, store):
     client = make_client(store, threads=1, reload_interval=0)
     assert complete(client, model="auto").headers["x-gptzoo-model"] == MODEL
     assert client.post(f"/admin/models/{MODEL}/unload").status_code in (200, 202)
-    _poll(lambda: not client.app.state.router.workers[MODEL].ready)
+    _poll(lambda: not client.app.state.registry.workers[MODEL].ready)
     assert complete(client, model="auto").headers["x-gptzoo-model"] == SHALLOW
     assert client.get("/v1/models/auto").json()["variants"] == [MODEL, SHALLOW]  # still listed, not ready
     assert client.post(f"/admin/models/{MODEL}/load").status_code in (200, 202)
-    _poll(lambda: client.app.state.router.workers[MODEL].ready)
+    _poll(lambda: client.app.state.registry.workers[MODEL].ready)
     assert complete(client, model="auto").headers["x-gptzoo-model"] == MODEL

@@ -13,7 +13,7 @@ def test_openapi_fuzzing_finds_no_server_error(client):
     raw = client.get("/schema/openapi.json")
     assert raw.status_code == 200
     schema = schemathesis.openapi.from_dict(raw.json())
-    vocab = set(client.app.state.router.workers["shakespeare-char-2l"].tokenizer.chars)
+    vocab = set(client.app.state.registry.workers["shakespeare-char-2l"].tokenizer.chars)
     statuses = []
 
     def send(case, steer: bool):

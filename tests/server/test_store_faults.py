@@ -196,6 +196,6 @@ def test_a_normal_stop_logs_no_failed_rescan(make_client, store, caplog):
     scans = zoo.scans
     # a rescan done and none under way: the follower sleeps until its next one, which meets the drain
     wait_until(lambda: zoo.scans > scans and zoo._running is None and zoo._queued is None, "a rescan done")
-    client.app.state.router.drain()  # what SIGTERM and Ctrl-C do first
+    client.app.state.registry.drain()  # what SIGTERM and Ctrl-C do first
     wait_until(lambda: zoo._follower.done(), "the rescans to stop")
     assert not [r.getMessage() for r in caplog.records if "rescan" in r.getMessage()]
