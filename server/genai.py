@@ -46,6 +46,14 @@ TOKENS = Histogram("gen_ai_client_token_usage", "gen_ai.client.token.usage: a su
                    buckets=buckets.GENAI_TOKENS)
 
 
+# Series (samples) per pair of request and response model: each histogram's buckets, +Inf, _sum and _count, token
+# usage twice (input, output); a request name's first error adds a duration histogram more per error_type. A variant
+# has one pair per name it is reached by (its id, `auto`, its family): docs/deployment.md.
+SERIES_PER_NAME = sum(len(b) + 3 for b in (buckets.GENAI_REQUEST_SECONDS, buckets.GENAI_TTFT_SECONDS,
+                                           buckets.GENAI_TPOT_SECONDS, buckets.GENAI_TOKENS, buckets.GENAI_TOKENS))
+SERIES_PER_ERROR = len(buckets.GENAI_REQUEST_SECONDS) + 3
+
+
 def label_values(requested: str, model: str) -> tuple[str, str, str, str]:
     return OPERATION, PROVIDER, requested, model
 

@@ -106,6 +106,8 @@ class TraceMiddleware:
 
     def _describe(self, span, state: dict, t0: float, wall0: int, end: float) -> None:
         """The request's GenAI attributes and its phases as child spans, from what the request left in its scope."""
+        if not span.is_recording():  # sampled out (OTEL_TRACES_SAMPLER): nothing more to build
+            return
         outcome, p = state.get("gptzoo_outcome"), state.get("gptzoo_prepared")
         if outcome in FINISH_REASONS:
             span.set_attribute("gen_ai.response.finish_reasons", [outcome])
