@@ -8,6 +8,9 @@ series of the variants it has now, not of every id it ever saw (issue 22: 1,000 
 one) is caught when it is garbage-collected. The model-wide gauges (ready, validation loss, info) are the router's:
 it ends them when the model leaves its table.
 
+The GenAI series (gptzoo.server.genai) are created and ended the same way, under the labels of the worker that ran
+the request, though they name the variant in labels of their own (gen_ai_response_model): `_labelled`.
+
 In multiprocess mode prometheus_client cannot remove a series: gauges are set to 0 there, the rest stays until the
 server restarts (README, "Metrics")."""
 
@@ -28,6 +31,7 @@ Key = tuple[str, str]  # (model, layers)
 # once it serves, 237 when it drafts (two more step phases and the pair's counters), plus one per distinct outcome of
 # its requests (a finish reason or an error code: about 15 can occur); 6 for a variant that cannot load (its state
 # and refusals). docs/benchmarks.md ("Metrics that end with their model") has the figures; tests check the bound.
+# The GenAI series come on top: genai.SERIES_PER_NAME per name the variant is reached by (its id, auto, its family).
 SERIES_PER_VARIANT = 260
 
 _lock = threading.RLock()
