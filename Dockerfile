@@ -30,8 +30,8 @@ COPY cli cli
 # The serving extras bring no torch; the last line fails the build if something pulled it in anyway. Versions come
 # from the lock (constraints.txt), the ones the test suite passed on; onnxruntime-gpu is pinned by its ARG.
 RUN case "$RUNTIME" in \
-      cpu) pip install --no-cache-dir -c constraints.txt "./[serve,cpu]" ;; \
-      gpu) pip install --no-cache-dir -c constraints.txt "./[serve,gpu]" "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}" ;; \
+      cpu) pip install --no-cache-dir -c constraints.txt "./[serve,otel,cpu]" ;; \
+      gpu) pip install --no-cache-dir -c constraints.txt "./[serve,otel,gpu]" "onnxruntime-gpu[cuda,cudnn]==${ONNXRUNTIME_GPU_VERSION}" ;; \
       *) echo "RUNTIME must be cpu or gpu, not '$RUNTIME'" >&2; exit 1 ;; \
     esac \
  && python -c "import onnxruntime as ort; print('onnxruntime', ort.__version__, ort.get_available_providers())" \

@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Extra index for torch, e.g. https://download.pytorch.org/whl/cpu to get the CPU build on a machine without one.
 TORCH_INDEX ?=
-EXTRAS ?= train,export,serve,cpu,report,interop,dev
+EXTRAS ?= train,export,serve,otel,cpu,report,interop,dev
 DEMO_HOME ?= $(CURDIR)/demo
 # The lock every install here uses (exact versions the suite passed on); `LOCK=` installs the newest allowed instead.
 LOCK ?= constraints.txt

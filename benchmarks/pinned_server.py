@@ -3,6 +3,7 @@ generator goes on core 1)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -10,12 +11,13 @@ import httpx
 
 
 def start(exe: str, store: str, port: int, extra: list[str], name: str = "server",
-          startup_s: float = 180.0) -> subprocess.Popen:
-    """Starts the server and returns once /readyz answers 200; exits the script with the server's log if it dies
-    or is not ready within `startup_s`."""
+          startup_s: float = 180.0, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Starts the server (with `env` added to this process's environment) and returns once /readyz answers 200;
+    exits the script with the server's log if it dies or is not ready within `startup_s`."""
     cmd = [exe, "serve", "--store", store, "--port", str(port), "--cpus", "0", "--threads", "1",
            "--log-level", "warning", *extra]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **env} if env else None)
     return wait_ready(proc, f"http://127.0.0.1:{port}/readyz", name, startup_s)
 
 

@@ -12,7 +12,11 @@ noise of a shared machine. It prints, per server: median tokens/s per level with
 issue asks for (32 ÷ 1 streams; p99 TTFT at the top level ÷ p50 TTFT at one stream), and, with --engine, the engine's
 in-process tokens/s on the same thread count, pinned to core 0, measured in every round beside the HTTP runs, two ways:
 `gptzoo bench`-style greedy decoding of 128 tokens (decode only) and the load test's own requests run through a
-`Batch` with the server's settings (prompts, sampling and ends included), for the service ÷ engine ratios."""
+`Batch` with the server's settings (prompts, sampling and ends included), for the service ÷ engine ratios.
+
+`--traced NAME` (repeatable) serves NAME with tracing on: OTEL_EXPORTER_OTLP_ENDPOINT points at an OTLP/HTTP receiver
+in this script (gptzoo.measure.otlp_sink, counting the spans it gets; the `otel` extra), so the traced server pays
+for building and exporting every span; the spans received are printed at the end."""
 
 from __future__ import annotations
 
@@ -107,7 +111,14 @@ def main() -> None:
     ap.add_argument("--requests-per-client", type=int, default=20)
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--engine", action="store_true", help="also measure the engine in-process (batch = each level)")
+    ap.add_argument("--traced", action="append", default=[], metavar="NAME",
+                    help="serve NAME with tracing on, exported over OTLP to a receiver in this script")
     args = ap.parse_args()
+    sink = None
+    if args.traced:
+        from gptzoo.measure.otlp_sink import OtlpSink
+
+        sink = OtlpSink(keep=False).__enter__()
     levels = [int(x) for x in args.levels.split(",")]
     servers, extras = [], []
     for i, spec in enumerate(args.server):
@@ -115,7 +126,8 @@ def main() -> None:
         exe, store, *extra = rest.split(":", 2)
         servers.append((name, exe, store, 8851 + i))
         extras.append(extra[0].split() if extra else [])
-    procs = [start(exe, store, port, extra, name)
+    procs = [start(exe, store, port, extra, name,
+                   env={"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint} if name in args.traced else None)
              for (name, exe, store, port), extra in zip(servers, extras, strict=True)]
     results: dict[tuple[str, int], list[dict]] = {}
     top = levels[-1]
@@ -142,6 +154,9 @@ def main() -> None:
                     {c: max(c * args.requests_per_client, 100) for c in (levels[0], top)}, args.max_tokens, "ROMEO:"))
     finally:
         stop(procs)
+        if sink:
+            sink.__exit__(None, None, None)
+            print(f"OTLP receiver: {sink.count:,} spans in {sink.requests:,} export requests", file=sys.stderr)
     Path("serving_ab.json").write_text(json.dumps({f"{k[0]} c{k[1]}": v for k, v in results.items()}, indent=1))
     print("| server | clients | tok/s (median) | range | TTFT p50 / p99 ms | e2e p50 ms | errors |")
     print("|---|---|---|---|---|---|---|")

@@ -289,9 +289,19 @@ def _fresh_metrics_dir(workers: int) -> Path | None:
 
 
 def _log_config(level: str) -> dict:
-    """uvicorn's logging, plus gptzoo.server's model load reports on the same stream."""
+    """uvicorn's logging, plus gptzoo.server's model load reports on the same stream; when tracing (an OTLP endpoint
+    is set), each access line ends with its request's trace id (`trace_id=…`, "-" for untraced routes)."""
     from uvicorn.config import LOGGING_CONFIG
+
+    from gptzoo.server import tracing
 
     config = {**LOGGING_CONFIG, "loggers": dict(LOGGING_CONFIG["loggers"])}
     config["loggers"]["gptzoo"] = {"handlers": ["default"], "level": level.upper(), "propagate": False}
+    if tracing.enabled():
+        access = dict(config["formatters"]["access"])
+        access["fmt"] += " trace_id=%(trace_id)s"
+        config["formatters"] = {**config["formatters"], "access": access}
+        config["filters"] = {"trace_id": {"()": "gptzoo.server.tracing.TraceIdFilter"}}
+        config["handlers"] = {**config["handlers"], "access": {**config["handlers"]["access"],
+                                                               "filters": ["trace_id"]}}
     return config

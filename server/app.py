@@ -21,10 +21,11 @@ from importlib import metadata
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.prometheus import PrometheusConfig
 
-from gptzoo.server import buckets, errors
+from gptzoo.server import buckets, errors, tracing
 from gptzoo.server.body import BodyGuard
 from gptzoo.server.registry import Registry
 from gptzoo.server.reload import LiveZoo
@@ -104,8 +105,12 @@ def package_version() -> str:
         return "0.0.0"
 
 
-def create_app(settings: Settings | None = None) -> Litestar:
+def create_app(settings: Settings | None = None, tracer_provider=None) -> Litestar:
+    """`tracer_provider`: an OpenTelemetry TracerProvider for the request spans (tests); by default one exporting
+    over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set, else none: no tracing at all (gptzoo.server.tracing)."""
     settings = settings or Settings()
+    own = tracer_provider is None
+    provider = tracing.provider_from_env() if own else tracer_provider
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -124,6 +129,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             undo()
             zoo.stop()
             await asyncio.to_thread(router.close)
+            if own and provider is not None:
+                await asyncio.to_thread(provider.shutdown)  # the last spans go out
 
     return Litestar(
         route_handlers=[*ROUTES, scrape_metrics, *(ui.ROUTES if settings.ui else [])],  # the playground page
@@ -136,7 +143,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
         exception_handlers=errors.HANDLERS,
         request_max_body_size=settings.max_body_bytes,
         # BodyGuard inside the Prometheus middleware: its 408s and disconnects (499) are recorded with their status
-        middleware=[PrometheusConfig(app_name="gptzoo", prefix="gptzoo_http", group_path=True,
+        # the trace middleware outermost (when tracing): its span and header cover every answer, errors included
+        middleware=[*([DefineMiddleware(tracing.TraceMiddleware, provider=provider)] if provider else []),
+                    PrometheusConfig(app_name="gptzoo", prefix="gptzoo_http", group_path=True,
                                      buckets=buckets.REQUEST_SECONDS, exclude=["^/metrics"]).middleware,
                     BodyGuard(settings.body_timeout)],
         openapi_config=OpenAPIConfig(

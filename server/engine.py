@@ -18,6 +18,7 @@ import time
 from collections import deque
 
 from gptzoo.server.events import Done, Event, Failed, TextDelta
+from gptzoo.server.genai import CANCELLED
 from gptzoo.server.job import Job, deliver
 from gptzoo.server.refusals import RETRY_BUSY, RETRY_SHUTDOWN
 from gptzoo.zoo.errors import first_line
@@ -117,10 +118,9 @@ class Engine:
         now = time.perf_counter()
         rows = []
         for job in new:
-            self.m.queue.observe(now - job.arrival)
+            self.m.admitted(job, now)
             if job.found_full:
                 self.latency.observe_queue(now - job.arrival)
-            self.m.prompt_tokens.inc(len(job.prompt_ids))
             on_text = (lambda delta, job=job: self._post(job, TextDelta(delta))) if job.stream else None
             rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job, draft=job.speculative))
         batch.add(rows)
@@ -167,12 +167,14 @@ class Engine:
             return
         if row is None:
             self.m.cancelled.inc()
+            self.m.failed(job, CANCELLED, now)
             return
         self.m.finished(job, now, len(row.generated))
         self._post(job, Done(row.text.text, row.finish_reason, len(row.generated)))
 
     def _fail(self, job: Job, message: str, code: str, retry_after: str | None = None) -> None:
         if self._ended(job):
+            self.m.failed(job, code, time.perf_counter())
             self._post(job, Failed(message, code, retry_after))
 
     def _refuse(self, job: Job, message: str, code: str, retry_after: str) -> None:

@@ -36,6 +36,8 @@ class Job:
         self.streaming = False  # its first event went out (later text may be held for a stream interval)
         self.first_token_at = self.last_token_at = 0.0
         self.found_full = False  # every slot was taken or promised when it arrived: it waits for one to free
+        self.admitted_at = 0.0  # perf_counter time it took a batch slot (0: not yet)
+        self.requested = ""  # the model name it was routed by (the GenAI series' request model; "": its variant's)
 
     def cancel(self) -> None:
         if not self.finished:

@@ -8,6 +8,9 @@ series of the variants it has now, not of every id it ever saw (issue 22: 1,000 
 one) is caught when it is garbage-collected. The model-wide gauges (ready, validation loss, info) are the router's:
 it ends them when the model leaves its table.
 
+The GenAI series (gptzoo.server.genai) are created and ended the same way, under the labels of the worker that ran
+the request, though they name the variant in labels of their own (gen_ai_response_model): `_labelled`.
+
 In multiprocess mode prometheus_client cannot remove a series: gauges are set to 0 there, the rest stays until the
 server restarts (README, "Metrics")."""
 
@@ -18,7 +21,8 @@ import threading
 import weakref
 from collections import Counter
 
-from gptzoo.server import metrics
+from gptzoo.server import genai, metrics
+from gptzoo.server.genai import GenAiChildren
 from gptzoo.server.latency import Budget
 
 Key = tuple[str, str]  # (model, layers)
@@ -27,11 +31,12 @@ Key = tuple[str, str]  # (model, layers)
 # once it serves, 237 when it drafts (two more step phases and the pair's counters), plus one per distinct outcome of
 # its requests (a finish reason or an error code: about 15 can occur); 6 for a variant that cannot load (its state
 # and refusals). docs/benchmarks.md ("Metrics that end with their model") has the figures; tests check the bound.
+# The GenAI series come on top: genai.SERIES_PER_NAME per name the variant is reached by (its id, auto, its family).
 SERIES_PER_VARIANT = 260
 
 _lock = threading.RLock()
 _held: Counter[Key] = Counter()  # labels -> workers holding them
-_series: dict[Key, set[tuple[object, tuple[str, ...]]]] = {}  # labels -> (metric, its other label values)
+_series: dict[Key, set[tuple[object, tuple[str, ...]]]] = {}  # labels -> (metric, its label values)
 _gone: list[Key] = []  # labels of ModelMetrics garbage-collected unreleased (appended by a finalizer: no lock there)
 
 
@@ -41,9 +46,15 @@ def _multiprocess() -> bool:
 
 def _child(key: Key, metric, *extra: str):
     """`metric`'s child for these labels, recorded so that it ends with them."""
+    return _labelled(key, metric, (*key, *extra))
+
+
+def _labelled(key: Key, metric, values: tuple[str, ...]):
+    """`metric`'s child for label values `values` (not led by `key`: the GenAI series name the model in labels of
+    their own), recorded so that it ends with `key`."""
     with _lock:
-        _series.setdefault(key, set()).add((metric, extra))
-        return metric.labels(*key, *extra)
+        _series.setdefault(key, set()).add((metric, values))
+        return metric.labels(*values)
 
 
 def _unhold(key: Key) -> None:
@@ -52,11 +63,11 @@ def _unhold(key: Key) -> None:
         if _held[key] > 0:
             return
         del _held[key]
-        for metric, extra in _series.pop(key, ()):
+        for metric, values in _series.pop(key, ()):
             if not _multiprocess():
-                metric.remove(*key, *extra)
+                metric.remove(*values)
             elif metric in metrics.WORKER_GAUGES:
-                metric.labels(*key, *extra).set(0)
+                metric.labels(*values).set(0)
 
 
 def reap_forgotten() -> None:
@@ -117,6 +128,7 @@ class ModelMetrics:
                 one(metrics.ROUTES, family, reason)
             for result in metrics.BUDGET_RESULTS:
                 one(metrics.BUDGET, family, result)
+        self._genai: dict[str, GenAiChildren] = {}  # the request's model name -> the GenAI series' children
         self._mine: dict[object, float] = {}  # gauge child -> this worker's share
         self._lock = threading.Lock()  # the worker thread sets, whoever ends the worker releases
         self.spec_drafted = self.spec_accepted = self.draft_time = self.verify_time = None  # set_draft
@@ -194,12 +206,34 @@ class ModelMetrics:
         if fresh:
             self.generation_tokens.inc(fresh)
 
+    def genai(self, requested: str) -> GenAiChildren:
+        """The GenAI series of requests that named `requested` and ran here (gptzoo.server.genai)."""
+        if (g := self._genai.get(requested)) is None:
+            key, model = self._key, self._key[0]
+            g = self._genai[requested] = GenAiChildren(genai.label_values(requested or model, model),
+                                                       lambda metric, *values: _labelled(key, metric, values))
+        return g
+
+    def admitted(self, job, now: float) -> None:
+        """A job took a batch slot: its time in the queue."""
+        job.admitted_at = now
+        self.queue.observe(now - job.arrival)
+        self.prompt_tokens.inc(len(job.prompt_ids))
+
+    def failed(self, job, error: str, now: float) -> None:
+        """A job that ended without its answer: refused, failed, cut off, or its client left (`error`, the code)."""
+        self.genai(job.requested).failed(error, now - job.arrival)
+
     def finished(self, job, now: float, tokens: int) -> None:
-        """A job that generated to its end: its latency, and its budget's verdict when it carried one."""
-        self.e2e.observe(now - job.arrival)
+        """A job that generated to its end: its latency, its GenAI series, and its budget's verdict when it carried
+        one. Both sets of series get the same values (one clock)."""
+        e2e = now - job.arrival
+        self.e2e.observe(e2e)
         tpot = (job.last_token_at - job.first_token_at) / (tokens - 1) if tokens > 1 else None
         if tpot is not None:
             self.tpot.observe(tpot)
+        ttft = job.first_token_at - job.arrival if job.first_token_at else None
+        self.genai(job.requested).succeeded(e2e, ttft, tpot, len(job.prompt_ids), tokens)
         budget: Budget = job.budget
         if budget and job.first_token_at:
             met = budget.met(tpot, job.first_token_at - job.arrival)

@@ -32,7 +32,7 @@ from gptzoo.server.latency import Budget
 from gptzoo.server.refusals import RETRY_LOADING, Refused, UnknownModel
 from gptzoo.server.settings import Settings
 from gptzoo.server.worker import LOADING, ModelWorker, created_at
-from gptzoo.zoo.store import Broken, Store, Variant
+from gptzoo.zoo.store import Broken, Store, Variant, family_id
 
 log = logging.getLogger("gptzoo.server")
 
@@ -261,9 +261,13 @@ class Registry:
             predicted, reason = routing.choose(pool, ask.budget, len(ids), self.ready_workers())
             worker = predicted.worker
         tried = [worker]
+        # the name it routed by, for the GenAI series: bounded (a variant's id, auto, a family), never the client's
+        # spelling of an alias
+        requested = worker.id if pool is None else family_id(ask.model)
         while True:
             note(worker)
             queued = job(worker, ids)
+            queued.requested = requested
             try:
                 worker.submit(queued)
                 return Route(worker, queued, reason, predicted)
@@ -271,6 +275,7 @@ class Registry:
                 nxt = next((w for w in routing.shallower(tried[0], self.ready_workers()) if w not in tried),
                            None) if ask.fallback and e.code == "overloaded" else None
                 if nxt is None:
+                    worker.m.failed(queued, e.code, time.perf_counter())  # the request's one refusal
                     raise
                 if nxt.card.tokenizer != worker.card.tokenizer:  # a family shares its dataset, not always its tokenizer
                     ids = await tokens(nxt)

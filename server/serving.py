@@ -94,7 +94,9 @@ class CompletionService:
             worker.m.predicted_tpot.observe(predicted.tpot)
         metrics.ROUTES.labels(**worker.labels, family=job.family, reason=route.reason).inc()
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
-        return Prepared(f"cmpl-{uuid.uuid4().hex}", int(time.time()), worker, job, include_usage, scope, route.reason)
+        p = Prepared(f"cmpl-{uuid.uuid4().hex}", int(time.time()), worker, job, include_usage, scope, route.reason)
+        scope.setdefault("state", {})["gptzoo_prepared"] = p  # its trace reads it (gptzoo.server.tracing)
+        return p
 
     def _params(self, req: CompletionRequest) -> SamplingParams:
         if req.n not in (None, 1):

@@ -14,7 +14,7 @@ from packaging.version import Version
 from tests.conftest import REPO
 
 # the Makefile's EXTRAS; `gpu` is not locked
-LOCKED_EXTRAS = ("train", "export", "serve", "cpu", "report", "interop", "dev")
+LOCKED_EXTRAS = ("train", "export", "serve", "otel", "cpu", "report", "interop", "dev")
 
 
 def _pins() -> dict[str, Version]:

@@ -30,7 +30,12 @@ REQUIRED_METRICS = {
     "gptzoo_predicted_time_per_output_token_seconds_bucket",
     "gptzoo_model_loads_total", "gptzoo_model_load_seconds_sum", "gptzoo_model_load_seconds_count",
     "gptzoo_spec_draft_tokens_total", "gptzoo_spec_accepted_tokens_total",
+    # OpenTelemetry's GenAI conventions (gptzoo.server.genai)
+    "gen_ai_server_request_duration_seconds_bucket", "gen_ai_server_request_duration_seconds_count",
+    "gen_ai_server_time_to_first_token_seconds_bucket", "gen_ai_server_time_per_output_token_seconds_bucket",
+    "gen_ai_client_token_usage_sum",
 }
+GENAI_ROW = "GenAI semantic conventions (OpenTelemetry gen_ai.*: the fleet, by variant)"
 
 
 def test_metric_name_extraction():
@@ -59,7 +64,10 @@ def test_every_panel_and_variable_uses_the_provisioned_datasource():
 
 def test_panels_filter_by_model_and_layers_and_use_rate_interval():
     for where, expr in panel_exprs(dashboard()):
-        if "gptzoo_http_" not in expr:  # Litestar's HTTP metrics carry no model labels
+        if "gen_ai_" in expr:  # the GenAI series name the variant gen_ai_response_model and carry no depth
+            selectors = re.findall(r"gen_ai_\w+\{([^}]*)\}", expr)
+            assert selectors and all('gen_ai_response_model=~"$model"' in m for m in selectors), where
+        elif "gptzoo_http_" not in expr:  # Litestar's HTTP metrics carry no model labels
             assert 'model=~"$model"' in expr and 'layers=~"$layers"' in expr, where
         if "rate(" in expr:
             assert "[$__rate_interval]" in expr or "[$__range]" in expr, where
@@ -108,3 +116,35 @@ def test_promtool_check_metrics_passes_on_a_real_scrape(promtool, scrape):
 @pytest.mark.parametrize("name", sorted(REQUIRED_METRICS))
 def test_scrape_has_the_metrics_the_dashboard_needs(scrape, name):
     assert name in sample_names(scrape)
+
+
+def genai_row() -> list[dict]:
+    """The panels below the GenAI row, up to the next row."""
+    out, inside = [], False
+    for p in dashboard()["panels"]:
+        if p["type"] == "row":
+            inside = p["title"] == GENAI_ROW
+        elif inside:
+            out.append(p)
+    return out
+
+
+def test_the_genai_row_aggregates_by_variant_across_instances():
+    """Every GenAI panel sums over instances (one replica or many give the fleet's figure per variant); only the
+    per-instance panel keeps `instance`; quantiles aggregate the buckets before the quantile, never after."""
+    row = genai_row()
+    assert len(row) >= 5
+    for p in row:
+        for t in p["targets"]:
+            expr = t["expr"]
+            assert "gptzoo_" not in expr and "gen_ai_" in expr, p["title"]
+            groups = re.findall(r"sum by \(([^)]*)\)", expr)
+            assert groups and all("gen_ai_response_model" in g for g in groups), p["title"]
+            keeps_instance = any("instance" in g for g in groups)
+            assert keeps_instance == ("per instance" in p["title"]), p["title"]
+            if "histogram_quantile" in expr:
+                assert re.fullmatch(r"histogram_quantile\(0\.\d+, sum by \(gen_ai_response_model, le\) "
+                                    r"\(rate\(\w+_bucket\{[^}]*\}\[\$__rate_interval\]\)\)\)", expr), expr
+    names = {n for p in row for t in p["targets"] for n in metric_names(t["expr"])}
+    assert {"gen_ai_server_request_duration_seconds_bucket", "gen_ai_server_time_to_first_token_seconds_bucket",
+            "gen_ai_server_time_per_output_token_seconds_bucket", "gen_ai_client_token_usage_sum"} <= names

@@ -124,8 +124,16 @@ def test_two_replicas_behind_haproxy(haproxy, prometheus, tmp_path, drafted_stor
                  proc=pp)
         [fleet] = query(prom, f'sum by (model) (gptzoo_completion_requests_total{{model="{MODEL}"}})')
         assert float(fleet["value"][1]) == n
-        # every dashboard panel aggregates across instances: no result keeps an `instance` label
-        per_instance = [where for where, expr in panel_exprs(dashboard())
+        # so do the GenAI series (recorded before each answer left, so in the same scrapes)
+        per_replica = {s["metric"]["instance"]: float(s["value"][1]) for s in query(prom, (
+            f'sum by (instance) (gen_ai_server_request_duration_seconds_count{{gen_ai_response_model="{MODEL}"}})'))}
+        assert per_replica == {a.split("//")[1]: on_a, b.split("//")[1]: on_b}, per_replica
+        [fleet] = query(prom, "sum by (gen_ai_response_model) (gen_ai_server_request_duration_seconds_count"
+                              f'{{gen_ai_response_model="{MODEL}"}})')
+        assert float(fleet["value"][1]) == n
+        # every dashboard panel aggregates across instances: no result keeps an `instance` label, except the
+        # panels that show the spread per instance
+        per_instance = [where for where, expr in panel_exprs(dashboard()) if "per instance" not in where
                         for series in query(prom, substitute(expr)) if "instance" in series["metric"]]
         assert not per_instance, per_instance
 

@@ -69,7 +69,7 @@ def test_dockerfile_runs_the_server_as_non_root_with_a_store_volume_and_health_c
     assert re.search(r"^USER (?!root|0\b)\S+", final, re.M)
     assert 'VOLUME ["/store"]' in final and "GPTZOO_STORE=/store" in final
     assert re.search(r"HEALTHCHECK .*\n.*urllib.*127\.0\.0\.1:8000/healthz", final)
-    assert "ARG RUNTIME=cpu" in text and '"./[serve,cpu]"' in text and '"./[serve,gpu]"' in text
+    assert "ARG RUNTIME=cpu" in text and '"./[serve,otel,cpu]"' in text and '"./[serve,otel,gpu]"' in text
     assert "download.pytorch.org" not in text and "torch==" not in text  # the serving image carries no torch
 
 

@@ -11,6 +11,7 @@ from collections import Counter
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from gptzoo.server import genai
 from gptzoo.server.model_metrics import SERIES_PER_VARIANT
 from tests.server.conftest import MODEL, add_variant
 from tests.server.test_live_zoo import admin, complete, wait_until
@@ -19,10 +20,10 @@ COPY = "copy-2l"
 BROKEN = {"words-4l": lambda c: c.update(n_layer="four")}
 
 
-def series_by_model(text: str) -> Counter:
-    """How many samples (series) each `model` label value has in a scrape."""
-    return Counter(s.labels["model"] for f in text_string_to_metric_families(text) for s in f.samples
-                   if "model" in s.labels)
+def series_by_model(text: str, label: str = "model") -> Counter:
+    """How many samples (series) each `model` (or `label`) label value has in a scrape."""
+    return Counter(s.labels[label] for f in text_string_to_metric_families(text) for s in f.samples
+                   if label in s.labels)
 
 
 def unloaded(client) -> bool:
@@ -58,9 +59,14 @@ def test_a_variants_series_are_bounded_and_end_when_it_leaves_the_store(make_cli
     assert client.post(f"/admin/models/{COPY}/load").status_code == 202
     wait_until(lambda: admin(client)[0][COPY]["state"] == "ready", "the load")
     assert complete(client, COPY).status_code == 200
-    counts = series_by_model(client.get("/metrics").text)
+    text = client.get("/metrics").text
+    counts = series_by_model(text)
     assert 0 < counts[COPY] <= SERIES_PER_VARIANT and 0 < counts[MODEL] <= SERIES_PER_VARIANT, counts
     assert 0 < counts["words-4l"] <= 10 and 0 < counts["not-json"] <= 10, counts  # refusals and state only
+    # the GenAI series: one set per name a variant was reached by (here its id and `auto`), none for a broken one
+    by_variant = series_by_model(text, "gen_ai_response_model")
+    assert genai.SERIES_PER_NAME <= by_variant[COPY] <= 2 * genai.SERIES_PER_NAME + 3 * genai.SERIES_PER_ERROR
+    assert by_variant["words-4l"] == by_variant["not-json"] == 0, by_variant
 
     for vid in (COPY, *BROKEN, "not-json"):
         shutil.rmtree(store / vid)
