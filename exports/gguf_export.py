@@ -7,7 +7,8 @@ A char vocabulary has no end-of-text token: BOS/EOS are its rarest character (`e
 11), so run char models with `ignore_eos` for a fixed length. llama.cpp computes GELU with its tanh form: a zoo model
 trained with exact GELU
 runs there slightly differently (docs/interop.md). The check here reads every tensor and key back with `gguf`; the
-Q8_0 file's validation loss is measured with its weights dequantized into the torch model.
+Q8_0 file's validation loss is measured with its weights dequantized into the torch model (the zoo's int8 model of
+that file), which is also what llama.cpp's greedy tokens on the Q8_0 file are compared with.
 """
 
 from __future__ import annotations
@@ -172,11 +173,12 @@ def export_gguf(variant: Variant, quantize: bool = False, data_dir: Path | None 
         with atomic.atomic_path(target) as tmp:
             expected = write_gguf(model, variant.id, card.tokenizer, tmp, q8)
             checks = read_back(tmp, expected, keys(model, variant.id, card.tokenizer, 7 if q8 else 0))
-        val = None
-        if q8:
-            val = _dequantized_loss(model, expected, variant, data_dir, say)
-        if llama is not None:
-            checks["llama_cpp"] = llama(variant, model, target)
+        val, ran = None, model
+        if q8:  # the zoo's own int8 model: these Q8_0 weights, dequantized, in the torch model
+            ran = dequantized_model(model, expected)
+            val = _loss(ran, variant, data_dir, say)
+        if llama is not None:  # llama.cpp's greedy tokens against the model with the same weights
+            checks["llama_cpp"] = llama(variant, ran, target)
         done.append(InteropFacts(file=name, sha256=sha256_file(target), bytes=target.stat().st_size,
                                  quantization="Q8_0" if q8 else "F32", val_loss=val, checks=checks,
                                  exported_at=datetime.now(UTC).isoformat(timespec="seconds")))
@@ -186,11 +188,10 @@ def export_gguf(variant: Variant, quantize: bool = False, data_dir: Path | None 
     return done
 
 
-def _dequantized_loss(model, tensors: dict[str, np.ndarray], variant: Variant, data_dir, say) -> float:
-    """The Q8_0 weights, dequantized, in a copy of the torch model, scored on the card's validation windows."""
+def dequantized_model(model, tensors: dict[str, np.ndarray]):
+    """A copy of the torch model holding the Q8_0 weights, dequantized."""
     import copy
 
-    say("measuring the Q8_0 weights' validation loss")
     q = copy.deepcopy(model)
     sd = q.state_dict()
     back = {v: k for k, v in _LAYER.items()}
@@ -203,6 +204,12 @@ def _dequantized_loss(model, tensors: dict[str, np.ndarray], variant: Variant, d
         if key in sd:
             sd[key] = torch.from_numpy(np.array(t)).view_as(sd[key])
     q.load_state_dict(sd)
+    return q
+
+
+def _loss(q, variant: Variant, data_dir, say) -> float:
+    """The Q8_0 model scored on the card's validation windows."""
+    say("measuring the Q8_0 weights' validation loss")
     ev = variant.card.eval or EvalFacts()
     data = dsmod.for_variant(variant, data_dir)
     return float(estimate(q, {"val": data.val}, ev.batch_size, ev.windows_per_split)["val"])

@@ -4,6 +4,11 @@ temperature 0 from a prompt of token ids, and compare them with the zoo's torch 
 The binary: $GPTZOO_LLAMA_SERVER, else `llama-server` on PATH, else the newest one scripts/build-llama-server.sh left
 in ~/.cache/gptzoo/llama.cpp/<version>/bin. None found: the check is skipped and says why. Figures, not a gate:
 llama.cpp's GELU is the tanh form, so a model trained with exact GELU may part from the zoo's tokens somewhere.
+
+`--no-repack`: on a CPU reporting AMX (this machine's Xeon does), llama.cpp 0.3.36 repacks Q8_0 weights for its AMX
+matmul, which dies with SIGSEGV on a tile instruction (`ldtilecfg` in ggml_backend_amx_mul_mat, seen in gdb);
+without the repack it runs the ordinary Q8_0 kernels. F32 weights are never repacked, so the flag changes nothing
+for them.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ def llama_greedy(binary: Path, gguf: Path, prompt: list[int], n: int, n_ctx: int
     """`n` greedy token ids from llama-server (temperature 0, EOS ignored) after `prompt`."""
     port = _free_port()
     proc = subprocess.Popen([str(binary), "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port), "-c",
-                             str(n_ctx), "-np", "1", "-t", "1", "--no-warmup"],
+                             str(n_ctx), "-np", "1", "-t", "1", "--no-warmup", "--no-repack"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
