@@ -17,6 +17,7 @@ import os
 import time
 from collections import deque
 
+from gptzoo.server import ttft_trace
 from gptzoo.server.events import Done, Event, Failed, TextDelta
 from gptzoo.server.job import Job, deliver
 from gptzoo.server.refusals import RETRY_BUSY, RETRY_SHUTDOWN
@@ -28,6 +29,8 @@ log = logging.getLogger("gptzoo.server")
 
 class Engine:
     """The worker thread's loop (mixed into ModelWorker, whose attributes it uses)."""
+
+    steps = 0  # steps run (an instance attribute from the first step on)
 
     def _serve(self) -> None:
         batch = self._batch
@@ -83,6 +86,11 @@ class Engine:
         if not (force or self._urgent or now - self._handed_at >= self.settings.stream_interval):
             return
         outbox, self._outbox, self._urgent, self._handed_at = self._outbox, {}, False, now
+        if ttft_trace.ON:
+            for events in outbox.values():
+                for job, _ in events:
+                    if job.trace is not None and not job.trace.handed:
+                        job.trace.handed = now
         for loop, events in outbox.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
                 loop.call_soon_threadsafe(deliver, events)
@@ -127,7 +135,10 @@ class Engine:
         self.peak_rows = max(self.peak_rows, len(batch.rows))
         batch.step()
         t = time.perf_counter()
+        self.steps += 1
         st = batch.stats
+        if new and new[0].trace is not None:
+            self._traced(new, now, t, st, len(batch.rows))
         self.m.stepped(st)
         self.latency.observe_prefill(st.prefill_tokens, st.prefill_seconds)
         if st.decode_rows and self._stepped_at:  # a row's time per token: from one step's end to the next one's
@@ -135,6 +146,13 @@ class Engine:
         self._stepped_at = t if st.decode_rows else 0.0
         self.m.account(batch.rows, t)
         self._retire(batch, time.perf_counter())
+
+    def _traced(self, new: list[Job], admitted: float, ended: float, st, rows: int) -> None:
+        """GPTZOO_TTFT_TRACE: the admitted jobs' queue wait and the step that made their first tokens."""
+        for job in new:
+            tr = job.trace
+            tr.admitted, tr.step_end, tr.prefill_s, tr.decode_s = admitted, ended, st.prefill_seconds, st.decode_seconds
+            tr.rows, tr.new, tr.steps_waited = rows, len(new), self.steps - 1 - tr.steps_at_queue
 
     def _retire(self, batch: Batch, now: float, cut: bool = False) -> None:
         """Rows leave the batch when done, cancelled (client gone) or cut off by the shutdown. The gauges move before

@@ -1,0 +1,102 @@
+"""Opt-in timing of each streamed request's first token, part by part (issue 27: where the tail of time to first
+token comes from under load). Set `GPTZOO_TTFT_TRACE=FILE` before `gptzoo serve`: every streamed request appends one
+JSON line to FILE once its first SSE frame was sent. Off (the default), jobs carry no trace and the hooks are one
+`is None` test per admitted job, first token and hand-off; `benchmarks/ttft_breakdown.py` reads the file.
+
+The parts, in the order a first token meets them (perf_counter seconds; each record gives them in ms):
+- `handler`: the route's handler began (after uvicorn and Litestar read and checked the request);
+- `queued`: the job was queued for the worker (routing, tokenizing); `steps_waited`: steps the worker ran meanwhile;
+- `admitted`: the worker took it at the start of a step (queue wait: the running step, or a free slot);
+- `step_end`: that step ended, its first token sampled (`prefill_ms`/`decode_ms`: the step's calls, `rows`: rows in
+  it, `new`: rows it admitted);
+- `handed`: the step's events went to the event loop (call_soon_threadsafe);
+- `delivered`: the event loop ran the hand-off; `sent`: the first frame went out to the socket.
+Garbage collections (gc.callbacks, any thread) that overlap a request are summed into `gc_ms`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import gc
+import json
+import os
+import threading
+import time
+from collections import deque
+
+PATH = os.environ.get("GPTZOO_TTFT_TRACE") or None
+ON = PATH is not None
+_FLUSH_EVERY = 64
+
+_lock = threading.Lock()
+_lines: list[str] = []
+_gcs: deque[tuple[float, float, int, str]] = deque(maxlen=4096)  # (start, end, generation, thread name)
+_gc_start: dict[int, float] = {}
+
+
+class Trace:
+    __slots__ = ("handler", "queued", "steps_at_queue", "steps_waited", "admitted", "step_end", "prefill_s",
+                 "decode_s", "rows", "new", "handed", "delivered", "sent")
+
+    def __init__(self, handler: float) -> None:
+        self.handler = handler
+        self.queued = self.admitted = self.step_end = self.handed = self.delivered = self.sent = 0.0
+        self.prefill_s = self.decode_s = 0.0
+        self.steps_at_queue = self.steps_waited = self.rows = self.new = 0
+
+
+def start() -> Trace | None:
+    """A trace for a request whose handler begins now; None when tracing is off."""
+    return Trace(time.perf_counter()) if ON else None
+
+
+def sent(trace: Trace) -> None:
+    """The first frame is out: the record is complete."""
+    trace.sent = time.perf_counter()
+    t0 = trace.handler
+    gc_ms = gc_worker = 0.0
+    for a, b, _gen, thread in list(_gcs):
+        overlap = min(b, trace.sent) - max(a, t0)
+        if overlap > 0:
+            gc_ms += overlap
+            if not thread.startswith("MainThread"):
+                gc_worker += overlap
+
+    def ms(t: float) -> float | None:
+        return round((t - t0) * 1e3, 3) if t else None
+
+    record = {"queued": ms(trace.queued), "admitted": ms(trace.admitted), "step_end": ms(trace.step_end),
+              "handed": ms(trace.handed), "delivered": ms(trace.delivered), "sent": ms(trace.sent),
+              "steps_waited": trace.steps_waited, "prefill_ms": round(trace.prefill_s * 1e3, 3),
+              "decode_ms": round(trace.decode_s * 1e3, 3), "rows": trace.rows, "new": trace.new,
+              "gc_ms": round(gc_ms * 1e3, 3), "gc_worker_ms": round(gc_worker * 1e3, 3)}
+    with _lock:
+        _lines.append(json.dumps(record))
+        if len(_lines) >= _FLUSH_EVERY:
+            _flush()
+
+
+def _flush() -> None:
+    """Under _lock: appends what is buffered (a trace is a diagnostic run, not served traffic: plain appends)."""
+    if _lines and PATH:
+        with open(PATH, "a") as f:
+            f.write("\n".join(_lines) + "\n")
+        _lines.clear()
+
+
+def flush() -> None:
+    with _lock:
+        _flush()
+
+
+def _on_gc(phase: str, info: dict) -> None:
+    now, me = time.perf_counter(), threading.get_ident()
+    if phase == "start":
+        _gc_start[me] = now
+    elif (began := _gc_start.pop(me, None)) is not None:
+        _gcs.append((began, now, info.get("generation", -1), threading.current_thread().name))
+
+
+if ON:
+    gc.callbacks.append(_on_gc)
+    atexit.register(flush)
