@@ -6,12 +6,14 @@ each part of their time.
     python benchmarks/ttft_breakdown.py --store STORE --model 4l --concurrency 32 --duration 20 --max-tokens 120
     python benchmarks/ttft_breakdown.py --trace FILE   # only the breakdown of a trace written before
 
-Parts (ms): `handler→queued` routing and tokenizing on the event loop; `queue` waiting for the worker to take the job
+Parts (ms): `→handler` from the app's middleware seeing the request to the handler (Litestar reading and checking
+the body); `handler→queued` routing and tokenizing on the event loop; `queue` waiting for the worker to take the job
 (the step that runs when it arrives, or a free slot); `step` the step that admitted it (its prefill and the
 others' decode, then sampling); `→hand-off` the step's end to its events leaving the worker thread; `loop wake`
 until the event loop ran the hand-off; `→sent` until its first frame went to the socket (the handler resuming,
 Litestar starting the response). `gc` the collections that overlapped (any thread). What precedes the handler
-(uvicorn reading the request, Litestar's checks) is the client's TTFT minus the server's, compared as percentiles."""
+(the request waiting in the socket for the event loop, uvicorn parsing it) is the client's TTFT minus the server's,
+compared as percentiles."""
 
 from __future__ import annotations
 
@@ -27,8 +29,9 @@ from pathlib import Path
 from pinned_server import start, stop
 
 EXE = str(Path(sys.executable).parent / "gptzoo")
-PARTS = {"handler→queued": ("queued", None), "queue": ("admitted", "queued"), "step": ("step_end", "admitted"),
-         "→hand-off": ("handed", "step_end"), "loop wake": ("delivered", "handed"), "→sent": ("sent", "delivered")}
+PARTS = {"→handler": ("handler", None), "handler→queued": ("queued", "handler"), "queue": ("admitted", "queued"),
+         "step": ("step_end", "admitted"), "→hand-off": ("handed", "step_end"), "loop wake": ("delivered", "handed"),
+         "→sent": ("sent", "delivered")}
 
 
 def pct(xs: list[float], q: float) -> float:
@@ -37,18 +40,19 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def breakdown(records: list[dict]) -> str:
-    rows = [r for r in records if all(r.get(k) is not None for k in ("queued", "admitted", "step_end", "handed",
-                                                                       "delivered", "sent"))]
+    need = ("handler", "queued", "admitted", "step_end", "handed", "delivered", "sent")
+    rows = [r for r in records if all(r.get(k) is not None for k in need)]
     rows.sort(key=lambda r: r["sent"])
     n = len(rows)
     groups = {"median (p45-p55)": rows[int(n * 0.45):int(n * 0.55) + 1], "slowest 10%": rows[int(n * 0.9):],
               "slowest 1%": rows[int(n * 0.99):]}
-    out = [f"{n} first tokens traced; server-side TTFT (handler → first frame sent) p50 {pct([r['sent'] for r in rows], 50):.1f}"
-           f" ms, p99 {pct([r['sent'] for r in rows], 99):.1f} ms", "",
+    sent = [r["sent"] for r in rows]
+    out = [f"{n} first tokens traced; server-side TTFT (request in the app → first frame sent) p50 {pct(sent, 50):.1f}"
+           f" ms, p99 {pct(sent, 99):.1f} ms", "",
            "| requests | n | " + " | ".join(PARTS) + " | total | gc (worker) | steps waited | step prefill / decode "
            "| rows / new in step |", "|---" * (len(PARTS) + 7) + "|"]
     for name, g in groups.items():
-        def mean(f) -> float:
+        def mean(f, g=g) -> float:
             return statistics.fmean(f(r) for r in g) if g else float("nan")
         cells = [mean(lambda r, a=a, b=b: r[a] - (r[b] if b else 0.0)) for a, b in PARTS.values()]
         out.append(f"| {name} | {len(g)} | " + " | ".join(f"{c:.2f}" for c in cells)
@@ -91,8 +95,9 @@ def main() -> None:
         raise SystemExit(f"loadtest failed: {out.stderr[-2000:]}")
     s = json.loads(out.stdout)
     s = s.get("summary", s)
-    print(f"client: {s['tokens_per_s']:,.0f} tok/s, TTFT p50 {s['ttft_ms']['p50']:.1f} ms, p99 {s['ttft_ms']['p99']:.1f}"
-          f" ms, ITL p50 {s['itl_ms']['p50']:.1f} ms, p99 {s['itl_ms']['p99']:.1f} ms; trace: {trace}\n")
+    print(f"client: {s['tokens_per_s']:,.0f} tok/s, TTFT p50 {s['ttft_ms']['p50']:.1f} ms, "
+          f"p99 {s['ttft_ms']['p99']:.1f} ms, ITL p50 {s['itl_ms']['p50']:.1f} ms, p99 {s['itl_ms']['p99']:.1f} ms; "
+          f"trace: {trace}\n")
     print(breakdown([json.loads(line) for line in trace.read_text().splitlines() if line]))
 
 

@@ -69,7 +69,7 @@ class CompletionService:
         `model` names a variant (id or depth alias), or `auto` / a family id: the registry's `route` picks the
         worker (by the request's budget, and a shallower one of the family for a full queue when the request or the
         server allows it); the checks here run once the name is known to serve."""
-        trace = ttft_trace.start() if req.stream else None
+        trace = ttft_trace.start(scope) if req.stream else None
         params: SamplingParams | None = None
         prompt = ""
         budget = Budget(tpot=None if req.max_tpot_ms is None else req.max_tpot_ms / 1e3,

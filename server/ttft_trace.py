@@ -3,8 +3,9 @@ token comes from under load). Set `GPTZOO_TTFT_TRACE=FILE` before `gptzoo serve`
 JSON line to FILE once its first SSE frame was sent. Off (the default), jobs carry no trace and the hooks are one
 `is None` test per admitted job, first token and hand-off; `benchmarks/ttft_breakdown.py` reads the file.
 
-The parts, in the order a first token meets them (perf_counter seconds; each record gives them in ms):
-- `handler`: the route's handler began (after uvicorn and Litestar read and checked the request);
+The parts, in the order a first token meets them (perf_counter seconds; each record gives them in ms from `received`,
+when the app's middleware saw the request, i.e. uvicorn read its head):
+- `handler`: the route's handler began (after Litestar read and checked the body);
 - `queued`: the job was queued for the worker (routing, tokenizing); `steps_waited`: steps the worker ran meanwhile;
 - `admitted`: the worker took it at the start of a step (queue wait: the running step, or a free slot);
 - `step_end`: that step ended, its first token sampled (`prefill_ms`/`decode_ms`: the step's calls, `rows`: rows in
@@ -35,25 +36,36 @@ _gc_start: dict[int, float] = {}
 
 
 class Trace:
-    __slots__ = ("handler", "queued", "steps_at_queue", "steps_waited", "admitted", "step_end", "prefill_s",
+    __slots__ = ("received", "handler", "queued", "steps_at_queue", "steps_waited", "admitted", "step_end", "prefill_s",
                  "decode_s", "rows", "new", "handed", "delivered", "sent")
 
-    def __init__(self, handler: float) -> None:
-        self.handler = handler
+    def __init__(self, received: float, handler: float) -> None:
+        self.received, self.handler = received, handler
         self.queued = self.admitted = self.step_end = self.handed = self.delivered = self.sent = 0.0
         self.prefill_s = self.decode_s = 0.0
         self.steps_at_queue = self.steps_waited = self.rows = self.new = 0
 
 
-def start() -> Trace | None:
+RECEIVED = "gptzoo_trace_received"  # the scope's state key BodyGuard stamps
+
+
+def received(scope: dict) -> None:
+    """In the middleware: the request reached the app."""
+    scope.setdefault("state", {})[RECEIVED] = time.perf_counter()
+
+
+def start(scope: dict) -> Trace | None:
     """A trace for a request whose handler begins now; None when tracing is off."""
-    return Trace(time.perf_counter()) if ON else None
+    if not ON:
+        return None
+    now = time.perf_counter()
+    return Trace(scope.get("state", {}).get(RECEIVED, now), now)
 
 
 def sent(trace: Trace) -> None:
     """The first frame is out: the record is complete."""
     trace.sent = time.perf_counter()
-    t0 = trace.handler
+    t0 = trace.received
     gc_ms = gc_worker = 0.0
     for a, b, _gen, thread in list(_gcs):
         overlap = min(b, trace.sent) - max(a, t0)
@@ -65,9 +77,9 @@ def sent(trace: Trace) -> None:
     def ms(t: float) -> float | None:
         return round((t - t0) * 1e3, 3) if t else None
 
-    record = {"queued": ms(trace.queued), "admitted": ms(trace.admitted), "step_end": ms(trace.step_end),
-              "handed": ms(trace.handed), "delivered": ms(trace.delivered), "sent": ms(trace.sent),
-              "steps_waited": trace.steps_waited, "prefill_ms": round(trace.prefill_s * 1e3, 3),
+    record = {"handler": ms(trace.handler), "queued": ms(trace.queued), "admitted": ms(trace.admitted),
+              "step_end": ms(trace.step_end), "handed": ms(trace.handed), "delivered": ms(trace.delivered),
+              "sent": ms(trace.sent), "steps_waited": trace.steps_waited, "prefill_ms": round(trace.prefill_s * 1e3, 3),
               "decode_ms": round(trace.decode_s * 1e3, 3), "rows": trace.rows, "new": trace.new,
               "gc_ms": round(gc_ms * 1e3, 3), "gc_worker_ms": round(gc_worker * 1e3, 3)}
     with _lock:
