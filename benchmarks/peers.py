@@ -115,7 +115,8 @@ def main() -> None:
                     failed = {k: v for k, v in s["errors"].items() if v}
                     print(f"round {rnd + 1} {name} c={level}: {s['tokens_per_s']:,.0f} tok/s, TTFT p99 "
                           f"{p99 if p99 is None else round(p99, 1)} ms, {s['requests']['failed']} failed {failed} "
-                          f"{s.get('error_examples') or ''} (tokens from {s['tokens_from']}, {s.get('reconnected', 0)} reconnected)", flush=True)
+                          f"{s.get('error_examples') or ''} (tokens from {s['tokens_from']}, "
+                          f"{s.get('reconnected', 0)} reconnected)", flush=True)
     finally:
         peer.kill()  # llama-server may take longer than stop()'s grace to leave on SIGTERM
         peer.wait(30)

@@ -30,7 +30,7 @@ from pinned_server import start, stop
 
 EXE = str(Path(sys.executable).parent / "gptzoo")
 PARTS = {"→handler": ("handler", None), "handler→queued": ("queued", "handler"), "queue": ("admitted", "queued"),
-         "step": ("step_end", "admitted"), "→hand-off": ("handed", "step_end"), "loop wake": ("delivered", "handed"),
+         "step": ("sampled", "admitted"), "→hand-off": ("handed", "sampled"), "loop wake": ("delivered", "handed"),
          "→sent": ("sent", "delivered")}
 
 
@@ -40,7 +40,7 @@ def pct(xs: list[float], q: float) -> float:
 
 
 def breakdown(records: list[dict]) -> str:
-    need = ("handler", "queued", "admitted", "step_end", "handed", "delivered", "sent")
+    need = ("handler", "queued", "admitted", "sampled", "handed", "delivered", "sent")
     rows = [r for r in records if all(r.get(k) is not None for k in need)]
     rows.sort(key=lambda r: r["sent"])
     n = len(rows)

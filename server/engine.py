@@ -74,6 +74,8 @@ class Engine:
         if not isinstance(event, TextDelta) or not job.streaming:
             self._urgent = True  # a first token (time to first token) or an ending is never held back
             job.streaming = True
+            if job.trace is not None and not job.trace.sampled:
+                job.trace.sampled = time.perf_counter()
         self._outbox.setdefault(job.loop, []).append((job, event))
 
     def _hand_off(self, force: bool = False) -> None:
@@ -133,12 +135,12 @@ class Engine:
             rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job, draft=job.speculative))
         batch.add(rows)
         self.peak_rows = max(self.peak_rows, len(batch.rows))
-        batch.step()
+        batch.step(self._hand_off)  # first tokens leave before the others' decode call
         t = time.perf_counter()
         self.steps += 1
         st = batch.stats
         if new and new[0].trace is not None:
-            self._traced(new, now, t, st, len(batch.rows))
+            self._traced(new, now, st, len(batch.rows))
         self.m.stepped(st)
         self.latency.observe_prefill(st.prefill_tokens, st.prefill_seconds)
         if st.decode_rows and self._stepped_at:  # a row's time per token: from one step's end to the next one's
@@ -147,11 +149,11 @@ class Engine:
         self.m.account(batch.rows, t)
         self._retire(batch, time.perf_counter())
 
-    def _traced(self, new: list[Job], admitted: float, ended: float, st, rows: int) -> None:
+    def _traced(self, new: list[Job], admitted: float, st, rows: int) -> None:
         """GPTZOO_TTFT_TRACE: the admitted jobs' queue wait and the step that made their first tokens."""
         for job in new:
             tr = job.trace
-            tr.admitted, tr.step_end, tr.prefill_s, tr.decode_s = admitted, ended, st.prefill_seconds, st.decode_seconds
+            tr.admitted, tr.prefill_s, tr.decode_s = admitted, st.prefill_seconds, st.decode_seconds
             tr.rows, tr.new, tr.steps_waited = rows, len(new), self.steps - 1 - tr.steps_at_queue
 
     def _retire(self, batch: Batch, now: float, cut: bool = False) -> None:

@@ -8,8 +8,8 @@ when the app's middleware saw the request, i.e. uvicorn read its head):
 - `handler`: the route's handler began (after Litestar read and checked the body);
 - `queued`: the job was queued for the worker (routing, tokenizing); `steps_waited`: steps the worker ran meanwhile;
 - `admitted`: the worker took it at the start of a step (queue wait: the running step, or a free slot);
-- `step_end`: that step ended, its first token sampled (`prefill_ms`/`decode_ms`: the step's calls, `rows`: rows in
-  it, `new`: rows it admitted);
+- `sampled`: its first token was sampled, in that step (`prefill_ms`/`decode_ms`: the step's calls, `rows`: rows in
+  it, `new`: rows it admitted), after the step's prompts and before the others' decode call;
 - `handed`: the step's events went to the event loop (call_soon_threadsafe);
 - `delivered`: the event loop ran the hand-off; `sent`: the first frame went out to the socket.
 Garbage collections (gc.callbacks, any thread) that overlap a request are summed into `gc_ms`.
@@ -36,12 +36,12 @@ _gc_start: dict[int, float] = {}
 
 
 class Trace:
-    __slots__ = ("received", "handler", "queued", "steps_at_queue", "steps_waited", "admitted", "step_end", "prefill_s",
+    __slots__ = ("received", "handler", "queued", "steps_at_queue", "steps_waited", "admitted", "sampled", "prefill_s",
                  "decode_s", "rows", "new", "handed", "delivered", "sent")
 
     def __init__(self, received: float, handler: float) -> None:
         self.received, self.handler = received, handler
-        self.queued = self.admitted = self.step_end = self.handed = self.delivered = self.sent = 0.0
+        self.queued = self.admitted = self.sampled = self.handed = self.delivered = self.sent = 0.0
         self.prefill_s = self.decode_s = 0.0
         self.steps_at_queue = self.steps_waited = self.rows = self.new = 0
 
@@ -78,7 +78,7 @@ def sent(trace: Trace) -> None:
         return round((t - t0) * 1e3, 3) if t else None
 
     record = {"handler": ms(trace.handler), "queued": ms(trace.queued), "admitted": ms(trace.admitted),
-              "step_end": ms(trace.step_end), "handed": ms(trace.handed), "delivered": ms(trace.delivered),
+              "sampled": ms(trace.sampled), "handed": ms(trace.handed), "delivered": ms(trace.delivered),
               "sent": ms(trace.sent), "steps_waited": trace.steps_waited, "prefill_ms": round(trace.prefill_s * 1e3, 3),
               "decode_ms": round(trace.decode_s * 1e3, 3), "rows": trace.rows, "new": trace.new,
               "gc_ms": round(gc_ms * 1e3, 3), "gc_worker_ms": round(gc_worker * 1e3, 3)}

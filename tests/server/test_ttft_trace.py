@@ -8,7 +8,7 @@ import json
 from gptzoo.server import ttft_trace
 from tests.server.conftest import sse_events
 
-ORDER = ("handler", "queued", "admitted", "step_end", "handed", "delivered", "sent")
+ORDER = ("handler", "queued", "admitted", "sampled", "handed", "delivered", "sent")
 
 
 def stream(client, n: int = 6) -> list[str]:
