@@ -135,12 +135,16 @@ class Engine:
             rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job, draft=job.speculative))
         batch.add(rows)
         self.peak_rows = max(self.peak_rows, len(batch.rows))
+        traced = bool(new) and new[0].trace is not None
+        if traced:
+            self._admitted(new, now, len(batch.rows))
         batch.step(self._hand_off)  # first tokens leave before the others' decode call
         t = time.perf_counter()
         self.steps += 1
         st = batch.stats
-        if new and new[0].trace is not None:
-            self._traced(new, now, st, len(batch.rows))
+        if traced:
+            for job in new:  # the first frames may be out already: the trace is written later (ttft_trace)
+                job.trace.prefill_s, job.trace.decode_s = st.prefill_seconds, st.decode_seconds
         self.m.stepped(st)
         self.latency.observe_prefill(st.prefill_tokens, st.prefill_seconds)
         if st.decode_rows and self._stepped_at:  # a row's time per token: from one step's end to the next one's
@@ -149,12 +153,11 @@ class Engine:
         self.m.account(batch.rows, t)
         self._retire(batch, time.perf_counter())
 
-    def _traced(self, new: list[Job], admitted: float, st, rows: int) -> None:
-        """GPTZOO_TTFT_TRACE: the admitted jobs' queue wait and the step that made their first tokens."""
+    def _admitted(self, new: list[Job], now: float, rows: int) -> None:
+        """GPTZOO_TTFT_TRACE: the admitted jobs' queue wait and the step that makes their first tokens."""
         for job in new:
             tr = job.trace
-            tr.admitted, tr.prefill_s, tr.decode_s = admitted, st.prefill_seconds, st.decode_seconds
-            tr.rows, tr.new, tr.steps_waited = rows, len(new), self.steps - 1 - tr.steps_at_queue
+            tr.admitted, tr.rows, tr.new, tr.steps_waited = now, rows, len(new), self.steps - tr.steps_at_queue
 
     def _retire(self, batch: Batch, now: float, cut: bool = False) -> None:
         """Rows leave the batch when done, cancelled (client gone) or cut off by the shutdown. The gauges move before

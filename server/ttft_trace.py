@@ -1,6 +1,6 @@
 """Opt-in timing of each streamed request's first token, part by part (issue 27: where the tail of time to first
 token comes from under load). Set `GPTZOO_TTFT_TRACE=FILE` before `gptzoo serve`: every streamed request appends one
-JSON line to FILE once its first SSE frame was sent. Off (the default), jobs carry no trace and the hooks are one
+JSON line to FILE after its first SSE frame was sent (in batches; the rest as the server exits). Off (the default), jobs carry no trace and the hooks are one
 `is None` test per admitted job, first token and hand-off; `benchmarks/ttft_breakdown.py` reads the file.
 
 The parts, in the order a first token meets them (perf_counter seconds; each record gives them in ms from `received`,
@@ -28,21 +28,24 @@ from collections import deque
 PATH = os.environ.get("GPTZOO_TTFT_TRACE") or None
 ON = PATH is not None
 _FLUSH_EVERY = 64
+# The first frame may leave while the step that made it still runs (its decode call): the newest records wait for
+# their step's timings, so a flush under way leaves them for the next.
+_UNSETTLED = 32
 
 _lock = threading.Lock()
-_lines: list[str] = []
+_done: list[Trace] = []  # first frames sent, not written yet
 _gcs: deque[tuple[float, float, int, str]] = deque(maxlen=4096)  # (start, end, generation, thread name)
 _gc_start: dict[int, float] = {}
 
 
 class Trace:
     __slots__ = ("received", "handler", "queued", "steps_at_queue", "steps_waited", "admitted", "sampled", "prefill_s",
-                 "decode_s", "rows", "new", "handed", "delivered", "sent")
+                 "decode_s", "rows", "new", "handed", "delivered", "sent", "gc_s", "gc_worker_s")
 
     def __init__(self, received: float, handler: float) -> None:
         self.received, self.handler = received, handler
         self.queued = self.admitted = self.sampled = self.handed = self.delivered = self.sent = 0.0
-        self.prefill_s = self.decode_s = 0.0
+        self.prefill_s = self.decode_s = self.gc_s = self.gc_worker_s = 0.0
         self.steps_at_queue = self.steps_waited = self.rows = self.new = 0
 
 
@@ -63,37 +66,41 @@ def start(scope: dict) -> Trace | None:
 
 
 def sent(trace: Trace) -> None:
-    """The first frame is out: the record is complete."""
+    """The first frame is out: the garbage collections that overlapped the request are summed now."""
     trace.sent = time.perf_counter()
-    t0 = trace.received
-    gc_ms = gc_worker = 0.0
     for a, b, _gen, thread in list(_gcs):
-        overlap = min(b, trace.sent) - max(a, t0)
+        overlap = min(b, trace.sent) - max(a, trace.received)
         if overlap > 0:
-            gc_ms += overlap
+            trace.gc_s += overlap
             if not thread.startswith("MainThread"):
-                gc_worker += overlap
+                trace.gc_worker_s += overlap
+    with _lock:
+        _done.append(trace)
+        if len(_done) >= _FLUSH_EVERY + _UNSETTLED:
+            _flush(_UNSETTLED)
+
+
+def _record(trace: Trace) -> str:
+    t0 = trace.received
 
     def ms(t: float) -> float | None:
         return round((t - t0) * 1e3, 3) if t else None
 
-    record = {"handler": ms(trace.handler), "queued": ms(trace.queued), "admitted": ms(trace.admitted),
-              "sampled": ms(trace.sampled), "handed": ms(trace.handed), "delivered": ms(trace.delivered),
-              "sent": ms(trace.sent), "steps_waited": trace.steps_waited, "prefill_ms": round(trace.prefill_s * 1e3, 3),
-              "decode_ms": round(trace.decode_s * 1e3, 3), "rows": trace.rows, "new": trace.new,
-              "gc_ms": round(gc_ms * 1e3, 3), "gc_worker_ms": round(gc_worker * 1e3, 3)}
-    with _lock:
-        _lines.append(json.dumps(record))
-        if len(_lines) >= _FLUSH_EVERY:
-            _flush()
+    return json.dumps({
+        "handler": ms(trace.handler), "queued": ms(trace.queued), "admitted": ms(trace.admitted),
+        "sampled": ms(trace.sampled), "handed": ms(trace.handed), "delivered": ms(trace.delivered),
+        "sent": ms(trace.sent), "steps_waited": trace.steps_waited, "prefill_ms": round(trace.prefill_s * 1e3, 3),
+        "decode_ms": round(trace.decode_s * 1e3, 3), "rows": trace.rows, "new": trace.new,
+        "gc_ms": round(trace.gc_s * 1e3, 3), "gc_worker_ms": round(trace.gc_worker_s * 1e3, 3)})
 
 
-def _flush() -> None:
-    """Under _lock: appends what is buffered (a trace is a diagnostic run, not served traffic: plain appends)."""
-    if _lines and PATH:
+def _flush(keep: int = 0) -> None:
+    """Under _lock: appends the records but the newest `keep` (a trace is a diagnostic run, not served traffic:
+    plain appends)."""
+    out, _done[:] = _done[: len(_done) - keep], _done[len(_done) - keep :]
+    if out and PATH:
         with open(PATH, "a") as f:
-            f.write("\n".join(_lines) + "\n")
-        _lines.clear()
+            f.write("".join(_record(t) + "\n" for t in out))
 
 
 def flush() -> None:
