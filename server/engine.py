@@ -26,6 +26,11 @@ from gptzoo.zoo.generate import Batch, Row
 
 log = logging.getLogger("gptzoo.server")
 
+# A step predicted at least this long hands its new rows' first tokens out before the others' decode call (issue 27:
+# a wide model's decode call is tens of ms of every first token); a shorter one hands out once, at its end, since
+# each hand-off wakes the event loop on the core the step needs (docs/benchmarks.md).
+EARLY_HAND_OFF_S = 0.005
+
 
 class Engine:
     """The worker thread's loop (mixed into ModelWorker, whose attributes it uses)."""
@@ -138,7 +143,8 @@ class Engine:
         traced = bool(new) and new[0].trace is not None
         if traced:
             self._admitted(new, now, len(batch.rows))
-        batch.step(self._hand_off)  # first tokens leave before the others' decode call
+        slow = new and self.latency.tpot(len(batch.rows), now) >= EARLY_HAND_OFF_S  # False while unknown (nan)
+        batch.step(self._hand_off if slow else None)
         t = time.perf_counter()
         self.steps += 1
         st = batch.stats

@@ -1,7 +1,8 @@
 """Opt-in timing of each streamed request's first token, part by part (issue 27: where the tail of time to first
 token comes from under load). Set `GPTZOO_TTFT_TRACE=FILE` before `gptzoo serve`: every streamed request appends one
-JSON line to FILE after its first SSE frame was sent (in batches; the rest as the server exits). Off (the default), jobs carry no trace and the hooks are one
-`is None` test per admitted job, first token and hand-off; `benchmarks/ttft_breakdown.py` reads the file.
+JSON line to FILE after its first SSE frame was sent (in batches; the rest as the server exits). Off (the default),
+jobs carry no trace and the hooks are one `is None` test per admitted job, first token and hand-off;
+`benchmarks/ttft_breakdown.py` reads the file.
 
 The parts, in the order a first token meets them (perf_counter seconds; each record gives them in ms from `received`,
 when the app's middleware saw the request, i.e. uvicorn read its head):
