@@ -47,7 +47,8 @@ def find_llama_server(given: str | None) -> str:
 
 def start_llama(binary: str, gguf: Path, port: int, slots: int, context: int) -> subprocess.Popen:
     cmd = ["taskset", "-c", "0", binary, "-m", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-           "-t", "1", "-tb", "1", "--parallel", str(slots), "-c", str(slots * context), "--no-webui"]
+           "-t", "1", "-tb", "1", "--parallel", str(slots), "-c", str(slots * context), "--no-webui",
+           "--no-repack"]  # Q8_0 weights repacked for AMX crash llama.cpp on this CPU (docs/interop.md)
     # llama-server logs every request: to a file, as a pipe nobody reads would fill and stall it
     log = open(Path(tempfile.gettempdir()) / "gptzoo-peers-llama-server.log", "w")  # noqa: SIM115 (lives with proc)
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
@@ -115,7 +116,8 @@ def main() -> None:
                     failed = {k: v for k, v in s["errors"].items() if v}
                     print(f"round {rnd + 1} {name} c={level}: {s['tokens_per_s']:,.0f} tok/s, TTFT p99 "
                           f"{p99 if p99 is None else round(p99, 1)} ms, {s['requests']['failed']} failed {failed} "
-                          f"{s.get('error_examples') or ''} (tokens from {s['tokens_from']})", flush=True)
+                          f"{s.get('error_examples') or ''} (tokens from {s['tokens_from']}, "
+                          f"{s.get('reconnected', 0)} reconnected)", flush=True)
     finally:
         peer.kill()  # llama-server may take longer than stop()'s grace to leave on SIGTERM
         peer.wait(30)

@@ -34,6 +34,12 @@ MAX_RETRY_AFTER_S = 1.0  # a client told to back off (429) waits Retry-After, at
 # once). Waiting keeps the connection alive for the next request; a server that leaves the body open is not an error,
 # its connection is closed instead.
 DRAIN_S = 1.0
+# A kept-alive connection the server closed while it sat in the pool (llama.cpp's llama-server closes them) fails the
+# next request sent on it before any answer: "Can not write request body" (ClientOSError) or a disconnect. That
+# request never reached the server's handler, so it is sent once more on a fresh connection, counted once, timed from
+# its first try (`reconnected` says so). Only a reused connection, only before a response head: a server that drops
+# fresh connections, or requests it answered, still fails them. Each stale connection leaves the pool as it fails.
+MAX_STALE = 8
 
 # Failure kinds, in report order. stream_error: the server reported an error event inside a started stream.
 ERROR_KINDS = ("http_429", "http_503", "http_4xx", "http_5xx", "timeout", "connection", "protocol", "stream_error")
@@ -53,6 +59,7 @@ class RequestResult:
     chunks: int = 0  # non-empty text chunks received (streaming): what older load generators counted as tokens
     model: str | None = None  # the variant that served: the answer's `model` (gptzoo: x-gptzoo-model)
     route: str | None = None  # gptzoo's x-gptzoo-route header: why that variant served
+    reconnected: bool = False  # sent again on a fresh connection: the server had closed the kept-alive one
 
     @property
     def tpot_s(self) -> float | None:
@@ -127,8 +134,8 @@ async def one_request(client: aiohttp.ClientSession, cfg: LoadConfig, index: int
     backoff = 0.0
     try:
         async with asyncio.timeout(cfg.timeout) as deadline:
-            async with client.post(_endpoint(cfg.url, "v1/completions"), json=_payload(cfg, index),
-                                   allow_redirects=False) as response:
+            async with await _post(client, _endpoint(cfg.url, "v1/completions"), _payload(cfg, index),
+                                   result) as response:
                 result.status = response.status
                 result.model = response.headers.get("x-gptzoo-model")
                 result.route = response.headers.get("x-gptzoo-route")
@@ -156,6 +163,45 @@ async def one_request(client: aiohttp.ClientSession, cfg: LoadConfig, index: int
         result.ok = True
     result.e2e_s = time.perf_counter() - t0
     return result, backoff
+
+
+class _Attempt:
+    """One try's trace context: whether the pool handed it a kept-alive connection (`reuse_trace`)."""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+async def _on_reuse(session, ctx, params) -> None:
+    if isinstance(ctx.trace_request_ctx, _Attempt):
+        ctx.trace_request_ctx.reused = True
+
+
+def reuse_trace() -> aiohttp.TraceConfig:
+    """The session's trace hook that tells `_post` a request went out on a reused connection."""
+    import aiohttp
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_reuseconn.append(_on_reuse)
+    return trace
+
+
+async def _post(client: aiohttp.ClientSession, url: yarl.URL, body: dict,
+                result: RequestResult) -> aiohttp.ClientResponse:
+    """POSTs `body`; again when the kept-alive connection it went out on turned out closed (MAX_STALE)."""
+    import aiohttp
+
+    for tries in range(1, MAX_STALE + 1):
+        attempt = _Attempt()
+        try:
+            return await client.post(url, json=body, allow_redirects=False, trace_request_ctx=attempt)
+        except (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError) as e:
+            if not attempt.reused or isinstance(e, aiohttp.ClientConnectorError) or tries == MAX_STALE:
+                raise
+            result.reconnected = True
+    raise AssertionError("unreachable")
 
 
 def _exc_message(e: BaseException) -> str:

@@ -71,6 +71,7 @@ def summarize(results: Sequence[RequestResult], wall_s: float) -> dict:
         "errors": {k: errors.get(k, 0) for k in ERROR_KINDS},
         "error_examples": examples,
         "status_codes": dict(sorted(statuses.items())),
+        "reconnected": sum(r.reconnected for r in results),  # sent again: the server closed a kept-alive connection
     }
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gptzoo.measure.loadclient import DRAIN_S, RequestResult, one_request, probe
+from gptzoo.measure.loadclient import DRAIN_S, RequestResult, one_request, probe, reuse_trace
 from gptzoo.measure.loadconfig import (
     MAX_CONCURRENCY,
     MAX_DURATION_S,
@@ -62,7 +62,8 @@ def _config_dict(cfg: LoadConfig) -> dict:
 
 def _client(cfg: LoadConfig) -> aiohttp.ClientSession:
     """One session for the probe and every client: a pool of concurrency + 1 keep-alive connections (+1 for the
-    probe), no proxy from the environment, no timeout of its own (each request runs under asyncio.timeout)."""
+    probe), no proxy from the environment, no timeout of its own (each request runs under asyncio.timeout); its trace
+    tells a request that failed on a connection the server had closed to go again (gptzoo.measure.loadclient)."""
     try:
         import aiohttp
     except ModuleNotFoundError as e:
@@ -75,7 +76,7 @@ def _client(cfg: LoadConfig) -> aiohttp.ClientSession:
     n = cfg.concurrency + 1  # +1 for the probe
     connector = aiohttp.TCPConnector(limit=n, limit_per_host=0, force_close=False)
     return aiohttp.ClientSession(connector=connector, headers=headers, timeout=aiohttp.ClientTimeout(),
-                                 trust_env=False, raise_for_status=False)
+                                 trust_env=False, raise_for_status=False, trace_configs=[reuse_trace()])
 
 
 async def run_async(cfg: LoadConfig, on_result: Callable[[RequestResult], None] | None = None) -> Report:

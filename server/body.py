@@ -20,6 +20,7 @@ from litestar.exceptions import SerializationException, ValidationException
 from litestar.middleware import ASGIMiddleware
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
+from gptzoo.server import ttft_trace
 from gptzoo.server.errors import CLIENT_GONE, ApiError, bad_request, clip
 
 EMPTY = "the request body is empty: send a JSON object with `model` and `prompt`"
@@ -40,6 +41,8 @@ class BodyGuard(ASGIMiddleware):
         self.timeout = timeout
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        if ttft_trace.ON:
+            ttft_trace.received(scope)
         deadline = asyncio.get_running_loop().time() + self.timeout
         reading = True  # until the last body chunk (or a disconnect) has come
 

@@ -17,6 +17,7 @@ import os
 import time
 from collections import deque
 
+from gptzoo.server import ttft_trace
 from gptzoo.server.events import Done, Event, Failed, TextDelta
 from gptzoo.server.genai import CANCELLED
 from gptzoo.server.job import Job, deliver
@@ -26,9 +27,16 @@ from gptzoo.zoo.generate import Batch, Row
 
 log = logging.getLogger("gptzoo.server")
 
+# A step predicted at least this long hands its new rows' first tokens out before the others' decode call (issue 27:
+# a wide model's decode call is tens of ms of every first token); a shorter one hands out once, at its end, since
+# each hand-off wakes the event loop on the core the step needs (docs/benchmarks.md).
+EARLY_HAND_OFF_S = 0.005
+
 
 class Engine:
     """The worker thread's loop (mixed into ModelWorker, whose attributes it uses)."""
+
+    steps = 0  # steps run (an instance attribute from the first step on)
 
     def _serve(self) -> None:
         batch = self._batch
@@ -72,6 +80,8 @@ class Engine:
         if not isinstance(event, TextDelta) or not job.streaming:
             self._urgent = True  # a first token (time to first token) or an ending is never held back
             job.streaming = True
+            if job.trace is not None and not job.trace.sampled:
+                job.trace.sampled = time.perf_counter()
         self._outbox.setdefault(job.loop, []).append((job, event))
 
     def _hand_off(self, force: bool = False) -> None:
@@ -84,6 +94,11 @@ class Engine:
         if not (force or self._urgent or now - self._handed_at >= self.settings.stream_interval):
             return
         outbox, self._outbox, self._urgent, self._handed_at = self._outbox, {}, False, now
+        if ttft_trace.ON:
+            for events in outbox.values():
+                for job, _ in events:
+                    if job.trace is not None and not job.trace.handed:
+                        job.trace.handed = now
         for loop, events in outbox.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody is listening any more
                 loop.call_soon_threadsafe(deliver, events)
@@ -125,9 +140,17 @@ class Engine:
             rows.append(batch.new_row(job.prompt_ids, job.params, on_text=on_text, tag=job, draft=job.speculative))
         batch.add(rows)
         self.peak_rows = max(self.peak_rows, len(batch.rows))
-        batch.step()
+        traced = bool(new) and new[0].trace is not None
+        if traced:
+            self._admitted(new, now, len(batch.rows))
+        slow = new and self.latency.tpot(len(batch.rows), now) >= EARLY_HAND_OFF_S  # False while unknown (nan)
+        batch.step(self._hand_off if slow else None)
         t = time.perf_counter()
+        self.steps += 1
         st = batch.stats
+        if traced:
+            for job in new:  # the first frames may be out already: the trace is written later (ttft_trace)
+                job.trace.prefill_s, job.trace.decode_s = st.prefill_seconds, st.decode_seconds
         self.m.stepped(st)
         self.latency.observe_prefill(st.prefill_tokens, st.prefill_seconds)
         if st.decode_rows and self._stepped_at:  # a row's time per token: from one step's end to the next one's
@@ -135,6 +158,12 @@ class Engine:
         self._stepped_at = t if st.decode_rows else 0.0
         self.m.account(batch.rows, t)
         self._retire(batch, time.perf_counter())
+
+    def _admitted(self, new: list[Job], now: float, rows: int) -> None:
+        """GPTZOO_TTFT_TRACE: the admitted jobs' queue wait and the step that makes their first tokens."""
+        for job in new:
+            tr = job.trace
+            tr.admitted, tr.rows, tr.new, tr.steps_waited = now, rows, len(new), self.steps - tr.steps_at_queue
 
     def _retire(self, batch: Batch, now: float, cut: bool = False) -> None:
         """Rows leave the batch when done, cancelled (client gone) or cut off by the shutdown. The gauges move before

@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 
+from gptzoo.server import ttft_trace
 from gptzoo.server.events import Event, TextDelta
 from gptzoo.server.latency import Budget
 from gptzoo.zoo.sampling import SamplingParams
@@ -38,6 +39,7 @@ class Job:
         self.found_full = False  # every slot was taken or promised when it arrived: it waits for one to free
         self.admitted_at = 0.0  # perf_counter time it took a batch slot (0: not yet)
         self.requested = ""  # the model name it was routed by (the GenAI series' request model; "": its variant's)
+        self.trace: ttft_trace.Trace | None = None  # its first token's timings, when GPTZOO_TTFT_TRACE is set
 
     def cancel(self) -> None:
         if not self.finished:
@@ -88,5 +90,10 @@ class _Events:
 
 def deliver(events: list[tuple[Job, Event]]) -> None:
     """On a job's event loop: a step's events, in the order the worker produced them."""
+    if ttft_trace.ON:
+        now = time.perf_counter()
+        for job, _ in events:
+            if job.trace is not None and not job.trace.delivered:
+                job.trace.delivered = now
     for job, event in events:
         job.put(event)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import msgspec
 from litestar.types import Receive
 
-from gptzoo.server import metrics, outcomes, routing
+from gptzoo.server import metrics, outcomes, routing, ttft_trace
 from gptzoo.server.errors import TYPES, ApiError, ErrorBody, ErrorResponse, bad_request, clip, outcome_error, status_of
 from gptzoo.server.events import Done, Failed, TextDelta
 from gptzoo.server.job import Job
@@ -69,6 +69,7 @@ class CompletionService:
         `model` names a variant (id or depth alias), or `auto` / a family id: the registry's `route` picks the
         worker (by the request's budget, and a shallower one of the family for a full queue when the request or the
         server allows it); the checks here run once the name is known to serve."""
+        trace = ttft_trace.start(scope) if req.stream else None
         params: SamplingParams | None = None
         prompt = ""
         budget = Budget(tpot=None if req.max_tpot_ms is None else req.max_tpot_ms / 1e3,
@@ -84,8 +85,11 @@ class CompletionService:
             scope.setdefault("state", {})["gptzoo_model_labels"] = worker.labels
 
         def new_job(worker: ModelWorker, ids: list[int]) -> Job:
-            return Job(ids, params, stream=bool(req.stream), budget=budget, family=routing.family(worker) or "",
-                       speculative=req.speculative is not False)
+            job = Job(ids, params, stream=bool(req.stream), budget=budget, family=routing.family(worker) or "",
+                      speculative=req.speculative is not False)
+            if trace is not None:
+                job.trace, trace.queued, trace.steps_at_queue = trace, job.arrival, worker.steps
+            return job
 
         ask = Ask(req.model, budget, (req.fallback or self.settings.fallback) == "shallower")
         route = await self.router.route(ask, tokens, new_job, note)
@@ -182,6 +186,10 @@ class CompletionService:
         frames = ChunkFrames(p)
         later = p.job.events()  # a client slower than the decode gets what piled up as one TextDelta
         try:
+            if p.job.trace is not None and isinstance(event, TextDelta):
+                yield frames.text(event.text)
+                ttft_trace.sent(p.job.trace)
+                event = await anext(later)
             while True:
                 if isinstance(event, TextDelta):
                     yield frames.text(event.text)

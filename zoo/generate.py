@@ -152,17 +152,21 @@ class Batch:
         self.rows = [r for r in self.rows if r.slot >= 0]
 
     # -- one step: plan, run, accept ----------------------------------------------------------------------------
-    def step(self) -> list[Row]:
+    def step(self, filled: Callable[[], None] | None = None) -> list[Row]:
         """Advance every unfinished row by one token (or, drafting, by as many as the target accepts and one), and
         feed waiting prompts (`prefill_chunk` a step); returns the rows that finished in this step. Per step, not per
         row: one call for every row that feeds one token, one call per run of neighbouring slots that feed equally
         many (re-prefills of full windows, prompt chunks), one sampling call for every row that got its logits;
-        drafting rows: one draft call per proposal for all of them, one verification call each."""
+        drafting rows: one draft call per proposal for all of them, one verification call each.
+
+        `filled`: called when the step's multi-token feeds are done and the rows they completed (prompts: their
+        first token) sampled, before the one-token call of the others, so a server can send first tokens without
+        waiting for it (issue 27). Those rows then sample in a call of their own: the same tokens, row by row."""
         self.stats = StepStats()
         plan = self._plan()
         if not plan.decode and not plan.fill and not plan.rounds:
             return []
-        self._execute(plan)
+        self._execute(plan, filled)
         self._accept(plan)
         return plan.finished()
 
@@ -187,8 +191,9 @@ class Batch:
             plan.rounds = self.drafter.plan(plan.decode, plan.fill)
         return plan
 
-    def _execute(self, plan: Plan) -> None:
-        """The plan's calls: the draft's proposals, the multi-token feeds, the batched decode, the verifications."""
+    def _execute(self, plan: Plan, filled: Callable[[], None] | None = None) -> None:
+        """The plan's calls: the draft's proposals, the multi-token feeds, the batched decode, the verifications
+        (`filled`: see `step`)."""
         st = self.stats
         if plan.rounds:
             t0 = time.perf_counter()
@@ -200,6 +205,9 @@ class Batch:
                 self._fill(feeds, plan)
                 st.prefill_tokens += sum(len(f.tokens) for f in feeds)
             st.prefill_seconds = time.perf_counter() - t0
+            if filled is not None and plan.ready and plan.decode and not plan.rounds:
+                self._sample(plan)
+                filled()
         if plan.decode:
             t0 = time.perf_counter()
             self._decode(plan.decode, plan)
@@ -217,14 +225,7 @@ class Batch:
         """Sample every ready row's next token in one call (then its text); drafting rows keep what the target
         verified."""
         if plan.ready:
-            rows = plan.ready
-            logits = np.concatenate(plan.logits) if len(plan.logits) > 1 else plan.logits[0]
-            if len(rows) == 1:  # no lists to build for one row (a single stream: every microsecond shows)
-                tokens = [sample(logits[0], rows[0].params, rows[0].rng)]
-            else:
-                tokens = sample_rows(logits, [r.params for r in rows], [r.rng for r in rows])
-            for r, token in zip(rows, tokens, strict=True):
-                r.take(token)
+            self._sample(plan)
         if plan.rounds:
             st = self.stats
             t0 = time.perf_counter()
@@ -234,6 +235,18 @@ class Batch:
             st.accepted = sum(rd.kept for rd in plan.rounds)
             self.drafted += st.drafted
             self.accepted += st.accepted
+
+    def _sample(self, plan: Plan) -> None:
+        """The next token of every row in `plan.ready` (in one call), which then leave it."""
+        rows = plan.ready
+        logits = np.concatenate(plan.logits) if len(plan.logits) > 1 else plan.logits[0]
+        if len(rows) == 1:  # no lists to build for one row (a single stream: every microsecond shows)
+            tokens = [sample(logits[0], rows[0].params, rows[0].rng)]
+        else:
+            tokens = sample_rows(logits, [r.params for r in rows], [r.rng for r in rows])
+        plan.ready, plan.logits = [], []
+        for r, token in zip(rows, tokens, strict=True):
+            r.take(token)
 
     def _next_feed(self, r: Row) -> None:
         """What a row that just sampled feeds next: that token, or, with its window full, a recomputed window."""

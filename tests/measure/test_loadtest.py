@@ -452,6 +452,57 @@ def test_concurrency_is_bounded_by_the_pool(canned):
     assert len(set(canned.ports)) <= 4  # concurrency + 1 (the probe's), kept alive
 
 
+class OneAnswerPerConnection:
+    """A real HTTP server that answers the first request on each connection in full (a chunked SSE stream, no
+    `Connection: close`) and closes the connection when the next request comes on it, unanswered: what llama.cpp's
+    llama-server does to kept-alive connections (issue 27). Deterministic: the close waits for the reused request."""
+
+    def __init__(self):
+        self.answered = 0  # completions streamed
+        self.dropped = 0  # requests that came on a kept-alive connection and were closed on, unread
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+        await reader.readexactly(int(length[1]) if length else 0)
+        if head.startswith(b"GET /v1/models"):
+            body = json.dumps({"data": [{"id": "2l"}]}).encode()
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                         % (len(body), body))
+        else:
+            self.answered += 1
+            events = sse(chunk("a"), chunk("b"), json.dumps({"choices": [], "usage": {"completion_tokens": 2}}),
+                         "[DONE]")
+            writer.write(STREAM_HEAD + http_chunk(events) + b"0\r\n\r\n")
+        await writer.drain()
+        if await reader.read(1):  # the next request on this connection: closed on, unanswered
+            self.dropped += 1
+        writer.close()
+
+
+def test_a_request_on_a_kept_alive_connection_the_server_closed_goes_again_once_counted():
+    server = OneAnswerPerConnection()
+
+    async def go():
+        listener = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        url = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+        async with listener:
+            return await lt.run_async(LoadConfig(url=url, model="2l", concurrency=2, requests=12))
+
+    report = asyncio.run(go())
+    summary = report.to_dict()
+    assert [r.ok for r in report.results] == [True] * 12 and summary["requests"]["failed"] == 0
+    assert server.answered == 12 and summary["completion_tokens"] == 24  # each request answered and counted once
+    assert server.dropped >= 10  # every request after a connection's first found its connection closed ...
+    assert summary["reconnected"] == sum(r.reconnected for r in report.results) >= 10  # ... and went again
+
+
+def test_a_fresh_connection_closed_without_an_answer_is_not_sent_again(canned):
+    canned.raw = b""  # reads the request, closes: a fresh connection is not retried, whatever the error
+    r, _ = answer(canned.raw_url)
+    assert not r.ok and r.error == "protocol" and not r.reconnected
+
+
 # -- CPU pinning --------------------------------------------------------------------------------------------------
 def test_cpu_lists_parse_like_taskset():
     assert parse_cpus("0") == {0} and parse_cpus("1,3") == {1, 3} and parse_cpus("0-2, 5") == {0, 1, 2, 5}

@@ -92,9 +92,9 @@ def step_gate(monkeypatch) -> StepGate:
     """A StepGate on every Batch of this test (the warm-up step of a client started while it is open passes)."""
     gate, step = StepGate(), Batch.step
 
-    def gated(self):
+    def gated(self, *args):
         gate.passage()
-        return step(self)
+        return step(self, *args)
 
     monkeypatch.setattr(Batch, "step", gated)
     return gate

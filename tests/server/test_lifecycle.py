@@ -153,11 +153,11 @@ def test_a_failed_engine_step_fails_its_requests_and_the_model_serves_on(make_cl
     client = make_client(exported_store, max_tokens=64, max_batch_size=1, threads=1)
     step, calls = Batch.step, []
 
-    def failing_once(self):
+    def failing_once(self, *args):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("onnxruntime said no")
-        return step(self)
+        return step(self, *args)
 
     monkeypatch.setattr(Batch, "step", failing_once)
     body = {"model": "2l", "prompt": "ROMEO:", "max_tokens": 5, "temperature": 0}

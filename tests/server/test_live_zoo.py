@@ -105,9 +105,9 @@ class BatchGate:
 def gate(monkeypatch):
     g, step = BatchGate(), Batch.step
 
-    def gated(self):
+    def gated(self, *args):
         g.passage(self)
-        return step(self)
+        return step(self, *args)
 
     monkeypatch.setattr(Batch, "step", gated)
     yield g

@@ -235,12 +235,12 @@ def test_a_busy_spell_while_a_model_calibrates_does_not_skew_its_prior(exported_
     millisecond."""
     slow, step, steps = 0.25, Batch.step, []
 
-    def busy_every_other_step(self):
+    def busy_every_other_step(self, *args):
         if threading.current_thread().name == f"gptzoo-{MODEL}" and not w.loaded.is_set():
             steps.append(1)
             if len(steps) % 2:
                 time.sleep(slow)
-        return step(self)
+        return step(self, *args)
 
     monkeypatch.setattr(Batch, "step", busy_every_other_step)
     w = ModelWorker(Store(exported_store).load(MODEL), Settings.build(threads=1, max_batch_size=4))

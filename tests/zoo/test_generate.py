@@ -332,6 +332,30 @@ def test_chunked_prefill_keeps_decoding_rows_moving_and_changes_no_token(engine)
     assert late.generated == whole
 
 
+def test_first_tokens_are_sampled_before_the_others_decode_and_change_no_token(engine):
+    onnx, tok, _ = engine
+    params = [SamplingParams(max_tokens=12, seed=s, temperature=1.0) for s in (1, 2, 3)]
+    prompts = [tok.encode("A"), tok.encode("ROMEO:"), tok.encode("JULIET:")]
+    alone = [generate(onnx, tok, [tok.decode(p)], sp)[0].tokens for p, sp in zip(prompts, params, strict=True)]
+    batch = Batch(onnx, tok, slots=3)
+    busy = batch.new_row(prompts[0], params[0])
+    batch.add([busy])
+    batch.step()
+    new = [batch.new_row(p, sp) for p, sp in zip(prompts[1:], params[1:], strict=True)]
+    batch.add(new)
+    seen = []
+
+    def filled():  # the new rows have their first token; the busy row has not decoded yet in this step
+        seen.append(([len(r.generated) for r in new], len(busy.generated)))
+
+    batch.step(filled)
+    assert seen == [([1, 1], 1)] and len(busy.generated) == 2
+    while batch.rows and not all(r.done for r in batch.rows):
+        batch.step(filled)
+    assert len(seen) == 1  # later steps feed no prompt: no call
+    assert [busy.generated, *(r.generated for r in new)] == alone
+
+
 def test_more_rows_than_slots_are_refused(engine):
     onnx, tok, _ = engine
     batch = Batch(onnx, tok, slots=1)
