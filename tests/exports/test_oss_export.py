@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from gptzoo.cli.main import app
 from gptzoo.exports.onnx_export import export_model, export_variant
 from gptzoo.exports.parity import logit_diff
+from gptzoo.zoo.errors import GptzooError
 from gptzoo.zoo.generate import Batch
 from gptzoo.zoo.kv_step import TorchModel
 from gptzoo.zoo.oss import OSS, OSSConfig
@@ -127,7 +128,9 @@ def test_generate_cli_gives_the_same_greedy_text_from_torch_and_onnx(oss_store):
     assert out["torch"] == out["onnx"] and len(out["onnx"]) >= 80
 
 
-def test_served_oss_variant_completes_over_http(oss_store, tmp_path):
+def test_served_oss_variant_completes_over_http_in_its_own_family(oss_store, exported_store, tmp_path):
+    """One store, a gpt2 and an oss variant of the same dataset: each block family is its own family id, so a
+    family name (or `auto`) never routes across blocks silently; the oss engine answers over HTTP."""
     from litestar.testing import TestClient
 
     from gptzoo.server.app import create_app
@@ -135,16 +138,33 @@ def test_served_oss_variant_completes_over_http(oss_store, tmp_path):
 
     store = tmp_path / "store"
     shutil.copytree(oss_store, store)
+    shutil.copytree(exported_store / "shakespeare-char-2l", store / "shakespeare-char-2l")
     settings = Settings.build(store=str(store), allowed_hosts=["testserver.local"], max_tokens=64, threads=1)
     with TestClient(app=create_app(settings)) as client:
-        r = client.post("/v1/completions", json={"model": VID, "prompt": "ROMEO:", "max_tokens": 40,
-                                                 "temperature": 0})
-        assert r.status_code == 200, r.text
-        body = r.json()
-        assert body["model"] == VID and body["usage"]["completion_tokens"] == 40
-        models = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
+        kinds = {m["id"]: m["kind"] for m in client.get("/v1/models").json()["data"]}
+        assert {k: kinds.get(k) for k in (VID, "shakespeare-char-2l", "shakespeare-char", "shakespeare-char-oss")} \
+            == {VID: "variant", "shakespeare-char-2l": "variant", "shakespeare-char": "family",
+                "shakespeare-char-oss": "family"}
+        served = {}
+        for name in (VID, "shakespeare-char-oss", "shakespeare-char", "2l-oss"):
+            r = client.post("/v1/completions", json={"model": name, "prompt": "ROMEO:", "max_tokens": 40,
+                                                     "temperature": 0})
+            assert r.status_code == 200, r.text
+            served[name] = r.json()
+    assert [served[n]["model"] for n in served] == [VID, VID, "shakespeare-char-2l", VID]
+    body = served[VID]
+    assert body["usage"]["completion_tokens"] == 40
     # the engine's text is the torch backend's greedy text
     r = CliRunner().invoke(app, ["generate", "--model", VID, "--store", str(oss_store), "-p", "ROMEO:", "-n", "40",
                                  "--temperature", "0", "--backend", "torch"])
     assert body["choices"][0]["text"] in r.stdout
-    assert VID in models
+
+
+def test_family_ids_tell_block_families_apart(oss_store):
+    from gptzoo.zoo.store import card_family, family_id
+
+    assert card_family(Store(oss_store).load(VID).card) == "shakespeare-char-oss"
+    assert family_id("shakespeare_char") == "shakespeare-char"  # gpt2's stay as they were
+    # a variant may not take a family's name, the oss family's included
+    with pytest.raises(GptzooError, match="family"):
+        Store(oss_store).variant_dir("shakespeare-char-oss", dataset="shakespeare_char")
