@@ -87,7 +87,7 @@ def test_export_of_a_trained_oss_variant_is_checked_and_described(oss_store):
     m = onnx.load(str(v.path("model.onnx")))
     meta = {x.key: x.value for x in m.metadata_props}
     assert meta["arch"] == "oss" and meta["n_head"] == "2"
-    # one kv head per slot (grouped-query attention): a quarter... here half the gpt2 block's cache
+    # one kv head per slot for two query heads (grouped-query attention): half the gpt2 block's cache
     dims = [d.dim_param or d.dim_value for d in m.graph.input[5].type.tensor_type.shape.dim]
     assert dims == ["batch", 1, "cache_length", 16]
     gqa = [n for n in m.graph.node if n.op_type == "GroupQueryAttention"]
