@@ -111,7 +111,8 @@ def export_model(model: GPT, path: Path, gptzoo_id: str, tokenizer: dict | None 
     c = model.config
     facts = {"gptzoo_id": gptzoo_id, "n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
              "block_size": c.block_size, "vocab_size": c.vocab_size, "tokenizer": tokenizer, "val_loss": val_loss,
-             "opset": OPSET, "exporter": EXPORTER, "cache_format": contract.CACHE_FORMAT}
+             "opset": OPSET, "exporter": EXPORTER, "cache_format": contract.CACHE_FORMAT,
+             "arch": getattr(c, "arch", "gpt2")}
     _export_to(model, path)
     _finish_graph(path, {k: facts[k] for k in contract.METADATA_KEYS})
 

@@ -17,7 +17,7 @@ from gptzoo.server import metrics
 from gptzoo.server.latency import Budget
 from gptzoo.server.refusals import RETRY_LOADING, Refused
 from gptzoo.server.worker import ModelWorker, created_at
-from gptzoo.zoo.store import family_id
+from gptzoo.zoo.store import card_family, family_id
 
 AUTO = "auto"
 # why a request went where it went (the x-gptzoo-route header and the metric's `reason` label)
@@ -40,8 +40,9 @@ class Prediction:
 
 
 def family(w: ModelWorker) -> str | None:
-    """The family id: the dataset's name as variant ids spell it (shakespeare-char)."""
-    return family_id(w.card.dataset_name) if w.card and w.card.dataset_name else None
+    """The family id: the dataset's name as variant ids spell it (shakespeare-char), with the block family's for
+    any but gpt2 (shakespeare-char-oss): zoo.store.card_family."""
+    return card_family(w.card)
 
 
 def families(workers: list[ModelWorker]) -> dict[str, list[ModelWorker]]:

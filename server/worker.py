@@ -46,7 +46,7 @@ from gptzoo.zoo.runtime import OnnxModel, open_variant
 from gptzoo.zoo.sampling import SamplingParams
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.speculative import Draft, check_policy
-from gptzoo.zoo.store import Broken, Variant, family_id, file_stamp, revision
+from gptzoo.zoo.store import Broken, Variant, card_family, file_stamp, revision
 from gptzoo.zoo.tokenizers import Tokenizer, from_spec
 
 log = logging.getLogger("gptzoo.server")
@@ -81,7 +81,7 @@ class ModelWorker(Engine):
             self.state, self.reason = LOADING, None
         else:
             self.state, self.reason = NOT_EXPORTED, f"not exported (run `gptzoo export --model {self.id}`)"
-        family = family_id(self.card.dataset_name) if self.card and self.card.dataset_name else ""
+        family = card_family(self.card) or ""
         self.m = ModelMetrics(self.labels, family, serves=self.state == LOADING)
         self.on_loaded = on_loaded
         self.retired = False  # out of the routing table (gptzoo.server.reload): finishes its jobs, then stops

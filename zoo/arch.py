@@ -12,8 +12,9 @@ from torch import nn
 from gptzoo.zoo.errors import BadValue
 from gptzoo.zoo.model import GPT, GPTConfig
 from gptzoo.zoo.oss import OSS, OSSConfig
+from gptzoo.zoo.store import ARCH_NAMES
 
-ARCHES: tuple[str, ...] = ("gpt2", "oss")
+ARCHES: tuple[str, ...] = ARCH_NAMES  # listed in zoo.store, which serving imports without torch
 
 
 def arch_of(model_args: dict) -> str:

@@ -8,8 +8,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from gptzoo.zoo.errors import Unsupported
 from gptzoo.zoo.model import GPT, KVCache
+from gptzoo.zoo.oss import OSS
+from gptzoo.zoo.oss_step import cached_hidden_states
 from gptzoo.zoo.step_contract import Call, GraphShape
 
 
@@ -22,8 +23,9 @@ def flatten(cache: list[KVCache]) -> list[torch.Tensor]:
     return [t for kv in cache for t in kv]
 
 
-OSS_NOT_YET = ("this variant uses the oss block, which trains and evaluates but does not export, generate, bench or "
-               "serve yet (docs/oss.md)")
+# The exports that read gpt2's tensor names (GGUF, Hugging Face folders) refuse the oss block with this.
+OSS_NOT_YET = ("this variant uses the oss block, which exports to ONNX, generates and serves but has no GGUF or "
+               "Hugging Face export (docs/oss.md)")
 
 
 class CachedStep(nn.Module):
@@ -32,14 +34,16 @@ class CachedStep(nn.Module):
     present_key_0, …), and only the wanted positions through the output head (a prefill needs one row of logits,
     not one per prompt token)."""
 
-    def __init__(self, model: GPT):
+    def __init__(self, model: GPT | OSS):
         super().__init__()
-        if not isinstance(model, GPT):  # the oss block (zoo/oss.py) has no slot-cache step yet (issue 25)
-            raise Unsupported(OSS_NOT_YET)
         self.gpt = model.eval()
 
     def forward(self, input_ids, position_ids, seqlens_k, total_length, logits_index, *past):
-        x, presents = self.gpt.hidden_states(input_ids, position_ids, pair_up(past), (seqlens_k, total_length))
+        lengths = (seqlens_k, total_length)
+        if isinstance(self.gpt, OSS):  # the oss block's step (gptzoo.zoo.oss_step): GQA slots, RoPE, window, sinks
+            x, presents = cached_hidden_states(self.gpt, input_ids, position_ids, pair_up(past), lengths)
+        else:
+            x, presents = self.gpt.hidden_states(input_ids, position_ids, pair_up(past), lengths)
         x = torch.gather(x, 1, logits_index.unsqueeze(-1).expand(-1, -1, x.size(-1)))
         return (self.gpt.lm_head(x), *flatten(presents))
 
@@ -52,7 +56,7 @@ class TorchModel:
 
     provider = "torch"
 
-    def __init__(self, model: GPT):
+    def __init__(self, model: GPT | OSS):
         self.step_module = CachedStep(model)
         self.shape = GraphShape.of(model.config)
 

@@ -227,11 +227,12 @@ def _graph_shape(session, meta: dict, path: Path) -> GraphShape:
                             "with `gptzoo export`")
     if n_layer < 1 or names != contract.input_names(n_layer) or outputs != contract.output_names(n_layer):
         raise OnnxLoadError(f"{path} is not a gptzoo KV-cache graph (inputs: {', '.join(names[:6])}…)")
-    past = session.get_inputs()[6].shape  # past_value_0: [batch, n_head, cache_length, head_dim]
+    past = session.get_inputs()[6].shape  # past_value_0: [batch, kv_heads, cache_length, head_dim]
     try:
         block_size, vocab_size = (int(meta[k]) for k in contract.RUNTIME_METADATA_KEYS)
-        return GraphShape(n_layer=n_layer, n_head=int(past[1]), head_dim=int(past[3]), block_size=block_size,
-                          vocab_size=vocab_size)
+        # query heads from the metadata (more than the slot's with grouped-query attention, the oss block)
+        return GraphShape(n_layer=n_layer, n_head=int(meta.get("n_head", past[1])), head_dim=int(past[3]),
+                          block_size=block_size, vocab_size=vocab_size, kv_heads=int(past[1]))
     except (KeyError, ValueError, TypeError) as e:
         raise OnnxLoadError(f"{path} lacks gptzoo metadata ({e})") from e
 

@@ -1,7 +1,7 @@
 """The contract of one cached step: what the exported ONNX graph takes and returns, and what every backend that runs
 it (onnxruntime in gptzoo.zoo.runtime, torch in gptzoo.zoo.kv_step) promises the generation loop.
 
-The cache is a set of slots: every layer's keys and values live in preallocated buffers [slots, n_head, length,
+The cache is a set of slots: every layer's keys and values live in preallocated buffers [slots, kv_heads, length,
 head_dim]; a row of generation owns one slot, and position p of a row's window sits at column p of its slot. A step
 feeds each of its rows T new tokens, which the graph writes at the end of the row's slot (its length says where) and
 attends causally over the row's positions 0 .. its length. The attention is onnxruntime's GroupQueryAttention
@@ -18,7 +18,8 @@ Inputs (call rows B, new tokens T, logits wanted K, slot length L, all dynamic):
                                          seqlens_k + 1 - T .. seqlens_k of its slot
     total_length   int32 []              the longest row's length after this call
     logits_index   int64 [B, K]          which of the T tokens to return logits for
-    past_key_i, past_value_i  float [B, n_head, L, head_dim] for every layer i: the call's slots
+    past_key_i, past_value_i  float [B, kv_heads, L, head_dim] for every layer i: the call's slots (kv_heads =
+                                         n_head for the gpt2 block; fewer with grouped-query attention, oss)
 Outputs:
     logits         float [B, K, vocab]
     present_key_i, present_value_i: the same slots, written
@@ -52,7 +53,7 @@ BATCH, NEW_TOKENS, WANTED, CACHE_LENGTH = "batch", "new_tokens", "wanted", "cach
 # takes from the inputs, and it tells the cache format by the input names); the others document where the graph came
 # from.
 METADATA_KEYS = ("gptzoo_id", "n_layer", "n_head", "n_embd", "block_size", "vocab_size", "tokenizer", "val_loss",
-                 "opset", "exporter", "cache_format")
+                 "opset", "exporter", "cache_format", "arch")
 RUNTIME_METADATA_KEYS = ("block_size", "vocab_size")
 
 
@@ -96,11 +97,13 @@ class GraphShape:
     head_dim: int
     block_size: int  # longest window: positions run from 0 to block_size - 1
     vocab_size: int
+    kv_heads: int = 0  # heads of a slot: fewer than n_head with grouped-query attention (the oss block); 0 = n_head
 
     @classmethod
     def of(cls, config) -> GraphShape:
-        """The shape of the graph exported from a model with this config (a gptzoo.zoo.model.GPTConfig)."""
-        return cls(config.n_layer, config.n_head, config.head_dim, config.block_size, config.vocab_size)
+        """The shape of the graph exported from a model with this config (a GPTConfig or an OSSConfig)."""
+        return cls(config.n_layer, config.n_head, config.head_dim, config.block_size, config.vocab_size,
+                   getattr(config, "kv_heads", config.n_head))
 
     @property
     def cache_length(self) -> int:
@@ -114,7 +117,7 @@ class GraphShape:
 
     def slot_shape(self, slots: int, length: int | None = None) -> tuple[int, int, int, int]:
         """The shape of each cache tensor (keys and values alike)."""
-        return (slots, self.n_head, length or self.cache_length, self.head_dim)
+        return (slots, self.kv_heads or self.n_head, length or self.cache_length, self.head_dim)
 
     def cache_bytes(self, slots: int, length: int | None = None) -> int:
         """Memory of a float32 cache of `slots` rows: every layer's keys and values."""

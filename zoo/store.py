@@ -62,9 +62,22 @@ def default_store() -> Path:
     return Path(os.environ.get(STORE_ENV) or gptzoo_home() / "store").expanduser()
 
 
-def family_id(dataset: str) -> str:
-    """The name of every depth trained on `dataset`, as variant ids spell it: shakespeare_char -> shakespeare-char."""
-    return dataset.replace("_", "-")
+# Block families (gptzoo.zoo.arch, named here too so that serving need not import torch): gpt2's family ids are the
+# dataset's alone, as before families existed; any other family's carry its name, so depths of two block families
+# never share a family id and `auto` or a family id routes within one of them (docs/oss.md).
+ARCH_NAMES = ("gpt2", "oss")
+
+
+def family_id(dataset: str, arch: str = "gpt2") -> str:
+    """The name of every depth of one block family trained on `dataset`, as variant ids spell it:
+    shakespeare_char -> shakespeare-char (gpt2), shakespeare-char-oss (oss)."""
+    base = dataset.replace("_", "-")
+    return base if arch == "gpt2" else f"{base}-{arch}"
+
+
+def card_family(card: Card | None) -> str | None:
+    """The family id of a card's variant; None without a dataset."""
+    return family_id(card.dataset_name, card.arch) if card and card.dataset_name else None
 
 
 def variant_id(dataset: str, n_layer: int) -> str:
@@ -155,7 +168,7 @@ class Store:
         or (given the variant's `dataset`) is its family's name."""
         check_name(vid, "variant id")
         if dataset:
-            check_not_family(vid, {family_id(dataset)})
+            check_not_family(vid, {family_id(dataset, arch) for arch in ARCH_NAMES})
         return self.root / vid
 
     def load(self, vid: str) -> Variant:
@@ -213,7 +226,7 @@ class Store:
             elif entry is not None:
                 broken.append(entry)
         # a variant named like a family could never be reached by its name: the family's routing takes it
-        families = {family_id(v.dataset_name) for v in good if v.dataset_name}
+        families = {f for v in good if (f := card_family(v.card))}
         for v in list(good):
             try:
                 check_not_family(v.id, families)
@@ -256,7 +269,7 @@ class Store:
         if (d / name).is_symlink() and not _inside(d / name, real):
             raise StoreError(f"{name} is a link to a file outside the variant's folder")
         if card.dataset_name:
-            check_not_family(vid, {family_id(card.dataset_name)})
+            check_not_family(vid, {family_id(card.dataset_name, arch) for arch in ARCH_NAMES})
         return Variant(d, card)
 
     def variants(self) -> list[Variant]:
