@@ -25,18 +25,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from operator import attrgetter
 
 import numpy as np
 
 from gptzoo.zoo import speculative as spec
 from gptzoo.zoo.detok import StopText
 from gptzoo.zoo.errors import BadValue
-from gptzoo.zoo.rows import Feed, Row, Slots
+from gptzoo.zoo.rows import Feed, Row, Slots, call_runs
 from gptzoo.zoo.sampling import SamplingParams, sample, sample_rows
 from gptzoo.zoo.step_contract import Call, StepRunner
 from gptzoo.zoo.tokenizers import Tokenizer
 
 POLICIES = ("exact", "half")
+CACHED = attrgetter("cached")  # a row's cached tokens
 
 
 @dataclass
@@ -201,7 +203,7 @@ class Batch:
             st.draft_seconds = time.perf_counter() - t0
         if plan.fill:
             t0 = time.perf_counter()
-            for feeds in _runs(sorted(plan.fill, key=lambda f: f.row.slot)):
+            for feeds in call_runs(sorted(plan.fill, key=lambda f: f.row.slot)):
                 self._fill(feeds, plan)
                 st.prefill_tokens += sum(len(f.tokens) for f in feeds)
             st.prefill_seconds = time.perf_counter() - t0
@@ -271,7 +273,7 @@ class Batch:
                 plan.logits.append(logits.copy())  # the decode's output is reused
             return
         logits = self.seats.one_token(self.model, self.cache, [f.row for f in feeds], [f.tokens[0] for f in feeds],
-                                      _cached)
+                                      CACHED)
         if done := self._advance(feeds, plan):
             plan.logits.append(logits[done])
 
@@ -300,24 +302,6 @@ class Batch:
     def _run(self, call: Call) -> np.ndarray:
         self.calls += 1
         return self.model.run(self.cache, call)
-
-
-def _cached(r: Row) -> int:
-    return r.cached
-
-
-def _runs(feeds: list[Feed]) -> list[list[Feed]]:
-    """Split feeds (sorted by slot) into calls: runs of neighbouring slots that feed equally many tokens from the
-    start of their slots (fresh prompts, re-prefilled windows), every other feed alone."""
-    runs: list[list[Feed]] = []
-    for f in feeds:
-        last = runs[-1][-1] if runs else None
-        fresh = f.row.cached == 0 and last is not None and last.row.cached == 0
-        if fresh and f.row.slot == last.row.slot + 1 and len(f.tokens) == len(last.tokens):
-            runs[-1].append(f)
-        else:
-            runs.append([f])
-    return runs
 
 
 def generate(

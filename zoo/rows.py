@@ -101,3 +101,17 @@ class Slots:
         ids[at] = tokens
         starts = np.array([length(r) if r else 0 for r in self.owner[lo : lo + B]], np.int64)
         return model.decode(cache, lo, ids, starts)[at]
+
+
+def call_runs(feeds: list[Feed]) -> list[list[Feed]]:
+    """Split feeds (sorted by slot) into calls: runs of neighbouring slots that feed equally many tokens from the
+    start of their slots (fresh prompts, re-prefilled windows), every other feed alone."""
+    runs: list[list[Feed]] = []
+    for f in feeds:
+        last = runs[-1][-1] if runs else None
+        fresh = f.row.cached == 0 and last is not None and last.row.cached == 0
+        if fresh and f.row.slot == last.row.slot + 1 and len(f.tokens) == len(last.tokens):
+            runs[-1].append(f)
+        else:
+            runs.append([f])
+    return runs
