@@ -70,6 +70,17 @@ class GPTConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def write_slots(past_key: torch.Tensor, past_value: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                seqlens_k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Both caches [B, heads, length, hd] with T new tokens' keys/values [B, heads, T, hd] written into row b's slot
+    at positions seqlens_k[b] + 1 - T .. seqlens_k[b], and those positions [B, T]: the cache write of every block
+    family's cached attention."""
+    B, H, T, _ = k.shape
+    at = seqlens_k.long().view(B, 1) + 1 - T + torch.arange(T).view(1, T)  # [B, T] where each token goes
+    rows, heads, where = torch.arange(B).view(B, 1, 1), torch.arange(H).view(1, H, 1), at.view(B, 1, T)
+    return past_key.index_put((rows, heads, where), k), past_value.index_put((rows, heads, where), v), at
+
+
 @torch.library.custom_op("gptzoo::cached_attention", mutates_args=())
 def cached_attention(
     q: torch.Tensor,
@@ -90,9 +101,7 @@ def cached_attention(
     B, T, C = q.shape
     L = past_key.shape[2]
     q, k, v = (z.view(B, T, n_head, C // n_head).transpose(1, 2) for z in (q, k, v))  # [B, nh, T, hd]
-    at = seqlens_k.long().view(B, 1) + 1 - T + torch.arange(T).view(1, T)  # [B, T] where each token goes
-    rows, heads, where = torch.arange(B).view(B, 1, 1), torch.arange(n_head).view(1, n_head, 1), at.view(B, 1, T)
-    keys, values = past_key.index_put((rows, heads, where), k), past_value.index_put((rows, heads, where), v)
+    keys, values, at = write_slots(past_key, past_value, k, v, seqlens_k)
     seen = torch.arange(L).view(1, 1, L) <= at.view(B, T, 1)  # [B, T, L]
     att = ((q @ keys.transpose(-2, -1)) * scale).masked_fill(~seen.unsqueeze(1), float("-inf")).softmax(-1)
     return (att @ values).transpose(1, 2).reshape(B, T, C), keys, values

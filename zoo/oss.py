@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from gptzoo.zoo.errors import BadValue
 from gptzoo.zoo.model import GPT
 
 SWIGLU_ALPHA = 1.702  # gpt-oss's sigmoid sharpness: x * sigmoid(1.702 x) approximates GELU
@@ -45,20 +46,20 @@ class OSSConfig:
 
     def __post_init__(self) -> None:
         if self.n_layer < 1 or self.n_head < 1 or self.n_embd < 1 or self.block_size < 1 or self.vocab_size < 1:
-            raise ValueError("n_layer, n_head, n_embd, block_size and vocab_size must all be positive")
+            raise BadValue("n_layer, n_head, n_embd, block_size and vocab_size must all be positive")
         if self.n_embd % self.n_head or (self.n_embd // self.n_head) % 2:
-            raise ValueError(f"n_embd ({self.n_embd}) must split into n_head ({self.n_head}) heads of even width")
+            raise BadValue(f"n_embd ({self.n_embd}) must split into n_head ({self.n_head}) heads of even width")
         if self.kv_heads == 0:
             self.kv_heads = self.n_head
         if self.kv_heads < 1 or self.n_head % self.kv_heads:
-            raise ValueError(f"kv_heads ({self.kv_heads}) must divide n_head ({self.n_head})")
+            raise BadValue(f"kv_heads ({self.kv_heads}) must divide n_head ({self.n_head})")
         if self.window < 1:
-            raise ValueError(f"window must be at least 1, got {self.window}")
+            raise BadValue(f"window must be at least 1, got {self.window}")
         if self.experts < 0 or (self.experts and not 1 <= self.experts_per_token <= self.experts):
-            raise ValueError(f"experts_per_token must be in [1, experts]; got {self.experts_per_token} of "
+            raise BadValue(f"experts_per_token must be in [1, experts]; got {self.experts_per_token} of "
                              f"{self.experts}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+            raise BadValue(f"dropout must be in [0, 1), got {self.dropout}")
 
     @property
     def head_dim(self) -> int:

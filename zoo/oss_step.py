@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from gptzoo.zoo.model import KVCache, Lengths
+from gptzoo.zoo.model import KVCache, Lengths, write_slots
 from gptzoo.zoo.oss import OSS, MoE, OSSAttention, OSSBlock, rope
 
 
@@ -42,9 +42,7 @@ def oss_cached_attention(
     hd, L = C // n_head, past_key.shape[2]
     q = q.view(B, T, n_head, hd).transpose(1, 2)
     k, v = (z.view(B, T, kv_heads, hd).transpose(1, 2) for z in (k, v))
-    at = seqlens_k.long().view(B, 1) + 1 - T + torch.arange(T).view(1, T)  # [B, T]
-    rows, heads, where = torch.arange(B).view(B, 1, 1), torch.arange(kv_heads).view(1, kv_heads, 1), at.view(B, 1, T)
-    keys, values = past_key.index_put((rows, heads, where), k), past_value.index_put((rows, heads, where), v)
+    keys, values, at = write_slots(past_key, past_value, k, v, seqlens_k)
     group = n_head // kv_heads
     col, now = torch.arange(L).view(1, 1, L), at.view(B, T, 1)
     seen = (col <= now) & (col > now - window) if window > 0 else col <= now  # [B, T, L]
