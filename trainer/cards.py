@@ -31,7 +31,7 @@ class Progress:
         card.iterations = self.iterations
         card.tokens_seen = self.tokens_seen
         card.training_seconds = round(self.training_seconds, 3)
-        card.ms_per_iter = round(self.ms_per_iter, 3) if self.ms_per_iter is not None else None
+        card.ms_per_iter = self.ms_per_iter  # rounded once, by TrainState.ms_per_iter
         card.updated = datetime.now(UTC).isoformat(timespec="seconds")
 
 

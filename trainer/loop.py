@@ -36,7 +36,6 @@ from gptzoo.trainer.state import (  # noqa: F401  (BatchSampler, lr_at, TrainErr
     TrainState,
     lr_at,
     main_thread,
-    median_sorted,
     stop_wanted,
 )
 from gptzoo.zoo import atomic, checkpoint
@@ -260,8 +259,8 @@ class Trainer:
                 self._diverged(step_loss)
             if s.step > s.start_step + SETUP_STEPS:
                 bisect.insort(s.step_times, time.perf_counter() - t0)
-            median = median_sorted(s.step_times)
-            self.progress.step(s.step, step_loss, self.tokens_per_iter / median if median else None)
+            ms = s.ms_per_iter()
+            self.progress.step(s.step, step_loss, self.tokens_per_iter / (ms / 1000) if ms else None)
 
     def _evaluate_and_save(self) -> None:
         """Score fixed windows, log a line, and save: a new best writes best.pt and the whole card; always last.pt."""
@@ -274,7 +273,7 @@ class Trainer:
         ms = s.ms_per_iter()
         record = {"iter": s.step, "train_loss": losses["train"], "val_loss": losses["val"], "lr": lr_at(s.step, cfg),
                   "tokens_seen": self._tokens_seen(), "elapsed_s": round(self._elapsed(), 3),
-                  "ms_per_iter": round(ms, 3) if ms is not None else None}
+                  "ms_per_iter": ms}
         if getattr(self.gconf, "experts", 0):  # oss MoE: the balance loss of the last forward (docs/oss.md)
             record["balance_loss"] = round(float(self.raw_model.balance_loss), 4)
         # whole lines, even on a full disk

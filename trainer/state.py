@@ -41,7 +41,9 @@ class TrainState:
     step_times: list[float] = field(default_factory=list)  # seconds per timed step, sorted: the median is the speed
 
     def ms_per_iter(self) -> float | None:
-        return median_sorted(self.step_times) * 1000 if self.step_times else None
+        """The run's one speed figure (the bar, the summary, the log and the card all show this value): the median
+        timed step in ms, rounded once here so that no two places can round it apart."""
+        return round(median_sorted(self.step_times) * 1000, 3) if self.step_times else None
 
 
 @dataclass
