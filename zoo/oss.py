@@ -6,8 +6,8 @@ q/k/v, attention sinks (one learned logit per head that joins the softmax and is
 1.702, +1 on the linear half), optionally a mixture of experts with a load-balancing loss.
 
 Positions enter only through RoPE, which is relative, so the model has no learned table that ends at block_size.
-This module is the torch model (training and the reference forward); the slot-cache step and the ONNX export are
-not built yet for this family (docs/oss.md says what is missing).
+This module is the torch model (training and the reference forward); the slot-cache step that the ONNX export runs
+is gptzoo.zoo.oss_step.
 """
 
 from __future__ import annotations
@@ -84,15 +84,24 @@ class OSSConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
-    """Rotate x [B, heads, T, hd] by its positions [B or 1, T]: the two halves of each head (not interleaved
-    pairs, onnxruntime's rotary_interleaved=0) are one complex number turned by position * theta^(-2i/hd)."""
-    hd = x.size(-1)
-    inv = theta ** (-torch.arange(0, hd, 2, dtype=torch.float32, device=x.device) / hd)  # [hd/2]
+def rope_table(positions: torch.Tensor, hd: int, theta: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """RoPE's cos and sin [B or 1, 1, T, hd/2] at positions [B or 1, T]: the two halves of each head (not
+    interleaved pairs, onnxruntime's rotary_interleaved=0) are one complex number turned by position *
+    theta^(-2i/hd). Computed once per forward and shared by every layer, for queries and keys alike."""
+    inv = theta ** (-torch.arange(0, hd, 2, dtype=torch.float32, device=positions.device) / hd)  # [hd/2]
     ang = positions.to(torch.float32).unsqueeze(-1) * inv  # [B, T, hd/2]
-    cos, sin = ang.cos().unsqueeze(1).to(x.dtype), ang.sin().unsqueeze(1).to(x.dtype)  # [B, 1, T, hd/2]
+    return ang.cos().unsqueeze(1).to(dtype), ang.sin().unsqueeze(1).to(dtype)
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, heads, T, hd] turned by a rope_table."""
     a, b = x.chunk(2, dim=-1)
     return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+
+
+def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotate x [B, heads, T, hd] by its positions [B or 1, T] (rope_table, then rotate)."""
+    return rotate(x, *rope_table(positions, x.size(-1), theta, x.dtype))
 
 
 def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> torch.Tensor:
@@ -101,6 +110,38 @@ def visible(q_pos: torch.Tensor, k_pos: torch.Tensor, window: int | None) -> tor
     d = q_pos.unsqueeze(-1) - k_pos.unsqueeze(-2)
     ok = d >= 0
     return ok & (d < window) if window is not None else ok
+
+
+def sink_mask(positions: torch.Tensor, window: int | None) -> torch.Tensor:
+    """The additive attention mask [B or 1, 1, T, 1 + T] of queries and keys at positions [B or 1, T]: 0 where a
+    key is visible, -inf elsewhere, and a first column of 0 for the sink key (sink_attention)."""
+    ok = visible(positions, positions, window)
+    mask = torch.zeros(ok.shape, dtype=torch.float32, device=positions.device).masked_fill_(~ok, float("-inf"))
+    return F.pad(mask, (1, 0)).unsqueeze(1)
+
+
+def sink_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sinks: torch.Tensor, mask: torch.Tensor,
+                   scale: float) -> torch.Tensor:
+    """Attention of q [B, n_head, T, hd] over k, v [B, kv_heads, T, hd] with one sink logit per head that joins
+    the softmax and is dropped, through torch's fused scaled_dot_product_attention (no [T, T] matrices kept for
+    the backward pass).
+
+    The sink is one extra key of score 0 whose mask entry is the head's logit, so its share of the softmax is
+    exactly exp(sink) / (exp(sink) + sum exp(scores)). Its value is a unit vector in one extra coordinate that real
+    values leave at 0: that coordinate of the output is the sink's probability p. The mask is a constant to the
+    fused op, so the sinks' gradient, -sum over queries of p * (dL/dy . y), enters through a term that is zero in
+    value: y - p * (sinks - sinks.detach()) * y."""
+    B, nh, T, hd = q.shape
+    mask = mask.expand(-1, nh, -1, -1).clone()
+    mask[..., 0] = sinks.detach().to(mask.dtype).view(1, nh, 1)
+    pad = F.pad
+    k1 = pad(pad(k, (0, 1)), (0, 0, 1, 0))  # the sink key: all zeros, first
+    v1 = pad(v, (0, 1, 1, 0))  # real values carry 0 in the extra coordinate ...
+    v1[:, :, 0, -1] = 1.0  # ... the sink's value is 1 there and 0 elsewhere
+    out = F.scaled_dot_product_attention(pad(q, (0, 1)), k1, v1, attn_mask=mask, scale=scale,
+                                         enable_gqa=nh != k.size(1))
+    y, p = out[..., :hd], out[..., hd:]
+    return y - p * (sinks - sinks.detach()).view(1, nh, 1, 1) * y
 
 
 class OSSAttention(nn.Module):
@@ -118,22 +159,19 @@ class OSSAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(self.hd)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, table=None, mask=None) -> torch.Tensor:
+        """x [B, T, C] at positions [B or 1, T]; OSS.hidden_states passes the rope table and this layer's mask,
+        computed once per forward."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split([C, self.kv_heads * self.hd, self.kv_heads * self.hd], dim=2)
-        q = rope(q.view(B, T, self.n_head, self.hd).transpose(1, 2), positions, self.theta)
-        k = rope(k.view(B, T, self.kv_heads, self.hd).transpose(1, 2), positions, self.theta)
-        v = v.view(B, T, self.kv_heads, self.hd).transpose(1, 2)
-        # Query heads g*group .. (g+1)*group-1 share kv head g (onnxruntime GroupQueryAttention's mapping).
-        group = self.n_head // self.kv_heads
-        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
-        att = (q @ k.transpose(-2, -1)) * self.scale  # [B, nh, T, T]
-        pos = positions.expand(B, T)
-        att = att.masked_fill(~visible(pos, pos, self.window).unsqueeze(1), float("-inf"))
-        sink = self.sinks.view(1, -1, 1, 1).expand(B, -1, T, 1).to(att.dtype)
-        p = torch.cat((att, sink), dim=-1).softmax(-1)[..., :-1]  # the sink takes its share, then is dropped
-        y = (p @ v).transpose(1, 2).reshape(B, T, C)
-        return self.drop(self.o_proj(y))
+        H = self.n_head + self.kv_heads
+        qkv = self.qkv(x).view(B, T, H + self.kv_heads, self.hd).transpose(1, 2)
+        table = table if table is not None else rope_table(positions, self.hd, self.theta, x.dtype)
+        qk = rotate(qkv[:, :H], *table)  # queries and keys turned in one go
+        mask = mask if mask is not None else sink_mask(positions, self.window)
+        # Query heads g*group .. (g+1)*group-1 share kv head g (onnxruntime GroupQueryAttention's mapping, and
+        # scaled_dot_product_attention's enable_gqa).
+        y = sink_attention(qk[:, : self.n_head], qk[:, self.n_head :], qkv[:, H:], self.sinks, mask, self.scale)
+        return self.drop(self.o_proj(y.transpose(1, 2).reshape(B, T, C)))
 
 
 def swiglu(h: torch.Tensor) -> torch.Tensor:
@@ -197,8 +235,8 @@ class OSSBlock(nn.Module):
         self.mlp = MoE(config) if config.experts else SwiGLU(config)
         self.drop = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.norm_1(x), positions)
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, table=None, mask=None) -> torch.Tensor:
+        x = x + self.attn(self.norm_1(x), positions, table, mask)
         return x + self.drop(self.mlp(self.norm_2(x)))
 
 
@@ -233,8 +271,11 @@ class OSS(nn.Module):
         between them matter."""
         positions = positions.view(-1, idx.size(1))
         x = self.drop(self.wte(idx))
+        c = self.config
+        table = rope_table(positions, c.head_dim, c.rope_theta, x.dtype)
+        masks = {w: sink_mask(positions, w) for w in {c.window if c.sliding(i) else None for i in range(c.n_layer)}}
         for block in self.h:
-            x = block(x, positions)
+            x = block(x, positions, table, masks[block.attn.window])
         if self.config.experts:
             self.balance_loss = torch.stack([b.mlp.balance for b in self.h]).mean()
         return self.norm_f(x)

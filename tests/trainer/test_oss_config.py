@@ -42,11 +42,19 @@ def test_bad_oss_settings_are_refused_by_name(overrides, phrase):
         TrainConfig.from_preset("cpu", 2, cuda_available=False, **overrides)
 
 
-def test_cli_refuses_all_depths_for_oss_in_one_line(tmp_path):
-    r = CliRunner().invoke(app, ["train", "--all", "--arch", "oss", "--store", str(tmp_path)])
-    assert r.exit_code == 2
-    lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "one depth at a time" in lines[0]
+def test_cli_trains_every_canonical_depth_of_the_oss_family(tmp_path, data_dir):
+    from gptzoo.zoo.store import Store
+    from tests.conftest import TINY
+
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in (TINY | {"max_iters": 6, "eval_interval": 3}).items()]
+    r = CliRunner().invoke(app, ["train", "--all", "--preset", "cpu", *flags, "--arch", "oss", "--kv-heads", "1",
+                                 "--store", str(tmp_path), "--data-dir", str(data_dir), "--quiet"])
+    assert r.exit_code == 0, r.output
+    variants = {v.id: v for v in Store(tmp_path).variants()}
+    assert sorted(variants) == [f"shakespeare-char-{n}l-oss" for n in (12, 1, 4, 6)]
+    for n in (1, 4, 6, 12):
+        card = variants[f"shakespeare-char-{n}l-oss"].card
+        assert card.arch == "oss" and card.n_layer == n and card.arch_args["kv_heads"] == 1
 
 
 def test_cli_trains_a_tiny_moe_oss_variant_end_to_end(tmp_path, data_dir):
