@@ -58,8 +58,10 @@ def test_lr_schedule_warms_up_then_decays_to_min():
     assert lrs[100] == pytest.approx(1e-4)
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, data_dir):
-    hp = dict(TINY, max_iters=20, eval_interval=10, dropout=0.1)  # dropout: the RNG stream must resume too
+@pytest.mark.parametrize("arch", [{}, {"arch": "oss", "kv_heads": 1, "window": 8, "experts": 2,
+                                          "experts_per_token": 1}], ids=["gpt2", "oss-moe"])
+def test_resume_equals_uninterrupted_run(tmp_path, data_dir, arch):
+    hp = dict(TINY, max_iters=20, eval_interval=10, dropout=0.1) | arch  # dropout: the RNG stream must resume too
     straight = train(2, "cpu", hp, Store(tmp_path / "a"), data_dir, show_progress=False)
     assert straight.iterations == 20 and not straight.interrupted
     first = train(2, "cpu", hp, Store(tmp_path / "b"), data_dir, show_progress=False, stop_at=10)

@@ -53,10 +53,11 @@ def test_ctrl_c_saves_then_resume_finishes(tmp_path, data_dir):
 
 
 @pytest.mark.slow
-def test_ddp_two_gloo_processes_write_one_checkpoint(tmp_path, data_dir):
+@pytest.mark.parametrize("arch", [[], ["--arch", "oss", "--name", "shakespeare-char-2l"]], ids=["gpt2", "oss"])
+def test_ddp_two_gloo_processes_write_one_checkpoint(tmp_path, data_dir, arch):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
            "gptzoo.cli.main", "train", "--layers", "2", "--preset", "cpu", *TINY_FLAGS, "--max-iters", "10",
-           "--store", str(tmp_path), "--data-dir", str(data_dir), "--quiet", "--device", "cpu"]
+           "--store", str(tmp_path), "--data-dir", str(data_dir), "--quiet", "--device", "cpu", *arch]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -65,6 +66,6 @@ def test_ddp_two_gloo_processes_write_one_checkpoint(tmp_path, data_dir):
     files = sorted(p.name for p in variants[0].iterdir())
     assert files == ["card.json", "ckpt-best.pt", "ckpt-last.pt", "train-log.jsonl"]  # no temp files, one writer
     card = json.loads((variants[0] / "card.json").read_text())
-    assert card["iterations"] == 10
+    assert card["iterations"] == 10 and card.get("arch", "gpt2") == (arch[1] if arch else "gpt2")
     assert card["tokens_seen"] == 10 * 2 * TINY["batch_size"] * TINY["block_size"]  # both ranks' batches
     assert r.stdout.count("shakespeare-char-2l: val loss") == 1  # only rank 0 reports
