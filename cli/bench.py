@@ -79,12 +79,12 @@ def bench_cmd(
         print(json.dumps(as_dicts(rows), indent=2))
         return
     table = Table(title=f"gptzoo bench ({threads} thread{'s' if threads > 1 else ''}, medians of {repeats})")
-    cols = ["model", "layers", "params", "nanoGPT tok/s", "torch+KV tok/s", "onnx tok/s", "ms/token", "vs nanoGPT",
-            "batch 8 tok/s", "batch 32 tok/s", "b32/b1", "TTFT ms", "prefill tok/s"]
+    cols = ["model", "arch", "layers", "params", "nanoGPT tok/s", "torch+KV tok/s", "onnx tok/s", "ms/token",
+            "vs nanoGPT", "batch 8 tok/s", "batch 32 tok/s", "b32/b1", "TTFT ms", "prefill tok/s"]
     for c in cols:
-        table.add_column(c, justify="left" if c == "model" else "right")
+        table.add_column(c, justify="left" if c in ("model", "arch") else "right")
     for r in rows:
-        table.add_row(r.model, str(r.n_layer), f"{r.params / 1e6:.2f}M", f"{r.nanogpt_tok_s:,.0f}",
+        table.add_row(r.model, r.arch, str(r.n_layer), f"{r.params / 1e6:.2f}M", f"{r.nanogpt_tok_s:,.0f}",
                       f"{r.torch_kv_tok_s:,.0f}", f"{r.onnx_tok_s:,.0f}", f"{r.onnx_ms_per_token:.3f}",
                       f"{r.speedup_vs_nanogpt:.1f}x", f"{r.batch8_tok_s:,.0f}", f"{r.batch32_tok_s:,.0f}",
                       f"{r.batch32_vs_1:.1f}x", f"{r.ttft_ms:.2f}", f"{r.prefill_tok_s:,.0f}")

@@ -49,6 +49,7 @@ class Row:
     ttft_ms: float  # a prompt of block_size/2 tokens to its first token, batch 1
     prefill_tok_s: float  # one prefill of a full window
     provider: str
+    arch: str = "gpt2"  # the block family (docs/oss.md); the random-weight models are gpt2
 
 
 def any_vocabulary(n: int) -> CharTokenizer:
@@ -105,7 +106,8 @@ def prefill_tok_s(runner: StepRunner) -> float:
     return T / (time.perf_counter() - t0)
 
 
-def bench_model(name: str, model: GPT, onnx_path: Path, threads: int, repeats: int, quick: bool) -> Row:
+def bench_model(name: str, model: torch.nn.Module, onnx_path: Path, threads: int, repeats: int, quick: bool) -> Row:
+    """One model of either block family (GPT or OSS: the same config fields, generate and step contract)."""
     torch.set_num_threads(threads)
     model = model.eval()
     c = model.config
@@ -124,7 +126,7 @@ def bench_model(name: str, model: GPT, onnx_path: Path, threads: int, repeats: i
     b32 = _median(lambda: decode_run(onnx, tok, 32, n, prompt)[1], repeats)
     pre = _median(lambda: prefill_tok_s(onnx), repeats)
     return Row(name, c.n_layer, c.n_embd, model.num_params(), nano, tkv, one, 1000 / one, one / nano, b8, b32,
-               b32 / one, ttft * 1000, pre, onnx.provider)
+               b32 / one, ttft * 1000, pre, onnx.provider, getattr(c, "arch", "gpt2"))
 
 
 def random_models(depths=RANDOM_DEPTHS, seed: int = 0):

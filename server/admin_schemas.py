@@ -30,6 +30,8 @@ class AdminModel(msgspec.Struct, kw_only=True):
     provider: str | None
     n_layer: int | None
     dataset: str | None
+    arch: Annotated[str | None, Meta(description="The block family (gpt2 or oss); null: the card is broken.")] = None
+    family: Annotated[str | None, Meta(description="The family id the variant routes in.")] = None
     aliases: list[str]
     requests: Annotated[int, Meta(description="Requests it holds: queued or running.")]
     draft: Annotated[str | None, Meta(description="The variant drafting for this version (speculative decoding), "

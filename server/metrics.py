@@ -83,8 +83,11 @@ VALIDATION_LOSS = Gauge("gptzoo_model_validation_loss", "Validation loss from th
 READY = Gauge("gptzoo_model_ready", "1 when the model serves (in every worker process), else 0.", LABELS,
               multiprocess_mode="min")
 # Gauge, not Info: Info is silently dropped in multiprocess mode.
-INFO = Gauge("gptzoo_model_info", "Always 1; the labels describe the variant, its ONNX file and where it runs.",
-             (*LABELS, "provider", "params", "exporter", "quantization", "sha256"), multiprocess_mode="mostrecent")
+# `arch` (the block family, gpt2 or oss) is here, one series per variant, and not on the per-request series: a
+# query joins it on `model` (docs/runbook.md).
+INFO = Gauge("gptzoo_model_info", "Always 1; the labels describe the variant (its block family `arch`), its ONNX file "
+             "and where it runs.", (*LABELS, "arch", "provider", "params", "exporter", "quantization", "sha256"),
+             multiprocess_mode="mostrecent")
 LOAD_OUTCOMES = ("loaded", "failed")
 LOADS = Counter("gptzoo_model_loads", "Model loads (session, warm-up, KV cache) by outcome: loaded or failed; at "
                 "start, for a new or re-exported variant, and on POST /admin/models/{id}/load.", (*LABELS, "outcome"))

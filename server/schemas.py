@@ -126,6 +126,13 @@ class ModelCard(msgspec.Struct, kw_only=True):
     reason: str | None
     kind: Literal["variant", "family", "auto"] = "variant"
     variants: list[str] | None = None
+    arch: Annotated[str | None, Meta(description="The block family: gpt2 (nanoGPT's block) or oss (GPT-OSS-style: "
+                                                 "RoPE, grouped-query attention, sliding window, sinks); a family's "
+                                                 "and auto's are their variants'. Null: the card is broken.")] = None
+    arch_args: Annotated[dict | None, Meta(description="The block family's own settings (oss: kv_heads, window, "
+                                                       "rope_theta, experts, experts_per_token); null: gpt2.")] = None
+    family: Annotated[str | None, Meta(description="The family id a variant routes in (each block family of a "
+                                                   "dataset is one: shakespeare-char, shakespeare-char-oss).")] = None
     draft: Annotated[str | None, Meta(description="The variant that drafts tokens for this one (speculative "
                                                   "decoding, `gptzoo serve --draft`); null: none.")] = None
 

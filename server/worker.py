@@ -267,7 +267,8 @@ class ModelWorker(Engine):
     def info_labels(self) -> dict[str, str]:
         """gptzoo_model_info's labels for this worker (the router publishes them for the worker that serves)."""
         card = self.card
-        return {**self.labels, "provider": self.provider or "none", "params": str(card.params or "") if card else "",
+        return {**self.labels, "arch": card.arch if card else "", "provider": self.provider or "none",
+                "params": str(card.params or "") if card else "",
                 "exporter": (card.onnx.exporter or "") if card and card.onnx else "",
                 "quantization": (card.quantization or "none") if card else "none", "sha256": self.sha256 or ""}
 

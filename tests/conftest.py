@@ -93,3 +93,26 @@ def drafted_store(tmp_path_factory, data_dir) -> Path:
               show_progress=False)
         export_variant(Store(root).load(f"shakespeare-char-{layers}l"))
     return root
+
+
+# The tiny oss variant (docs/oss.md): 2 query heads on 1 kv head, window 8 of block 32.
+OSS_TINY = TINY | dict(arch="oss", kv_heads=1, window=8)
+
+
+@pytest.fixture(scope="session")
+def families_store(tmp_path_factory, drafted_store, data_dir) -> Path:
+    """Both block families of one dataset, all exported and trained as long as `drafted_store`'s (varied greedy
+    text): its gpt2 `shakespeare-char-2l` and `-1l`, and `shakespeare-char-2l-oss` and `-1l-oss`. Read-only for
+    tests: copy it first."""
+    from gptzoo.exports.onnx_export import export_variant
+    from gptzoo.trainer.loop import train
+    from gptzoo.zoo.store import Store
+
+    root = tmp_path_factory.mktemp("families") / "store"
+    shutil.copytree(drafted_store, root)
+    for layers in (2, 1):
+        vid = f"shakespeare-char-{layers}l-oss"
+        train(layers, "cpu", OSS_TINY | {"max_iters": 300, "eval_interval": 100}, Store(root), data_dir, name=vid,
+              show_progress=False)
+        export_variant(Store(root).load(vid))
+    return root

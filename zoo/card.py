@@ -141,8 +141,33 @@ class Card(msgspec.Struct, kw_only=True, omit_defaults=True):
     def dataset_name(self) -> str | None:
         return self.dataset.name if self.dataset else None
 
+    @property
+    def arch_summary(self) -> str:
+        """The block family and its settings in short, as `zoo list` and the report show them."""
+        return arch_summary(self.arch, self.arch_args)
+
     def to_dict(self) -> dict:
         return msgspec.to_builtins(self)
+
+
+# arch_args keys shown in short, in this order, and how: the rest (balance_coef, a training weight) is on the card
+_SHORT = (("kv_heads", "kv{}"), ("window", "w{}"), ("experts", "moe{}"), ("experts_per_token", "k{}"),
+          ("rope_theta", "rope{:g}"))
+_DEFAULT_SHORT = {"rope_theta": 10000.0}  # left out at its default: every oss variant would say it
+
+
+def arch_summary(arch: str, arch_args: dict | None) -> str:
+    """`gpt2`; `oss kv2 w64`; `oss kv2 w64 moe4 k1`; `oss kv1 w8 rope150000`. Experts-per-token only with experts."""
+    args = arch_args or {}
+    parts = [arch]
+    for key, fmt in _SHORT:
+        value = args.get(key)
+        if value is None or _DEFAULT_SHORT.get(key) == value or (key == "experts" and not value):
+            continue  # absent, the default, or dense
+        if key == "experts_per_token" and not args.get("experts"):
+            continue
+        parts.append(fmt.format(value))
+    return " ".join(parts)
 
 
 def from_dict(data: object) -> Card:

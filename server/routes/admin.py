@@ -12,6 +12,7 @@ from gptzoo.server.admin_schemas import AdminModel, AdminModels, DrainingModel, 
 from gptzoo.server.errors import ApiError, ErrorResponse
 from gptzoo.server.reload import LiveZoo
 from gptzoo.server.worker import ModelWorker
+from gptzoo.zoo.store import card_family
 
 TAGS = ["admin"]
 ADMIN = {"admin": True}  # behind the admin key when one is set (gptzoo.server.security)
@@ -28,7 +29,7 @@ def admin_model(zoo: LiveZoo, w: ModelWorker) -> AdminModel:
     return AdminModel(
         id=w.id, state=w.state, ready=w.ready, reason=w.reason, sha256=w.sha256, loaded_at=w.loaded_at,
         provider=w.provider, n_layer=c and c.n_layer, dataset=c and c.dataset_name, aliases=r.aliases_of(w.id),
-        requests=w.in_flight, draft=w.draft_id,
+        requests=w.in_flight, draft=w.draft_id, arch=c and c.arch, family=card_family(c),
         next=NextVersion(state=nxt.state, sha256=nxt.sha256, reason=nxt.reason) if nxt else None,
     )
 

@@ -12,6 +12,7 @@ from gptzoo.server.errors import ErrorResponse
 from gptzoo.server.registry import Registry
 from gptzoo.server.schemas import ModelCard, ModelList
 from gptzoo.server.worker import ModelWorker, created_at
+from gptzoo.zoo.store import card_family
 
 
 def model_card(router: Registry, w: ModelWorker) -> ModelCard:
@@ -21,7 +22,7 @@ def model_card(router: Registry, w: ModelWorker) -> ModelCard:
         n_head=c and c.n_head, n_embd=c and c.n_embd, block_size=c and c.block_size, vocab_size=c and c.vocab_size,
         params=c and c.params, val_loss=c and c.val_loss, dataset=c and c.dataset_name,
         quantization=c and c.quantization, provider=w.provider, ready=w.ready, state=w.state, reason=w.reason,
-        draft=w.draft_id,
+        draft=w.draft_id, arch=c and c.arch, arch_args=c and c.arch_args, family=card_family(c),
     )
 
 
@@ -36,7 +37,8 @@ def routed_card(name: str, kind: str, members: list[ModelWorker]) -> ModelCard:
         block_size=None, vocab_size=None, params=None, val_loss=None, dataset=members[0].card.dataset_name,
         quantization=None, provider=None, ready=ready, state=state,
         reason=None if ready else "none of its variants is ready", kind=kind,
-        variants=[w.id for w in routing.quality_order(members)],
+        variants=[w.id for w in routing.quality_order(members)], arch=members[0].card.arch,
+        family=card_family(members[0].card),
     )
 
 

@@ -115,3 +115,44 @@ def test_report_marks_the_frontier(tmp_path, exported_store, data_dir):
     assert all(name in speed for name in ("2L int8", "shakespeare-char-2l", "shakespeare-char-cheap"))
     assert "Left out, not measured: shakespeare-char-slow." in text
     assert "| 2 int8 | 32 |" in text
+
+
+def test_report_shows_both_block_families(tmp_path, families_store):
+    """A store of gpt2 and oss variants (1 and 2 layers each): the table names each variant's block, the depth plots
+    draw one series per family, both families stand on one frontier (labelled by family), and a section sets each
+    depth's two families side by side."""
+    from gptzoo.measure.report_rows import collect, depth_series, labels
+    from gptzoo.zoo.store import Store
+
+    out = tmp_path / "o"
+    r = CliRunner().invoke(app, ["report", "--out", str(out), "--store", str(families_store)])
+    assert r.exit_code == 0, r.output
+    text = (out / "depth-study.md").read_text()
+    assert "| 2 | 32 | oss kv1 w8 |" in text and "| 2 | 32 | gpt2 |" in text
+    for png in ("depth-val-curves.png", "depth-val-loss.png", "depth-speed.png", "depth-pareto-speed.png",
+                "depth-pareto-training.png"):
+        assert (out / png).read_bytes()[:8] == PNG and f"]({png})" in text
+    rows = collect(Store(families_store), measure=False)
+    series = dict(depth_series(rows))
+    assert {name: [r.id for r in rs] for name, rs in series.items()} == {
+        "gpt2, 32 wide": ["shakespeare-char-1l", "shakespeare-char-2l"],
+        "oss, 32 wide": ["shakespeare-char-1l-oss", "shakespeare-char-2l-oss"]}
+    assert sorted(labels(rows)) == ["1L gpt2", "1L oss", "2L gpt2", "2L oss"]
+    # one frontier per dataset, across families: every point is on it or named dominated, by its family's label
+    line = next(x for x in text.splitlines() if x.startswith("- **training time**"))
+    assert all(f"{d}L {a}" in line for d in (1, 2) for a in ("gpt2", "oss")), line
+    assert "## The block families" in text
+    by_id = {r.id: r for r in rows}
+    for d in (1, 2):
+        g, o = by_id[f"shakespeare-char-{d}l"], by_id[f"shakespeare-char-{d}l-oss"]
+        assert (f"| {d} | 32 | {g.val_loss:.4f} | {o.val_loss:.4f} | {o.val_loss - g.val_loss:+.4f} |") in text
+    assert "the oss block's best validation loss is" in text and "the gpt2 block's best validation loss is" in text
+
+
+def test_one_family_reads_as_before():
+    """A store of one block family: series and labels name the width and depth only."""
+    from gptzoo.measure.report_rows import depth_series, labels
+
+    rows = [DepthRow(f"v{d}", d, 32, 1000, 2.0, 10, None, None, None, None, "char") for d in (2, 1)]
+    assert [(name, [r.n_layer for r in rs]) for name, rs in depth_series(rows)] == [("32 wide", [1, 2])]
+    assert labels(rows) == ["2L", "1L"]

@@ -21,7 +21,7 @@ def test_model_gauges_come_from_the_card(client, exported_store):
     assert metric(text, "gptzoo_model_validation_loss", **L) == card["val_loss"]
     assert metric(text, "gptzoo_model_ready", **L) == 1
     assert metric(text, "gptzoo_model_info", **L, provider="CPUExecutionProvider", params=str(card["params"]),
-                  exporter=card["onnx"]["exporter"], quantization="none") == 1
+                  exporter=card["onnx"]["exporter"], quantization="none", arch="gpt2") == 1
 
 
 def test_request_metrics_move_after_requests(client):

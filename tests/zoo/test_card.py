@@ -29,3 +29,13 @@ def test_new_fields_round_trip_through_the_store(tmp_path):
     assert raw["stop_reason"] == "patience" and raw["stopped_at_iter"] == 2750
     assert raw["eval"] == {"train_windows": 240, "batch_size": 8}  # windows_per_split None: the whole split
     assert store.load("x-1l").card == c
+
+
+def test_arch_summary_names_the_block_family_and_its_settings_in_short():
+    from gptzoo.zoo.card import arch_summary
+
+    dense = dict(kv_heads=2, window=64, rope_theta=10000.0, experts=0, experts_per_token=2, balance_coef=0.01)
+    assert arch_summary("gpt2", None) == "gpt2"
+    assert arch_summary("oss", dense) == "oss kv2 w64"  # θ at its default and a dense MLP are not spelled out
+    assert arch_summary("oss", dense | dict(experts=4, experts_per_token=1)) == "oss kv2 w64 moe4 k1"
+    assert arch_summary("oss", dense | dict(rope_theta=150000.0)) == "oss kv2 w64 rope150000"
