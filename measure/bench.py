@@ -189,8 +189,8 @@ def run_policies(store, threads: int = 1, n_tokens: int = 1000, depths=(4, 12), 
                  say=lambda m: None) -> list[PolicyRow]:
     """A long generation under each context policy (speed), and each policy's validation loss (quality)."""
     from gptzoo.zoo import datasets
-    from gptzoo.zoo.evaluate import policy_nll
     from gptzoo.zoo.context import policies_for
+    from gptzoo.zoo.evaluate import policy_nll
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:
