@@ -32,7 +32,7 @@ from gptzoo.zoo import context
 from gptzoo.zoo import speculative as spec
 from gptzoo.zoo.detok import StopText
 from gptzoo.zoo.errors import BadValue
-from gptzoo.zoo.rows import Feed, Row, Slots, call_runs
+from gptzoo.zoo.rows import Feed, Row, Slots, StepStats, call_runs
 from gptzoo.zoo.sampling import SamplingParams, sample, sample_rows
 from gptzoo.zoo.step_contract import Call, StepRunner
 from gptzoo.zoo.tokenizers import Tokenizer
@@ -47,22 +47,6 @@ class Result:
     tokens: list[int]
     finish_reason: str
     prompt_tokens: int
-
-
-@dataclass
-class StepStats:
-    """What the last step did, for metrics: tokens written by multi-token calls (prompts, re-prefills) and rows
-    decoded, the drafting rows' proposals and what the target kept of them, and the time each kind of call took."""
-
-    prefill_tokens: int = 0
-    prefill_seconds: float = 0.0
-    decode_rows: int = 0  # rows in the batched one-token call
-    decode_seconds: float = 0.0
-    verify_rows: int = 0  # rows that drafted: each verified in a call of its own
-    verify_seconds: float = 0.0
-    drafted: int = 0  # tokens the draft proposed
-    accepted: int = 0  # of which the target kept
-    draft_seconds: float = 0.0  # the draft model's calls
 
 
 class Plan:

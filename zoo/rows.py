@@ -1,6 +1,6 @@
 """A row of a `Batch` (gptzoo.zoo.generate): one sequence on one slot of the slot cache; a `Feed`, what one step
-writes to a row's slot; and `Slots`, which row holds each slot, shared by the target's cache and the draft's (the
-same slot indices in both)."""
+writes to a row's slot; `Slots`, which row holds each slot, shared by the target's cache and the draft's (the
+same slot indices in both); and `StepStats`, what a step did."""
 
 from __future__ import annotations
 
@@ -120,3 +120,19 @@ def call_runs(feeds: list[Feed]) -> list[list[Feed]]:
         else:
             runs.append([f])
     return runs
+
+
+@dataclass
+class StepStats:
+    """What the last step did, for metrics: tokens written by multi-token calls (prompts, re-prefills) and rows
+    decoded, the drafting rows' proposals and what the target kept of them, and the time each kind of call took."""
+
+    prefill_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_rows: int = 0  # rows in the batched one-token call
+    decode_seconds: float = 0.0
+    verify_rows: int = 0  # rows that drafted: each verified in a call of its own
+    verify_seconds: float = 0.0
+    drafted: int = 0  # tokens the draft proposed
+    accepted: int = 0  # of which the target kept
+    draft_seconds: float = 0.0  # the draft model's calls
