@@ -193,3 +193,9 @@ def test_generate_cli_refuses_slide_for_a_gpt2_variant(exported_store):
     r = CliRunner().invoke(app, ["generate", "--model", "shakespeare-char-2l", "--store", str(exported_store),
                                  "-p", "A", "-n", "5", "--policy", "slide"])
     assert r.exit_code == 2 and "relative positions" in r.output and "Traceback" not in r.output
+
+
+def test_serve_refuses_slide_for_gpt2_variants(exported_store):
+    r = CliRunner().invoke(app, ["serve", "--store", str(exported_store), "--policy", "slide"])
+    assert r.exit_code == 2 and r.stderr.startswith("error: --policy slide needs relative positions"), r.output
+    assert "shakespeare-char-2l" in r.stderr
