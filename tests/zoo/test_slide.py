@@ -137,15 +137,17 @@ def test_slide_decodes_what_each_layer_would_see_past_the_window_without_recompu
 
 
 def test_rows_sliding_at_different_times_decode_as_each_does_alone(runners):
-    _, backends = runners
-    prompts = [PROMPT, [3] * 29, list(range(1, 14)), [60, 2]]  # their windows fill at different steps
+    m, backends = runners
+    long = [(7 * i) % 65 for i in range(45)]  # longer than the window: cropped to its last 32 tokens
+    prompts = [PROMPT, [3] * 29, list(range(1, 14)), [60, 2], long]  # their windows fill at different steps
     for name, runner in backends.items():
         alone = [_run(runner, [p], 150)[0][0] for p in prompts]
+        assert alone[-1] == Reference(m, slide_keep(BLOCK)).greedy(long[-BLOCK:], 150), name
         together, batch = _run(runner, prompts, 150)
         assert together == alone, name
         chunked, _ = _run(runner, prompts, 150, prefill_chunk=7)  # prompts joining over several steps
         assert chunked == alone, name
-        assert batch.slides >= 4 * 12
+        assert batch.slides >= 5 * 12
 
 
 def test_a_drafted_row_slides_and_keeps_the_targets_greedy_tokens(runners):
