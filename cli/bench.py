@@ -23,7 +23,7 @@ def bench_cmd(
                                                  help="Also benchmark the store's exported variants.")] = True,
     quick: Annotated[bool, typer.Option("--quick", help="Fewer tokens per run (a smoke test, not figures).")] = False,
     policies: Annotated[bool, typer.Option("--policies", help="Instead: 1,000-token generations and validation loss "
-                                           "under each context policy (exact vs half).")] = False,
+                                           "under each context policy (exact, half; slide on oss variants).")] = False,
     speculative: Annotated[bool, typer.Option("--speculative", help="Instead: every (target, shallower draft) pair of "
                                               "the store's exported variants, greedy tokens/s with and without "
                                               "drafting at batch 1 and 8, acceptance, tokens per target call.")]

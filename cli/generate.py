@@ -24,8 +24,10 @@ def generate_cmd(
     stop: Annotated[list[str] | None, typer.Option(help="Stop before this text (repeatable).")] = None,
     stream: Annotated[bool, typer.Option("--stream", help="Print text as it is generated.")] = False,
     backend: Annotated[str, typer.Option(help="onnx (the exported model.onnx) or torch (the checkpoint).")] = "onnx",
-    policy: Annotated[str, typer.Option(help="Past the context window: half (re-prefill half the window) or exact "
-                                        "(nanoGPT's crop, recomputes every token).")] = "half",
+    policy: Annotated[str | None, typer.Option(help="Past the context window: slide (keep the window's last 3/4, no "
+                                               "recompute; oss variants only, their default), half (re-prefill half "
+                                               "the window; gpt2's default) or exact (nanoGPT's crop, recomputes "
+                                               "every token).", show_default=False)] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda (onnx backend).")] = "auto",
     threads: Annotated[int | None, typer.Option(min=1, help="Threads for onnxruntime/torch. [default: all cores]",
                                                 show_default=False)] = None,
@@ -59,6 +61,9 @@ def generate_cmd(
             fail(f"--draft: {e}", code=2)
         if backend != "onnx":
             fail("--draft needs the onnx backend", code=2)
+    if policy == "slide" and variant.card.arch != "oss":
+        fail(f"--policy slide needs relative positions (an oss variant); {variant.id} is a gpt2 variant: use half "
+             "or exact", code=2)
     if backend == "onnx":
         from gptzoo.zoo.runtime import OnnxLoadError, open_variant
 
@@ -97,7 +102,7 @@ def generate_cmd(
         from gptzoo.zoo.generate import generate_drafted
 
         result, spec = generate_drafted(runner, drafter, tokenizer, prompt, params, k=draft_tokens,
-                                        on_text=(lambda d: on_text(0, d)) if stream else None)
+                                        on_text=(lambda d: on_text(0, d)) if stream else None, policy=policy)
     dt = time.perf_counter() - t0
     if not stream:
         sys.stdout.write(result.text)

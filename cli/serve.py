@@ -73,6 +73,11 @@ def serve_cmd(
     request_timeout: Annotated[
         float, typer.Option(min=0.001, help="Seconds a request may wait for a batch slot; then 503 queue_timeout.")
     ] = 60.0,
+    policy: Annotated[
+        Literal["exact", "half", "slide"] | None,
+        typer.Option(help="Past the context window: slide (oss variants only), half or exact. [default: each "
+                          "variant's family's own: slide for oss, half for gpt2]", show_default=False),
+    ] = None,
     shutdown_timeout: Annotated[
         float, typer.Option(min=0, help="On SIGTERM or Ctrl-C, seconds in-flight requests get to finish.")
     ] = 30.0,
@@ -173,6 +178,10 @@ def serve_cmd(
             names = resolve_names(variants, wanted)
         except BadValue as e:
             fail(str(e), code=2)
+    if policy == "slide" and (gpt2 := [v.id for v in variants if v.exported and v.card.arch != "oss"
+                                       and (names is None or v.id in names)]):
+        fail(f"--policy slide needs relative positions (oss variants); {', '.join(gpt2)} use the gpt2 block: "
+             "serve them with half or exact, or leave --policy to each family's default", code=2)
     drafts = _drafts(draft, the_store, variants, draft_tokens) if draft else None
     choose_providers(device)  # a clear error now (e.g. cuda without onnxruntime-gpu), not one per model later
     settings = Settings.build(store=str(the_store.root), device=device, api_key=api_key, admin_key=admin_key,
@@ -183,7 +192,7 @@ def serve_cmd(
                               max_waiting=max_queue, fallback=fallback, request_timeout=request_timeout,
                               shutdown_timeout=shutdown_timeout, body_timeout=body_timeout, threads=threads,
                               reload_interval=reload_interval, models=names, drafts=drafts,
-                              draft_tokens=draft_tokens, ui=ui)
+                              draft_tokens=draft_tokens, ui=ui, policy=policy)
     # uvicorn's workers (and the single in-process app) build the app from these variables.
     os.environ.update(settings.to_env())
     metrics_dir = _fresh_metrics_dir(workers)

@@ -76,7 +76,7 @@ def _median(fn, repeats: int) -> float:
 def decode_run(runner: StepRunner, tok, batch: int, n_tokens: int, prompt: int, seed: int = 0) -> tuple[float, float]:
     """(seconds to the first token, tokens/s of the decode after it, all rows together) for greedy decoding."""
     rng = np.random.default_rng(seed)
-    b = Batch(runner, tok, policy="half", slots=batch)
+    b = Batch(runner, tok, policy=None, slots=batch)  # the family's default (slide for oss, half for gpt2)
     rows = [b.new_row(rng.integers(0, runner.shape.vocab_size, prompt).tolist(),
                       SamplingParams(max_tokens=n_tokens, temperature=0.0)) for _ in range(batch)]
     t0 = time.perf_counter()
@@ -191,8 +191,8 @@ def run_policies(store, threads: int = 1, n_tokens: int = 1000, depths=(4, 12), 
                  say=lambda m: None) -> list[PolicyRow]:
     """A long generation under each context policy (speed), and each policy's validation loss (quality)."""
     from gptzoo.zoo import datasets
+    from gptzoo.zoo.context import policies_for
     from gptzoo.zoo.evaluate import policy_nll
-    from gptzoo.zoo.generate import POLICIES
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -200,9 +200,9 @@ def run_policies(store, threads: int = 1, n_tokens: int = 1000, depths=(4, 12), 
             say(f"{n_tokens}-token generations on {name}")
             onnx = OnnxModel(export_random(model, Path(tmp)), threads=threads)
             tok = any_vocabulary(model.config.vocab_size)
-            for policy in POLICIES:
+            for policy in policies_for(onnx.shape):
                 single = long_generation(onnx, tok, n_tokens, policy)
-                b8 = long_generation(onnx, tok, n_tokens // 4, policy, batch=8) if policy == "half" else None
+                b8 = long_generation(onnx, tok, n_tokens // 4, policy, batch=8) if policy != "exact" else None
                 out.append(PolicyRow(name, policy, n_tokens, single, b8, None))
     for v in store.variants():
         if not v.exported or v.card.quantization:
@@ -213,7 +213,7 @@ def run_policies(store, threads: int = 1, n_tokens: int = 1000, depths=(4, 12), 
         S, N = 8, min(1024, len(val) // 8)
         streams = np.stack([val[i * (len(val) // S) : i * (len(val) // S) + N] for i in range(S)])
         tok = any_vocabulary(v.card.vocab_size)
-        for policy in POLICIES:
+        for policy in policies_for(onnx.shape):
             speed = long_generation(onnx, tok, n_tokens, policy)
             out.append(PolicyRow(v.id, policy, n_tokens, speed, None, policy_nll(onnx, streams, policy)))
     return out

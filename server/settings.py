@@ -62,7 +62,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # onnxruntime intra-op threads per model (None: onnxruntime's default, a pool that pins its threads to every core
     # itself, past any process mask; so `gptzoo serve --cpus LIST` sets one thread per pinned CPU when this is None)
     threads: Positive | None = None
-    policy: Literal["exact", "half"] = "half"  # context policy past the window, see gptzoo.zoo.generate
+    # Context policy past the window (gptzoo.zoo.context); None: each variant's family's default, slide for oss and
+    # half for gpt2. slide on a gpt2 variant is refused: that variant does not load, and says why.
+    policy: Literal["exact", "half", "slide"] | None = None
     # What a request whose variant's queue is full gets when it does not say (its `fallback` field): "none" answers
     # 429, "shallower" hands it to the next shallower variant of the same family that has room.
     fallback: Literal["none", "shallower"] = "none"

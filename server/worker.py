@@ -39,6 +39,7 @@ from gptzoo.server.latency import TokenTime
 from gptzoo.server.model_metrics import ModelMetrics
 from gptzoo.server.refusals import RETRY_BUSY, RETRY_SHUTDOWN, Refused
 from gptzoo.server.settings import Settings
+from gptzoo.zoo import context
 from gptzoo.zoo.card import Card
 from gptzoo.zoo.errors import first_line
 from gptzoo.zoo.generate import Batch
@@ -202,6 +203,8 @@ class ModelWorker(Engine):
         # refuses a file that is missing, corrupt, replaced, or exported from another variant
         # (the card already checked that its tokenizer fits its vocabulary, and open_variant the file against it)
         model = open_variant(self.variant, self.settings.device, self.settings.threads)
+        # the context policy this variant runs under (its family's default unless set); slide on gpt2: BadValue
+        self._batch_policy = context.resolve(self.settings.policy, model.shape)
         if not self.sha256:  # a card without the file's sha256: /admin/models still tells which file serves
             self.sha256 = sha256_file(self.variant.onnx_path)
         self.model, self.tokenizer, self.provider = model, tokenizer, model.provider
@@ -216,7 +219,7 @@ class ModelWorker(Engine):
         if self.drafts is None:
             return None
         try:
-            check_policy(self.settings.policy)
+            check_policy(self._batch_policy)
             variant, why = self.drafts.drafts_for(self.variant)
             if variant is None:
                 if why:
@@ -299,8 +302,8 @@ class ModelWorker(Engine):
 
     def _new_batch(self, draft: Draft | None = None) -> Batch:
         s = self.settings
-        batch = Batch(self.model, self.tokenizer, s.policy, slots=s.max_batch_size, prefill_chunk=s.prefill_chunk,
-                      draft=draft)
+        batch = Batch(self.model, self.tokenizer, self._batch_policy, slots=s.max_batch_size,
+                      prefill_chunk=s.prefill_chunk, draft=draft)
         self.m.set_cache(batch.slots, batch.cache_bytes)
         return batch
 

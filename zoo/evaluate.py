@@ -9,8 +9,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from gptzoo.zoo import context
 from gptzoo.zoo.errors import BadValue
-from gptzoo.zoo.generate import POLICIES
 from gptzoo.zoo.model import GPT
 from gptzoo.zoo.step_contract import Call, StepRunner, logits_without_cache
 
@@ -86,14 +86,15 @@ def onnx_loss_fn(model: StepRunner):
     return fn
 
 
-def policy_nll(model: StepRunner, streams: np.ndarray, policy: str) -> float:
+def policy_nll(model: StepRunner, streams: np.ndarray, policy: str, keep: int | None = None) -> float:
     """Mean next-token loss of teacher-forced `streams` [S, N] when the context is managed as `policy` manages it
-    in generation (gptzoo.zoo.generate: exact, a sliding window of block_size; half, re-prefill half a window when it
-    fills). Measures what a context policy costs in quality, on real text."""
-    if policy not in POLICIES:
-        raise BadValue(f"unknown context policy {policy!r}")
+    in generation (gptzoo.zoo.context: exact, a sliding window of block_size; half, re-prefill half a window when it
+    fills; slide, move the window's last `keep` entries to the slot's front, positions kept). Measures what a
+    context policy costs in quality, on real text."""
+    policy = context.resolve(policy, model.shape)
     S, N = streams.shape
     B = model.shape.block_size
+    keep = context.slide_keep(B) if keep is None else keep
     cache, w0, total = model.new_cache(S), 0, 0.0
     everyone = np.ones(S, bool)
     for i in range(N - 1):
@@ -102,10 +103,16 @@ def policy_nll(model: StepRunner, streams: np.ndarray, policy: str) -> float:
                 logits = model.run(cache, Call.fill(0, streams[:, i - B + 1 : i + 1], np.zeros(S, np.int64)))
                 total += _nll(logits[:, -1], streams[:, i + 1])
                 continue
-            w0 = i - B // 2
-            model.run(cache, Call.fill(0, streams[:, w0:i], np.zeros(S, np.int64)))
+            if policy == "slide":
+                for s in range(S):
+                    model.move(cache, s, B - keep, keep)
+                w0 = i - keep
+            else:
+                w0 = i - B // 2
+                model.run(cache, Call.fill(0, streams[:, w0:i], np.zeros(S, np.int64)))
         p = i - w0
-        logits = model.run(cache, Call.decode(0, streams[:, i], np.full(S, p), everyone))
+        offsets = np.full(S, w0) if policy == "slide" else None  # slide: true positions, else window columns
+        logits = model.run(cache, Call.decode(0, streams[:, i], np.full(S, p), everyone, offsets))
         total += _nll(logits[:, -1], streams[:, i + 1])
     return total / (S * (N - 1))
 

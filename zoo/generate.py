@@ -13,11 +13,10 @@ own slot cache (the same slot index; the `Drafter` owns it), the target verifies
 row takes every token the target agrees with; how many a row drafts follows its acceptance and the batch's
 occupancy, down to none, when it decodes in the batched call like any other row.
 
-Context policies, when a row's window (block_size tokens) is full:
-- `exact`: as nanoGPT's `generate`, every further token re-runs the last block_size tokens with no cache (the
-  positions shift, so no cache stays exact). Greedy output equals nanoGPT's token for token.
-- `half`: re-prefill the last block_size/2 tokens once and decode from the cache again until the window fills.
-  Far cheaper past the window; the model sees between half and all of the window. See docs/benchmarks.md.
+Context policies, when a row's window (block_size tokens) is full (gptzoo.zoo.context): `exact` (nanoGPT's crop,
+every token recomputes the window), `half` (re-prefill half the window once; gpt2's default) and `slide` (the oss
+block's default: keep the window's last 3/4 by moving them to the front of the slot, no recompute, and decode on at
+the true positions). A prompt longer than the window is cropped to its last block_size tokens under every policy.
 """
 
 from __future__ import annotations
@@ -29,16 +28,17 @@ from operator import attrgetter
 
 import numpy as np
 
+from gptzoo.zoo import context
 from gptzoo.zoo import speculative as spec
 from gptzoo.zoo.detok import StopText
 from gptzoo.zoo.errors import BadValue
-from gptzoo.zoo.rows import Feed, Row, Slots, call_runs
+from gptzoo.zoo.rows import Feed, Row, Slots, StepStats, call_runs
 from gptzoo.zoo.sampling import SamplingParams, sample, sample_rows
 from gptzoo.zoo.step_contract import Call, StepRunner
 from gptzoo.zoo.tokenizers import Tokenizer
 
-POLICIES = ("exact", "half")
-CACHED = attrgetter("cached")  # a row's cached tokens
+POLICIES = context.POLICIES
+CACHED, OFFSET = attrgetter("cached"), attrgetter("offset")  # a row's cached tokens, its slot's first position
 
 
 @dataclass
@@ -47,22 +47,6 @@ class Result:
     tokens: list[int]
     finish_reason: str
     prompt_tokens: int
-
-
-@dataclass
-class StepStats:
-    """What the last step did, for metrics: tokens written by multi-token calls (prompts, re-prefills) and rows
-    decoded, the drafting rows' proposals and what the target kept of them, and the time each kind of call took."""
-
-    prefill_tokens: int = 0
-    prefill_seconds: float = 0.0
-    decode_rows: int = 0  # rows in the batched one-token call
-    decode_seconds: float = 0.0
-    verify_rows: int = 0  # rows that drafted: each verified in a call of its own
-    verify_seconds: float = 0.0
-    drafted: int = 0  # tokens the draft proposed
-    accepted: int = 0  # of which the target kept
-    draft_seconds: float = 0.0  # the draft model's calls
 
 
 class Plan:
@@ -93,16 +77,20 @@ class Batch:
     """Rows decoding together over one slot cache of `slots` rows (fixed: rows take and free slots, the cache is
     never copied or resized). `prefill_chunk`: prompt tokens fed per step at most (None: no limit), so a long prompt
     does not stall the rows already decoding. `draft`: a draft model (with its own slot cache, the same slots) that
-    rows use to decode speculatively (gptzoo.zoo.speculative); the `half` policy only."""
+    rows use to decode speculatively (gptzoo.zoo.speculative); not under `exact`. `policy`: None for the model's
+    family's default (gptzoo.zoo.context); `keep`: what `slide` keeps of a full window (default 3/4 of it)."""
 
-    def __init__(self, model: StepRunner, tokenizer: Tokenizer, policy: str = "half", slots: int = 8,
-                 prefill_chunk: int | None = None, draft: spec.Draft | None = None):
-        if policy not in POLICIES:
-            raise BadValue(f"unknown context policy {policy!r}; choose one of: {', '.join(POLICIES)}")
+    def __init__(self, model: StepRunner, tokenizer: Tokenizer, policy: str | None = None, slots: int = 8,
+                 prefill_chunk: int | None = None, draft: spec.Draft | None = None, keep: int | None = None):
+        policy = context.resolve(policy, model.shape)
         if slots < 1 or (prefill_chunk is not None and prefill_chunk < 1):
             raise BadValue("a batch needs at least one slot and a prefill chunk of at least one token")
         self.model, self.tok, self.policy = model, tokenizer, policy
         self.block = model.shape.block_size
+        self.keep = context.slide_keep(self.block) if keep is None else keep
+        if not 0 <= self.keep < self.block:
+            raise BadValue(f"slide keeps 0 to {self.block - 1} entries of a window of {self.block}, not {keep}")
+        self.slid = policy == "slide"
         self.slots, self.prefill_chunk = slots, prefill_chunk
         self.seats = Slots(slots)
         self.cache = model.new_cache(slots)
@@ -110,6 +98,7 @@ class Batch:
         self.drafter = spec.Drafter(draft, model, policy, self.seats) if draft is not None else None
         self.rows: list[Row] = []
         self.calls = 0  # session calls of the target, for tests and profiling
+        self.slides = 0  # windows slid (moves of a slot's entries), for tests
         self.stats = StepStats()
         self.drafted = self.accepted = 0  # tokens the draft proposed and the target kept: the steps' sums
 
@@ -220,7 +209,7 @@ class Batch:
                 r = rd.feed.row
                 self.calls += 1
                 rd.logits = self.model.extend(self.cache, r.slot, rd.feed.tokens + rd.proposals, r.cached,
-                                              len(rd.proposals) + 1)
+                                              len(rd.proposals) + 1, r.offset)
             st.verify_rows, st.verify_seconds = len(plan.rounds), time.perf_counter() - t0
 
     def _accept(self, plan: Plan) -> None:
@@ -251,9 +240,17 @@ class Batch:
             r.take(token)
 
     def _next_feed(self, r: Row) -> None:
-        """What a row that just sampled feeds next: that token, or, with its window full, a recomputed window."""
+        """What a row that just sampled feeds next: that token (after sliding a full window), or a recomputed
+        window."""
         if r.cached < self.block:
             r.pending = [r.generated[-1]]
+        elif self.slid:  # the last `keep` entries to the slot's front, positions unchanged: no call at all
+            gone = r.cached - self.keep
+            self.model.move(self.cache, r.slot, gone, self.keep)
+            r.cached, r.offset, r.start, r.pending = self.keep, r.offset + gone, r.start + gone, [r.generated[-1]]
+            self.slides += 1
+            if self.drafter is not None:
+                self.drafter.window_moved(r)
         elif self.policy == "half":  # re-prefill half a window and the new token, then decode from the cache again
             r.cached, r.pending = 0, r.context[-(self.block // 2 + 1) :]
             r.start = len(r.prompt) + len(r.generated) - len(r.pending)
@@ -268,19 +265,20 @@ class Batch:
         self.calls += 1
         if len(feeds) == 1:  # one stream: no arrays to build
             r = feeds[0].row
-            logits = self.model.decode(self.cache, r.slot, feeds[0].tokens, (r.cached,))
+            logits = self.model.decode(self.cache, r.slot, feeds[0].tokens, (r.cached,), (r.offset,))
             if self._advance(feeds, plan):
                 plan.logits.append(logits.copy())  # the decode's output is reused
             return
         logits = self.seats.one_token(self.model, self.cache, [f.row for f in feeds], [f.tokens[0] for f in feeds],
-                                      CACHED)
+                                      CACHED, OFFSET if self.slid else None)
         if done := self._advance(feeds, plan):
             plan.logits.append(logits[done])
 
     def _fill(self, feeds: list[Feed], plan: Plan) -> None:
         """One call for rows in neighbouring slots that feed equally many tokens from the start of their slots, or
         for one row."""
-        call = Call.fill(feeds[0].row.slot, [f.tokens for f in feeds], [f.row.cached for f in feeds])
+        call = Call.fill(feeds[0].row.slot, [f.tokens for f in feeds], [f.row.cached for f in feeds],
+                         offsets=[f.row.offset for f in feeds] if self.slid else None)
         logits = self._run(call)
         if done := self._advance(feeds, plan):
             plan.logits.append(logits[done, 0])
@@ -309,10 +307,11 @@ def generate(
     tokenizer: Tokenizer,
     prompts: list[str],
     params: SamplingParams | list[SamplingParams],
-    policy: str = "half",
+    policy: str | None = None,
     on_text: Callable[[int, str], None] | None = None,
 ) -> list[Result]:
-    """Generate a completion for each prompt, all rows in one batch; `on_text(row, delta)` streams text."""
+    """Generate a completion for each prompt, all rows in one batch; `on_text(row, delta)` streams text. `policy`:
+    None for the model's family's default (slide for oss, half for gpt2)."""
     params_list = params if isinstance(params, list) else [params] * len(prompts)
     batch = Batch(model, tokenizer, policy, slots=max(len(prompts), 1))
     rows = []
@@ -337,11 +336,11 @@ class SpecStats:
 
 
 def generate_drafted(target: StepRunner, draft: StepRunner | spec.Draft, tokenizer: Tokenizer, prompt: str,
-                     params: SamplingParams, k: int = 4,
-                     on_text: Callable[[str], None] | None = None) -> tuple[Result, SpecStats]:
+                     params: SamplingParams, k: int = 4, on_text: Callable[[str], None] | None = None,
+                     policy: str | None = None) -> tuple[Result, SpecStats]:
     """One completion of `prompt` by `target`, drafted by `draft` (a model: drafting up to `k` tokens a round; or a
-    Draft saying how), in a one-row Batch."""
-    batch = Batch(target, tokenizer, "half", slots=1,
+    Draft saying how), in a one-row Batch under `policy` (None: the target's family's default)."""
+    batch = Batch(target, tokenizer, policy, slots=1,
                   draft=draft if isinstance(draft, spec.Draft) else spec.Draft(draft, k))
     row = batch.new_row(tokenizer.encode(prompt), params, on_text=on_text)
     batch.add([row])

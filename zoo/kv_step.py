@@ -72,11 +72,21 @@ class TorchModel:
             c[rows] = written
         return out[0].numpy()
 
-    def decode(self, cache: list[torch.Tensor], first: int, tokens: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    def decode(self, cache: list[torch.Tensor], first: int, tokens: np.ndarray, starts: np.ndarray,
+               offsets: np.ndarray | None = None) -> np.ndarray:
         # a full slot (an idle row's length may be block_size) feeds from position 0: its length is past the table
         starts = np.asarray(starts, np.int64)
-        return self.run(cache, Call.decode(first, np.asarray(tokens), starts, starts < self.shape.block_size))[:, 0]
+        live = starts < self.shape.block_size
+        offsets = None if offsets is None else np.asarray(offsets, np.int64)
+        return self.run(cache, Call.decode(first, np.asarray(tokens), starts, live, offsets))[:, 0]
 
-    def extend(self, cache: list[torch.Tensor], slot: int, tokens: list[int], start: int, wanted: int) -> np.ndarray:
+    def extend(self, cache: list[torch.Tensor], slot: int, tokens: list[int], start: int, wanted: int,
+               offset: int = 0) -> np.ndarray:
         return self.run(cache, Call.fill(slot, [tokens], [start], wanted=list(range(len(tokens) - wanted,
-                                                                                     len(tokens)))))[0]
+                                                                                     len(tokens))),
+                                         offsets=[offset]))[0]
+
+    def move(self, cache: list[torch.Tensor], slot: int, src: int, n: int) -> None:
+        """Columns src .. src + n - 1 of `slot` to columns 0 .. n - 1 in every layer (the `slide` policy)."""
+        for c in cache:
+            c[slot, :, :n] = c[slot, :, src : src + n].clone()  # the ranges may overlap

@@ -1,6 +1,6 @@
 """A row of a `Batch` (gptzoo.zoo.generate): one sequence on one slot of the slot cache; a `Feed`, what one step
-writes to a row's slot; and `Slots`, which row holds each slot, shared by the target's cache and the draft's (the
-same slot indices in both)."""
+writes to a row's slot; `Slots`, which row holds each slot, shared by the target's cache and the draft's (the
+same slot indices in both); and `StepStats`, what a step did."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ class Row:
     on_text: Callable[[str], None] | None = None
     tag: object = None  # the caller's handle (e.g. a server request)
     may_draft: bool = False  # drafts when it pays (False: the batch has no draft, or the request opted out)
-    start: int = 0  # the context index at position 0 of its slot (its window's first token)
+    start: int = 0  # the context index at column 0 of its slot (its window's first token)
+    offset: int = 0  # the position of column 0 of its slot: 0, or what the `slide` policy moved out of it
     drafted: int = 0  # tokens the draft proposed for this row
     accepted: int = 0  # of which the target kept
 
@@ -89,18 +90,22 @@ class Slots:
         self.owner[row.slot], row.slot = None, -1
 
     def one_token(self, model: StepRunner, cache, rows: list[Row], tokens: list[int],
-                  length: Callable[[Row], int]) -> np.ndarray:
-        """Logits [len(rows), V] (a copy) of one call over `cache` feeding tokens[i] to rows[i] at position
-        length(rows[i]) of its slot, over the slots from the lowest to the highest of `rows`: slots in between, free
-        or busy elsewhere, feed a token that lands past what they hold (gptzoo.zoo.step_contract). Callers decoding
-        one row call `model.decode` directly: a single stream pays for every list built."""
+                  length: Callable[[Row], int], offset: Callable[[Row], int] | None = None) -> np.ndarray:
+        """Logits [len(rows), V] (a copy) of one call over `cache` feeding tokens[i] to rows[i] at column
+        length(rows[i]) of its slot (position that + offset(rows[i]); offset None: 0), over the slots from the lowest
+        to the highest of `rows`: slots in between, free or busy elsewhere, feed a token that lands past what they
+        hold (gptzoo.zoo.step_contract). Callers decoding one row call `model.decode` directly: a single stream pays
+        for every list built."""
         lo = min(r.slot for r in rows)
         B = max(r.slot for r in rows) - lo + 1
         at = np.array([r.slot - lo for r in rows], np.int64)
         ids = np.zeros(B, np.int64)
         ids[at] = tokens
-        starts = np.array([length(r) if r else 0 for r in self.owner[lo : lo + B]], np.int64)
-        return model.decode(cache, lo, ids, starts)[at]
+        owners = self.owner[lo : lo + B]
+        starts = np.array([length(r) if r else 0 for r in owners], np.int64)
+        if offset is None:
+            return model.decode(cache, lo, ids, starts)[at]
+        return model.decode(cache, lo, ids, starts, np.array([offset(r) if r else 0 for r in owners], np.int64))[at]
 
 
 def call_runs(feeds: list[Feed]) -> list[list[Feed]]:
@@ -115,3 +120,19 @@ def call_runs(feeds: list[Feed]) -> list[list[Feed]]:
         else:
             runs.append([f])
     return runs
+
+
+@dataclass
+class StepStats:
+    """What the last step did, for metrics: tokens written by multi-token calls (prompts, re-prefills) and rows
+    decoded, the drafting rows' proposals and what the target kept of them, and the time each kind of call took."""
+
+    prefill_tokens: int = 0
+    prefill_seconds: float = 0.0
+    decode_rows: int = 0  # rows in the batched one-token call
+    decode_seconds: float = 0.0
+    verify_rows: int = 0  # rows that drafted: each verified in a call of its own
+    verify_seconds: float = 0.0
+    drafted: int = 0  # tokens the draft proposed
+    accepted: int = 0  # of which the target kept
+    draft_seconds: float = 0.0  # the draft model's calls

@@ -114,21 +114,35 @@ class OnnxModel:
             io.bind_output(present, self.device, 0, np.float32, shape, at)
         return io
 
-    def decode(self, cache: SlotCache, first: int, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
+    def decode(self, cache: SlotCache, first: int, tokens: Sequence[int], starts: Sequence[int],
+               offsets: Sequence[int] | None = None) -> np.ndarray:
         """Logits [B, V] of one new token per slot first .. first + B - 1, as `run` with `Call.decode` (rows with
         nothing to feed feed token 0 at their own length), without building or binding anything: the inputs and the
         logits of these slots are bound once, to arrays rewritten in place. The logits are a view of that output,
         valid until the next `decode` of the same slots."""
-        return self._bound(cache, first, len(tokens), 1, 1).decode(tokens, starts)
+        return self._bound(cache, first, len(tokens), 1, 1).decode(tokens, starts, offsets)
 
-    def extend(self, cache: SlotCache, slot: int, tokens: list[int], start: int, wanted: int) -> np.ndarray:
-        """Logits [wanted, V] of the last `wanted` of `tokens`, fed to one slot from position `start`: `run` with
-        `Call.fill` for the short feeds of speculative decoding (a verification, a draft catching up), bound once per
-        length as `decode` is; longer feeds go through `run`. A view, valid until the next such call."""
+    def extend(self, cache: SlotCache, slot: int, tokens: list[int], start: int, wanted: int,
+               offset: int = 0) -> np.ndarray:
+        """Logits [wanted, V] of the last `wanted` of `tokens`, fed to one slot from column `start` (position
+        `start + offset`): `run` with `Call.fill` for the short feeds of speculative decoding (a verification, a draft
+        catching up), bound once per length as `decode` is; longer feeds go through `run`. A view, valid until the
+        next such call."""
         if len(tokens) > SHORT:  # a window re-prefilled or a prompt's end: rare, and many lengths
-            call = contract.Call.fill(slot, [tokens], [start], wanted=list(range(len(tokens) - wanted, len(tokens))))
+            call = contract.Call.fill(slot, [tokens], [start], wanted=list(range(len(tokens) - wanted, len(tokens))),
+                                      offsets=[offset])
             return self.run(cache, call)[0]
-        return self._bound(cache, slot, 1, len(tokens), wanted).extend(tokens, start)
+        return self._bound(cache, slot, 1, len(tokens), wanted).extend(tokens, start, offset)
+
+    def move(self, cache: SlotCache, slot: int, src: int, n: int) -> None:
+        """Columns src .. src + n - 1 of `slot` to columns 0 .. n - 1 in every layer's keys and values (the `slide`
+        policy). On the CPU a memmove in the numpy buffers the session reads in place (numpy copies overlapping
+        ranges as if through a temporary); on a GPU each tensor goes to the host and back (correct, not fast)."""
+        for i, value in enumerate(cache.values):
+            a = cache.arrays[i] if cache.arrays else value.numpy()
+            a[slot, :, :n] = a[slot, :, src : src + n]
+            if not cache.arrays:
+                value.update_inplace(a)
 
     def _bound(self, cache: SlotCache, first: int, rows: int, new: int, wanted: int) -> _Bound:
         key = (self, first, rows, new, wanted)
@@ -196,23 +210,25 @@ class _Bound:
         self.logits = np.zeros((rows, wanted, model.shape.vocab_size), np.float32)
         io.bind_output(contract.LOGITS, "cpu", 0, np.float32, self.logits.shape, self.logits.ctypes.data)
 
-    def decode(self, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
+    def decode(self, tokens: Sequence[int], starts: Sequence[int], offsets: Sequence[int] | None) -> np.ndarray:
         if len(tokens) == 1:  # one stream: scalar writes, cheaper than numpy operations
-            self.ids[0, 0], self.positions[0, 0] = tokens[0], starts[0]
+            self.ids[0, 0], self.positions[0, 0] = tokens[0], starts[0] + (offsets[0] if offsets else 0)
             self.seqlens[0], self.total[...] = starts[0], starts[0] + 1
         else:
             starts = np.asarray(starts)
             self.ids[:, 0] = tokens
             # a full slot's idle row feeds at its length, block_size: past the position table, so clamped
             np.minimum(starts, self.last, out=self.positions[:, 0])
+            if offsets is not None:  # relative positions (oss): no table, so the offset may take them past it
+                self.positions[:, 0] += offsets
             self.seqlens[:] = starts
             self.total[...] = starts.max() + 1
         self.session.run_with_iobinding(self.io)
         return self.logits[:, 0]
 
-    def extend(self, tokens: list[int], start: int) -> np.ndarray:
+    def extend(self, tokens: list[int], start: int, offset: int = 0) -> np.ndarray:
         self.ids[0] = tokens
-        np.add(self.steps, start, out=self.positions[0])
+        np.add(self.steps, start + offset, out=self.positions[0])
         self.seqlens[0], self.total[...] = start + len(tokens) - 1, start + len(tokens)
         self.session.run_with_iobinding(self.io)
         return self.logits[0]
@@ -232,7 +248,8 @@ def _graph_shape(session, meta: dict, path: Path) -> GraphShape:
         block_size, vocab_size = (int(meta[k]) for k in contract.RUNTIME_METADATA_KEYS)
         # query heads from the metadata (more than the slot's with grouped-query attention, the oss block)
         return GraphShape(n_layer=n_layer, n_head=int(meta.get("n_head", past[1])), head_dim=int(past[3]),
-                          block_size=block_size, vocab_size=vocab_size, kv_heads=int(past[1]))
+                          block_size=block_size, vocab_size=vocab_size, kv_heads=int(past[1]),
+                          arch=meta.get("arch", "gpt2"))  # graphs exported before the oss block are gpt2
     except (KeyError, ValueError, TypeError) as e:
         raise OnnxLoadError(f"{path} lacks gptzoo metadata ({e})") from e
 

@@ -12,8 +12,8 @@ kept with probability min(1, p(x)/q(x)) and a rejected one is replaced by a draw
 where p and q are the target's and the draft's distributions after temperature, top-k and top-p: the output then
 follows the target's sampling distribution exactly, however many tokens were proposed. Rolling back a rejected tail
 costs nothing: a slot's length is just a number (gptzoo.zoo.step_contract), and what lies beyond it is overwritten
-before it is read. Both models see the target's windows (the `half` context policy), so greedy output is the
-target's output without a draft.
+before it is read. Both models see the target's windows (the `half` or `slide` context policy: the draft's slot
+starts again where the target's window moved past it), so greedy output is the target's output without a draft.
 
 How many tokens a row drafts (`Draft.adaptive`):
 - a round stops after a proposal the draft itself gives less than `confidence` probability, or at k: the draft knows
@@ -77,10 +77,11 @@ class Draft:
         return (self.round_cost if self.round_cost is not None else 2 / units), step + self.token_cost
 
 
-def check_policy(policy: str) -> None:
-    """Drafting needs the `half` context policy: `exact` recomputes every window, with no cache to verify on."""
-    if policy != "half":
-        raise BadValue("speculative decoding needs the half context policy")
+def check_policy(policy: str | None) -> None:
+    """Drafting needs a cached context policy (`half`, `slide`, or None: the family's default, one of them): `exact`
+    recomputes every window, with no cache to verify on."""
+    if policy == "exact":
+        raise BadValue("speculative decoding needs a cached context policy (half or slide), not exact")
 
 
 def check_pair(target: StepRunner, draft: StepRunner) -> None:
@@ -252,7 +253,7 @@ class Drafter:
         self.slots[row.slot] = DraftSlot(Pace(self.draft.prior) if row.may_draft else None)
 
     def window_moved(self, row: Row) -> None:
-        """The row's window was re-prefilled from context index row.start on."""
+        """The row's window now starts at context index row.start (re-prefilled, or slid)."""
         s = self.slots[row.slot]
         if s.start < row.start:  # the draft's positions would run past the new window's
             s.start, s.cached = row.start, 0

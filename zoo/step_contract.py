@@ -13,7 +13,8 @@ idle rows of a decode call write.
 
 Inputs (call rows B, new tokens T, logits wanted K, slot length L, all dynamic):
     input_ids      int64 [B, T]
-    position_ids   int64 [B, T]          positions in the window (the learned position embedding)
+    position_ids   int64 [B, T]          positions of the tokens: the learned position embedding's (gpt2: the slot
+                                         column, < block_size), or RoPE's (oss: any, independent of the column)
     seqlens_k      int32 [B]             each row's length after this call, minus one: its tokens go to positions
                                          seqlens_k + 1 - T .. seqlens_k of its slot
     total_length   int32 []              the longest row's length after this call
@@ -98,12 +99,19 @@ class GraphShape:
     block_size: int  # longest window: positions run from 0 to block_size - 1
     vocab_size: int
     kv_heads: int = 0  # heads of a slot: fewer than n_head with grouped-query attention (the oss block); 0 = n_head
+    arch: str = "gpt2"  # the block family (gptzoo.zoo.arch): oss positions are relative, gpt2's a learned table
 
     @classmethod
     def of(cls, config) -> GraphShape:
         """The shape of the graph exported from a model with this config (a GPTConfig or an OSSConfig)."""
         return cls(config.n_layer, config.n_head, config.head_dim, config.block_size, config.vocab_size,
-                   getattr(config, "kv_heads", config.n_head))
+                   getattr(config, "kv_heads", config.n_head), getattr(config, "arch", "gpt2"))
+
+    @property
+    def relative(self) -> bool:
+        """Positions enter only as differences (RoPE) and the cache holds keys already rotated: a slot's entries may
+        move to other columns and keep their positions (the `slide` context policy, gptzoo.zoo.generate)."""
+        return self.arch == "oss"
 
     @property
     def cache_length(self) -> int:
@@ -137,9 +145,10 @@ class Call:
 
     @classmethod
     def fill(cls, first: int, tokens: list[list[int]] | np.ndarray, starts: list[int] | np.ndarray,
-             wanted: list[int] | None = None) -> Call:
-        """Row b feeds tokens[b] (every row as many) written from position starts[b] of slot first + b. `wanted`:
-        which of the tokens to return logits for (default: the last)."""
+             wanted: list[int] | None = None, offsets: list[int] | np.ndarray | None = None) -> Call:
+        """Row b feeds tokens[b] (every row as many) written from column starts[b] of slot first + b. `wanted`:
+        which of the tokens to return logits for (default: the last). `offsets`: each row's position of column 0
+        (default 0: positions are columns; only a relative-position graph takes others)."""
         ids = np.asarray(tokens, np.int64)
         if ids.ndim != 2:
             raise ValueError("every row of a call feeds the same number of tokens")
@@ -148,18 +157,23 @@ class Call:
         if T > 1 and B > 1 and st.any():
             raise ValueError("a call that feeds rows holding tokens already more than one token each has one row")
         want = np.tile(np.asarray([T - 1] if wanted is None else wanted, np.int64), (B, 1))
-        return cls(first, ids, st[:, None] + np.arange(T)[None, :], (st + T - 1).astype(np.int32),
+        pos = st[:, None] + np.arange(T)[None, :]
+        if offsets is not None:
+            pos += np.asarray(offsets, np.int64)[:, None]
+        return cls(first, ids, pos, (st + T - 1).astype(np.int32),
                    np.array(int(st.max()) + T, np.int32), want)
 
     @classmethod
-    def decode(cls, first: int, tokens: np.ndarray, starts: np.ndarray, live: np.ndarray) -> Call:
-        """One new token per row (the common step, built without a Python loop): row b feeds tokens[b] at position
-        starts[b]. Rows not `live` (free slots, rows busy elsewhere) feed a token too, which lands at their own
-        starts[b] (no further than the last column), beyond what they hold: what they write is overwritten before it
-        is ever read."""
+    def decode(cls, first: int, tokens: np.ndarray, starts: np.ndarray, live: np.ndarray,
+               offsets: np.ndarray | None = None) -> Call:
+        """One new token per row (the common step, built without a Python loop): row b feeds tokens[b] at column
+        starts[b], position starts[b] + offsets[b] (offsets default to 0). Rows not `live` (free slots, rows busy
+        elsewhere) feed a token too, which lands at their own starts[b] (no further than the last column), beyond
+        what they hold: what they write is overwritten before it is ever read."""
         B = len(tokens)
         ids = np.where(live, tokens, 0).astype(np.int64)[:, None]
-        pos = np.where(live, starts, 0).astype(np.int64)[:, None]
+        at = starts if offsets is None else np.asarray(starts, np.int64) + offsets
+        pos = np.where(live, at, 0).astype(np.int64)[:, None]
         return cls(first, ids, pos, np.asarray(starts, np.int32), np.array(int(starts.max()) + 1, np.int32),
                    np.zeros((B, 1), np.int64))
 
@@ -185,16 +199,23 @@ class StepRunner(Protocol):
         """Logits [B, K, V] for `call`, whose keys/values are written into its slots of `cache` in place."""
         ...
 
-    def decode(self, cache: object, first: int, tokens: Sequence[int], starts: Sequence[int]) -> np.ndarray:
-        """Logits [B, V] of `run(cache, Call.decode(first, tokens, starts, live))` where the rows not live feed
-        token 0: the step of every token, which a backend may run faster than `run`. The array may be reused by the
-        next call."""
+    def decode(self, cache: object, first: int, tokens: Sequence[int], starts: Sequence[int],
+               offsets: Sequence[int] | None = None) -> np.ndarray:
+        """Logits [B, V] of `run(cache, Call.decode(first, tokens, starts, live, offsets))` where the rows not live
+        feed token 0: the step of every token, which a backend may run faster than `run`. The array may be reused by
+        the next call."""
         ...
 
-    def extend(self, cache: object, slot: int, tokens: list[int], start: int, wanted: int) -> np.ndarray:
-        """Logits [wanted, V] of the last `wanted` of `tokens` fed to one slot from position `start`:
-        `run(cache, Call.fill(slot, [tokens], [start], wanted=…))[0]`, the verification of speculative decoding,
-        which a backend may run faster. The array may be reused by the next call."""
+    def extend(self, cache: object, slot: int, tokens: list[int], start: int, wanted: int,
+               offset: int = 0) -> np.ndarray:
+        """Logits [wanted, V] of the last `wanted` of `tokens` fed to one slot from column `start`:
+        `run(cache, Call.fill(slot, [tokens], [start], wanted=…, offsets=[offset]))[0]`, the verification of
+        speculative decoding, which a backend may run faster. The array may be reused by the next call."""
+        ...
+
+    def move(self, cache: object, slot: int, src: int, n: int) -> None:
+        """Columns src .. src + n - 1 of one slot to columns 0 .. n - 1, in every layer's keys and values, in place:
+        no recompute (the `slide` context policy; meaningful for relative positions only)."""
         ...
 
 

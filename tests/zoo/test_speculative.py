@@ -147,7 +147,7 @@ def test_a_draft_with_another_vocabulary_or_a_shorter_window_or_no_cache_is_refu
     short = TorchModel(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=8, vocab_size=s.vocab_size)))
     with pytest.raises(BadValue, match="window"):
         Batch(target, tok, draft=Draft(short))
-    with pytest.raises(BadValue, match="half context policy"):
+    with pytest.raises(BadValue, match="cached context policy"):
         Batch(target, tok, policy="exact", draft=Draft(target))
 
 
