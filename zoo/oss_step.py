@@ -1,10 +1,15 @@
 """The oss block's cached step: the same slot-cache contract as the gpt2 block (gptzoo.zoo.step_contract), run by the
 trained modules of gptzoo.zoo.oss.
 
-Each layer's slot holds kv_heads (not n_head) heads of keys, already rotated: RoPE is applied to the new tokens'
-queries and keys in plain ops from `position_ids` before attention, so a cached key never needs turning again.
-Attention is `oss_cached_attention`, the meaning of onnxruntime's GroupQueryAttention (com.microsoft) with
-kv_num_heads, local_window_size and head_sink, which the export maps it to (gptzoo.exports.attention_op).
+Each layer's slot holds kv_heads (not n_head) heads of keys, already rotated, so a cached key never needs turning
+again. Attention is `oss_cached_attention`, the meaning of onnxruntime's GroupQueryAttention (com.microsoft) with
+kv_num_heads, local_window_size and head_sink, which the export maps it to (gptzoo.exports.attention_op). When the
+head width is a multiple of 16 (what the op's CPU rotary needs), RoPE goes inside it too (`oss_rotary_attention`,
+do_rotary): the step computes the cos/sin of the call's positions once (`rotary_tables`) and every layer's op
+rotates its new queries and keys from them. Otherwise RoPE runs in plain ops before the attention.
+
+The norms are written out as x / sqrt(mean(x²) + eps) * w (`rms_norm`): nn.RMSNorm's value, in the form
+onnxruntime's graph optimizer fuses into one (Skip)SimplifiedLayerNormalization.
 
 The MLP of a mixture of experts runs densely here (every expert on every token, weighted by the router's top-k
 softmax, zero elsewhere): the same function as gptzoo.zoo.oss.MoE, with no data-dependent shapes, so it exports
@@ -58,11 +63,79 @@ def _(q, k, v, past_key, past_value, seqlens_k, total_length, sinks, n_head, kv_
     return torch.empty_like(q), torch.empty_like(past_key), torch.empty_like(past_value)
 
 
+@torch.library.custom_op("gptzoo::oss_rotary_attention", mutates_args=())
+def oss_rotary_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    past_key: torch.Tensor,
+    past_value: torch.Tensor,
+    seqlens_k: torch.Tensor,
+    total_length: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    rows: torch.Tensor,
+    sinks: torch.Tensor,
+    n_head: int,
+    kv_heads: int,
+    scale: float,
+    window: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """oss_cached_attention of q and k not yet rotated: token t of row b is first turned by the angles of row
+    rows[b, t] of the tables cos and sin [N, hd/2] (GroupQueryAttention's do_rotary with position_ids = rows, the
+    halves of a head rotated as gptzoo.zoo.oss.rope)."""
+    B, T, _ = q.shape
+    c, s = cos[rows].unsqueeze(2), sin[rows].unsqueeze(2)  # [B, T, 1, hd/2]
+
+    def turn(x: torch.Tensor, heads: int) -> torch.Tensor:
+        a, b = x.view(B, T, heads, -1).chunk(2, dim=-1)
+        return torch.cat((a * c - b * s, a * s + b * c), dim=-1).reshape(B, T, -1)
+
+    return oss_cached_attention(turn(q, n_head), turn(k, kv_heads), v, past_key, past_value, seqlens_k,
+                                total_length, sinks, n_head, kv_heads, scale, window)
+
+
+@oss_rotary_attention.register_fake
+def _(q, k, v, past_key, past_value, seqlens_k, total_length, cos, sin, rows, sinks, n_head, kv_heads, scale,
+      window):
+    return torch.empty_like(q), torch.empty_like(past_key), torch.empty_like(past_value)
+
+
+ROTARY_IN_OP = 16  # onnxruntime 1.32's CPU GroupQueryAttention rotates only heads whose width is a multiple of 16
+
+
+def rotary_tables(positions: torch.Tensor, hd: int, theta: float, length: int
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """cos and sin [B*T + length, hd/2] of a call's positions [B, T] (row b*T + t: positions[b, t], then `length`
+    zero rows) and rows [B, T], the row of each token: what every layer's oss_rotary_attention reads. The zero rows
+    are there because GroupQueryAttention wants at least total_sequence_length rows, which the slot length bounds.
+    The angles are computed as gptzoo.zoo.oss.rope computes them."""
+    B, T = positions.shape
+    inv = theta ** (-torch.arange(0, hd, 2, dtype=torch.float32, device=positions.device) / hd)
+    ang = positions.reshape(-1, 1).to(torch.float32) * inv  # [B*T, hd/2]
+    pad = ang.new_zeros(length, hd // 2)
+    rows = torch.arange(B * T, device=positions.device).view(B, T)
+    return torch.cat((ang.cos(), pad)), torch.cat((ang.sin(), pad)), rows
+
+
+def rms_norm(norm: torch.nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
+    """norm(x), written as the pattern onnxruntime fuses into SimplifiedLayerNormalization (and, with the residual
+    add before it, SkipSimplifiedLayerNormalization); nn.RMSNorm exports its rsqrt as Sqrt, Reciprocal and Mul,
+    which the optimizer leaves as seven ops."""
+    eps = torch.finfo(x.dtype).eps if norm.eps is None else norm.eps  # nn.RMSNorm's default
+    return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * norm.weight
+
+
 def _attention(attn: OSSAttention, x: torch.Tensor, positions: torch.Tensor, cache: KVCache,
-               lengths: Lengths) -> tuple[torch.Tensor, KVCache]:
+               lengths: Lengths, tables) -> tuple[torch.Tensor, KVCache]:
     B, T, C = x.shape
     kv = attn.kv_heads * attn.hd
     q, k, v = attn.qkv(x).split([C, kv, kv], dim=2)
+    if tables is not None:
+        y, keys, values = torch.ops.gptzoo.oss_rotary_attention(
+            q, k, v, cache[0], cache[1], *lengths, *tables, attn.sinks, attn.n_head, attn.kv_heads, attn.scale,
+            attn.window or 0)
+        return attn.o_proj(y), (keys, values)
     # RoPE on [B, heads, T, hd], then heads side by side again, as GroupQueryAttention takes them
     q = rope(q.view(B, T, attn.n_head, attn.hd).transpose(1, 2), positions, attn.theta).transpose(1, 2).reshape(B, T, C)
     k = rope(k.view(B, T, attn.kv_heads, attn.hd).transpose(1, 2), positions, attn.theta).transpose(1, 2).reshape(
@@ -84,10 +157,10 @@ def dense_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     return (weights.unsqueeze(-1) * out).sum(1).view(x.shape)
 
 
-def _block(block: OSSBlock, x, positions, cache, lengths) -> tuple[torch.Tensor, KVCache]:
-    a, present = _attention(block.attn, block.norm_1(x), positions, cache, lengths)
+def _block(block: OSSBlock, x, positions, cache, lengths, tables) -> tuple[torch.Tensor, KVCache]:
+    a, present = _attention(block.attn, rms_norm(block.norm_1, x), positions, cache, lengths, tables)
     x = x + a
-    h = block.norm_2(x)
+    h = rms_norm(block.norm_2, x)
     return x + (dense_moe(block.mlp, h) if isinstance(block.mlp, MoE) else block.mlp(h)), present
 
 
@@ -96,8 +169,12 @@ def cached_hidden_states(model: OSS, idx: torch.Tensor, positions: torch.Tensor,
     """GPT.hidden_states' cached step for the oss block: final-normed hidden states [B, T, n_embd] of idx at
     positions [B, T], and every layer's slot cache with the new (rotated) keys and values written in."""
     x = model.wte(idx)
+    c = model.config
+    tables = None
+    if c.head_dim % ROTARY_IN_OP == 0:  # once per call, shared by every layer
+        tables = rotary_tables(positions, c.head_dim, c.rope_theta, cache[0][0].shape[2])
     presents = []
     for block, layer_cache in zip(model.h, cache, strict=True):
-        x, present = _block(block, x, positions, layer_cache, lengths)
+        x, present = _block(block, x, positions, layer_cache, lengths, tables)
         presents.append(present)
-    return model.norm_f(x), presents
+    return rms_norm(model.norm_f, x), presents
