@@ -62,6 +62,8 @@ def main() -> None:
     p.add_argument("--start", type=int, default=64, help="prefilled tokens per row; decoding runs from here")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--batches", default="1,32")
+    p.add_argument("--onnx", action="append", default=[], metavar="NAME=PATH",
+                   help="also time this exported graph (e.g. one exported by an older checkout) in the same rounds")
     p.add_argument("--moe-op", action="store_true", help="compare the MoE model's dense graph with the MoE op's "
                    "instead of gpt2 with oss")
     a = p.parse_args()
@@ -70,6 +72,9 @@ def main() -> None:
         engines = {"oss-dense": build("oss", a), "oss-moe-op": build("oss", a, moe_op=True)}
     else:
         engines = {"gpt2": build("gpt2", a), "oss": build("oss", a)}
+    for spec in a.onnx:
+        name, path = spec.split("=", 1)
+        engines[name] = OnnxModel(path, device="cpu", threads=1)
     per_round: dict[tuple[str, int], list[float]] = {(n, b): [] for n in engines for b in batches}
     for _ in range(a.rounds):
         for b in batches:
@@ -82,8 +87,10 @@ def main() -> None:
     for name in engines:
         print(name, "; ".join(f"batch {b}: {med[name, b]:.3f} ms/step ({b / med[name, b] * 1000:.0f} tok/s, rounds "
                               f"{'/'.join(f'{t:.2f}' for t in per_round[name, b])})" for b in batches))
-    base, other = engines
-    print(f"{other}/{base} tokens/s:", ", ".join(f"batch {b}: {med[base, b] / med[other, b]:.2f}" for b in batches))
+    base, *others = engines
+    for other in others:
+        print(f"{other}/{base} tokens/s:", ", ".join(f"batch {b}: {med[base, b] / med[other, b]:.2f}"
+                                                    for b in batches))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from gptzoo.zoo import step_contract as contract
 from gptzoo.zoo.card import OnnxFacts
 from gptzoo.zoo.kv_step import CachedStep
 from gptzoo.zoo.model import GPT
+from gptzoo.zoo.oss_step import moe_as_op
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.store import ONNX, Store, Variant
 
@@ -61,10 +62,11 @@ def dynamic_shapes(n_layer: int) -> dict:
     return {**fixed, "past": tuple(dynamic(name) for name in contract.past_names(n_layer))}
 
 
-def _export_to(model, path: Path) -> None:
+def _export_to(model, path: Path, moe_op: bool = False) -> None:
     n = model.config.n_layer
     # The exporter narrates every stage and warns about optional torchvision ops; keep the CLI's output clean.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logs():
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logs(), \
+            (moe_as_op() if moe_op else contextlib.nullcontext()):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             CachedStep(model), example_inputs(model), input_names=contract.input_names(n),
@@ -105,15 +107,17 @@ def _finish_graph(path: Path, meta: dict) -> None:
 
 
 def export_model(model: GPT, path: Path, gptzoo_id: str, tokenizer: dict | None = None,
-                 val_loss: float | None = None) -> None:
+                 val_loss: float | None = None, moe_op: bool = False) -> None:
     """Write any GPT (trained or random weights) to `path` as the zoo's cached-step graph with its metadata; no
-    parity check (export_variant adds one before a variant's file is kept). Benchmarks export random models here."""
+    parity check (export_variant adds one before a variant's file is kept). Benchmarks export random models here.
+    `moe_op`: an oss model's mixtures of experts as onnxruntime's MoE op (only the chosen experts run) instead of
+    plain ops that run every expert (docs/oss.md measures both)."""
     c = model.config
     facts = {"gptzoo_id": gptzoo_id, "n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
              "block_size": c.block_size, "vocab_size": c.vocab_size, "tokenizer": tokenizer, "val_loss": val_loss,
              "opset": OPSET, "exporter": EXPORTER, "cache_format": contract.CACHE_FORMAT,
              "arch": getattr(c, "arch", "gpt2")}
-    _export_to(model, path)
+    _export_to(model, path, moe_op)
     _finish_graph(path, {k: facts[k] for k in contract.METADATA_KEYS})
 
 

@@ -13,15 +13,18 @@ onnxruntime's graph optimizer fuses into one (Skip)SimplifiedLayerNormalization.
 
 The MLP of a mixture of experts runs densely here (every expert on every token, weighted by the router's top-k
 softmax, zero elsewhere): the same function as gptzoo.zoo.oss.MoE, with no data-dependent shapes, so it exports
-to plain ONNX ops.
+to plain ONNX ops; within moe_as_op() it is `moe_swiglu`, which the export writes as onnxruntime's MoE op
+(only the chosen experts run).
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from gptzoo.zoo.model import KVCache, Lengths, write_slots
-from gptzoo.zoo.oss import OSS, MoE, OSSAttention, OSSBlock, rope
+from gptzoo.zoo.oss import OSS, MoE, OSSAttention, OSSBlock, rope, swiglu
 
 
 @torch.library.custom_op("gptzoo::oss_cached_attention", mutates_args=())
@@ -146,6 +149,56 @@ def _attention(attn: OSSAttention, x: torch.Tensor, positions: torch.Tensor, cac
     return attn.o_proj(y), (keys, values)
 
 
+@torch.library.custom_op("gptzoo::moe_swiglu", mutates_args=())
+def moe_swiglu(x: torch.Tensor, logits: torch.Tensor, fc1: torch.Tensor, fc1_bias: torch.Tensor | None,
+               fc2: torch.Tensor, fc2_bias: torch.Tensor | None, k: int) -> torch.Tensor:
+    """onnxruntime's MoE (com.microsoft) as the oss block uses it: tokens x [.., C], router logits [N, E]; each
+    token's top-k experts weighted by the softmax over those k logits (normalize_routing_weights=1); expert e is
+    fc2[e] @ swiglu(fc1[e] @ x + fc1_bias[e]) + fc2_bias[e], with fc1's rows gate and linear interleaved
+    (swiglu_fusion=1: g0, l0, g1, l1, ...). Run densely here, every expert on every token."""
+    flat = x.reshape(-1, x.size(-1))
+    top, chosen = logits.topk(k, dim=-1)
+    weights = torch.zeros_like(logits).scatter(1, chosen, top.softmax(-1))  # [N, E]
+    h = torch.einsum("nc,ehc->neh", flat, fc1) + (0 if fc1_bias is None else fc1_bias)
+    gated = swiglu(torch.cat((h[..., 0::2], h[..., 1::2]), dim=-1))  # [N, E, H]
+    out = torch.einsum("neh,ech->nec", gated, fc2) + (0 if fc2_bias is None else fc2_bias)
+    return (weights.unsqueeze(-1) * out).sum(1).view(x.shape)
+
+
+@moe_swiglu.register_fake
+def _(x, logits, fc1, fc1_bias, fc2, fc2_bias, k):
+    return torch.empty_like(x)
+
+
+_MOE_OP = [False]  # set while moe_as_op() is active: the MoE layers then go through moe_swiglu
+
+
+@contextlib.contextmanager
+def moe_as_op():
+    """Within: the step runs each mixture of experts as moe_swiglu, which the export writes as onnxruntime's MoE op
+    (gptzoo.exports.onnx_export's moe_op); outside, as plain ops (dense_moe). The two agree within float error."""
+    _MOE_OP[0] = True
+    try:
+        yield
+    finally:
+        _MOE_OP[0] = False
+
+
+def _moe_op(moe: MoE, x: torch.Tensor) -> torch.Tensor:
+    """moe(x) through moe_swiglu: the experts' matrices stacked into the op's layouts (constant in the graph)."""
+    E, H = len(moe.experts), moe.experts[0].down.in_features
+    up = torch.stack([e.up.weight for e in moe.experts])  # [E, 2H, C], rows: H gate, then H linear
+    fc1 = torch.stack((up[:, :H], up[:, H:]), dim=2).reshape(E, 2 * H, -1)  # interleaved g0, l0, g1, l1, ...
+    fc1_bias = fc2_bias = None
+    if moe.experts[0].up.bias is not None:
+        b = torch.stack([e.up.bias for e in moe.experts])
+        fc1_bias = torch.stack((b[:, :H], b[:, H:]), dim=2).reshape(E, 2 * H)
+        fc2_bias = torch.stack([e.down.bias for e in moe.experts])
+    fc2 = torch.stack([e.down.weight for e in moe.experts])  # [E, C, H]
+    logits = moe.router(x).reshape(-1, E)
+    return torch.ops.gptzoo.moe_swiglu(x, logits, fc1, fc1_bias, fc2, fc2_bias, moe.k)
+
+
 def dense_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     """MoE.forward's output, every expert run on every token: weights [N, E] are the top-k softmax at the chosen
     experts and 0 elsewhere."""
@@ -161,7 +214,9 @@ def _block(block: OSSBlock, x, positions, cache, lengths, tables) -> tuple[torch
     a, present = _attention(block.attn, rms_norm(block.norm_1, x), positions, cache, lengths, tables)
     x = x + a
     h = rms_norm(block.norm_2, x)
-    return x + (dense_moe(block.mlp, h) if isinstance(block.mlp, MoE) else block.mlp(h)), present
+    if isinstance(block.mlp, MoE):
+        return x + (_moe_op if _MOE_OP[0] else dense_moe)(block.mlp, h), present
+    return x + block.mlp(h), present
 
 
 def cached_hidden_states(model: OSS, idx: torch.Tensor, positions: torch.Tensor, cache: list[KVCache],

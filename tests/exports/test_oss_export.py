@@ -208,3 +208,32 @@ def test_family_ids_tell_block_families_apart(oss_store):
     # a variant may not take a family's name, the oss family's included
     with pytest.raises(GptzooError, match="family"):
         Store(oss_store).variant_dir("shakespeare-char-oss", dataset="shakespeare_char")
+
+
+@pytest.mark.parametrize("experts,k,bias", [(4, 1, False), (8, 2, True)])
+def test_moe_op_export_matches_the_torch_step_and_runs_only_chosen_experts(tmp_path, experts, k, bias):
+    """export_model(moe_op=True) writes each mixture of experts as onnxruntime's MoE op (SwiGLU with gpt-oss's
+    alpha, clamps and +1; softmax over the chosen logits), which gives the torch step's logits."""
+    m = _random_oss(std=0.4, window=4, n_head=2, kv_heads=1, experts=experts, experts_per_token=k, bias=bias)
+    export_model(m, tmp_path / "m.onnx", "t", moe_op=True)
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    moe = [n for n in graph.node if n.op_type == "MoE"]
+    assert len(moe) == 2 and all(n.domain == "com.microsoft" for n in moe)
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in moe[0].attribute}["k"] == k
+    assert "Sigmoid" not in {n.op_type for n in graph.node}  # no expert runs outside the op
+    onnx_model = OnnxModel(tmp_path / "m.onnx", device="cpu")
+    assert max(logit_diff(m, onnx_model, b) for b in (1, 3)) <= 1e-4
+    prompt = [5, 17, 42, 8, 30]
+    with torch.no_grad():
+        reference = m.generate(torch.tensor([prompt]), 60, top_k=1)[0, len(prompt):].tolist()
+    assert _greedy(onnx_model, prompt, 60) == reference and len(set(reference)) > 5
+
+
+def test_moe_op_is_the_dense_step_within_float_error():
+    """The op's torch meaning (moe_swiglu, interleaved weights) against the dense step's MoE (dense_moe)."""
+    from gptzoo.zoo.oss_step import _moe_op, dense_moe
+
+    m = _random_oss(std=0.4, experts=8, experts_per_token=2, bias=True)
+    x = torch.randn(3, 5, 32)
+    with torch.no_grad():
+        assert torch.allclose(_moe_op(m.h[0].mlp, x), dense_moe(m.h[0].mlp, x), atol=1e-4)
