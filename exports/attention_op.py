@@ -15,7 +15,8 @@ from onnx.defs import OpSchema
 _P = OpSchema.FormalParameter
 _SCHEMA = OpSchema(
     "GroupQueryAttention", "com.microsoft", 1,
-    inputs=[_P("query", "T"), _P("key", "T"), _P("value", "T"), _P("past_key", "T"), _P("past_value", "T"),
+    inputs=[_P("query", "T"), *(_P(name, "T", param_option=OpSchema.FormalParameterOption.Optional)
+                                for name in ("key", "value")), _P("past_key", "T"), _P("past_value", "T"),
             _P("seqlens_k", "M"), _P("total_sequence_length", "M"),
             # optional inputs 7-11: the oss block passes head_sink, and cos_cache, sin_cache and position_ids when
             # the op rotates (do_rotary)
@@ -50,12 +51,13 @@ def oss_group_query_attention(q, k, v, past_key, past_value, seqlens_k, total_le
                 local_window_size=window if window > 0 else -1)
 
 
-def oss_rotary_group_query_attention(q, k, v, past_key, past_value, seqlens_k, total_length, cos, sin, rows, sinks,
+def oss_rotary_group_query_attention(qkv, past_key, past_value, seqlens_k, total_length, cos, sin, rows, sinks,
                                      n_head: int, kv_heads: int, scale: float, window: int):
     # do_rotary turns the new queries and keys by cos_cache/sin_cache[position_ids] (halves, rotary_interleaved=0,
     # gptzoo.zoo.oss.rope's layout) before attending and before writing the keys to the cache. The tables hold only
     # the call's positions (gptzoo.zoo.oss_step.rotary_tables), so any position works, past block_size included.
-    return _GQA(q, k, v, past_key, past_value, seqlens_k, total_length, cos, sin, rows, None, sinks,
+    # key and value omitted: the query input is q, k and v packed ([B, T, (n_head + 2 kv_heads) * head_dim]).
+    return _GQA(qkv, None, None, past_key, past_value, seqlens_k, total_length, cos, sin, rows, None, sinks,
                 num_heads=n_head, kv_num_heads=kv_heads, scale=scale, local_window_size=window if window > 0 else -1,
                 do_rotary=1)
 

@@ -68,9 +68,7 @@ def _(q, k, v, past_key, past_value, seqlens_k, total_length, sinks, n_head, kv_
 
 @torch.library.custom_op("gptzoo::oss_rotary_attention", mutates_args=())
 def oss_rotary_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
+    qkv: torch.Tensor,
     past_key: torch.Tensor,
     past_value: torch.Tensor,
     seqlens_k: torch.Tensor,
@@ -84,10 +82,13 @@ def oss_rotary_attention(
     scale: float,
     window: int,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """oss_cached_attention of q and k not yet rotated: token t of row b is first turned by the angles of row
-    rows[b, t] of the tables cos and sin [N, hd/2] (GroupQueryAttention's do_rotary with position_ids = rows, the
-    halves of a head rotated as gptzoo.zoo.oss.rope)."""
-    B, T, _ = q.shape
+    """oss_cached_attention of q, k, v packed side by side in qkv [B, T, (n_head + 2 kv_heads) * hd], q and k not
+    yet rotated: token t of row b is first turned by the angles of row rows[b, t] of the tables cos and sin
+    [N, hd/2] (GroupQueryAttention's packed query with do_rotary and position_ids = rows, the halves of a head
+    rotated as gptzoo.zoo.oss.rope)."""
+    B, T, _ = qkv.shape
+    hd = past_key.shape[-1]
+    q, k, v = qkv.split([n_head * hd, kv_heads * hd, kv_heads * hd], dim=-1)
     c, s = cos[rows].unsqueeze(2), sin[rows].unsqueeze(2)  # [B, T, 1, hd/2]
 
     def turn(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -99,9 +100,9 @@ def oss_rotary_attention(
 
 
 @oss_rotary_attention.register_fake
-def _(q, k, v, past_key, past_value, seqlens_k, total_length, cos, sin, rows, sinks, n_head, kv_heads, scale,
-      window):
-    return torch.empty_like(q), torch.empty_like(past_key), torch.empty_like(past_value)
+def _(qkv, past_key, past_value, seqlens_k, total_length, cos, sin, rows, sinks, n_head, kv_heads, scale, window):
+    B, T, _ = qkv.shape
+    return qkv.new_empty(B, T, n_head * past_key.shape[-1]), torch.empty_like(past_key), torch.empty_like(past_value)
 
 
 ROTARY_IN_OP = 16  # onnxruntime 1.32's CPU GroupQueryAttention rotates only heads whose width is a multiple of 16
@@ -132,13 +133,13 @@ def rms_norm(norm: torch.nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
 def _attention(attn: OSSAttention, x: torch.Tensor, positions: torch.Tensor, cache: KVCache,
                lengths: Lengths, tables) -> tuple[torch.Tensor, KVCache]:
     B, T, C = x.shape
-    kv = attn.kv_heads * attn.hd
-    q, k, v = attn.qkv(x).split([C, kv, kv], dim=2)
-    if tables is not None:
+    if tables is not None:  # the op splits q, k and v itself: no Split in the graph
         y, keys, values = torch.ops.gptzoo.oss_rotary_attention(
-            q, k, v, cache[0], cache[1], *lengths, *tables, attn.sinks, attn.n_head, attn.kv_heads, attn.scale,
+            attn.qkv(x), cache[0], cache[1], *lengths, *tables, attn.sinks, attn.n_head, attn.kv_heads, attn.scale,
             attn.window or 0)
         return attn.o_proj(y), (keys, values)
+    kv = attn.kv_heads * attn.hd
+    q, k, v = attn.qkv(x).split([C, kv, kv], dim=2)
     # RoPE on [B, heads, T, hd], then heads side by side again, as GroupQueryAttention takes them
     q = rope(q.view(B, T, attn.n_head, attn.hd).transpose(1, 2), positions, attn.theta).transpose(1, 2).reshape(B, T, C)
     k = rope(k.view(B, T, attn.kv_heads, attn.hd).transpose(1, 2), positions, attn.theta).transpose(1, 2).reshape(
