@@ -121,16 +121,17 @@ def export_model(model: GPT, path: Path, gptzoo_id: str, tokenizer: dict | None 
     _finish_graph(path, {k: facts[k] for k in contract.METADATA_KEYS})
 
 
-def export_variant(variant: Variant, say=lambda msg: None) -> OnnxFacts:
+def export_variant(variant: Variant, say=lambda msg: None, moe_op: bool = False) -> OnnxFacts:
     """Export `variant` to <variant>/model.onnx after a parity check; returns the export facts put in its card.
-    Raises ParityError (nothing written) when the ONNX model does not match the torch model."""
+    Raises ParityError (nothing written) when the ONNX model does not match the torch model. `moe_op`: as
+    export_model's (the parity check is the same)."""
     Store(variant.dir.parent).ensure_writable(variant.dir)  # before the minutes of export and parity
     _, model = checkpoint.load_variant(variant)
     card = variant.card
     target = variant.path(ONNX)
     with atomic.atomic_path(target) as tmp:
         say(f"exporting {variant.id} ({card.n_layer} layers) with {EXPORTER}, opset {OPSET}")
-        export_model(model, tmp, variant.id, card.tokenizer, card.val_loss)
+        export_model(model, tmp, variant.id, card.tokenizer, card.val_loss, moe_op=moe_op)
         say("checking parity against the torch model")
         parity = check_parity(model, tmp)
         if not parity["passed"]:
