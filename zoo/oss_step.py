@@ -9,7 +9,7 @@ do_rotary): the step computes the cos/sin of the call's positions once (`rotary_
 rotates its new queries and keys from them. Otherwise RoPE runs in plain ops before the attention.
 
 The norms are written out as x / sqrt(mean(x²) + eps) * w (`rms_norm`): nn.RMSNorm's value, in the form
-onnxruntime's graph optimizer fuses into one (Skip)SimplifiedLayerNormalization.
+onnxruntime's graph optimizer fuses into one SimplifiedLayerNormalization.
 
 The MLP of a mixture of experts runs densely here (every expert on every token, weighted by the router's top-k
 softmax, zero elsewhere): the same function as gptzoo.zoo.oss.MoE, with no data-dependent shapes, so it exports
@@ -123,9 +123,9 @@ def rotary_tables(positions: torch.Tensor, hd: int, theta: float, length: int
 
 
 def rms_norm(norm: torch.nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
-    """norm(x), written as the pattern onnxruntime fuses into SimplifiedLayerNormalization (and, with the residual
-    add before it, SkipSimplifiedLayerNormalization); nn.RMSNorm exports its rsqrt as Sqrt, Reciprocal and Mul,
-    which the optimizer leaves as seven ops."""
+    """norm(x), written as the pattern onnxruntime fuses into one SimplifiedLayerNormalization; nn.RMSNorm exports
+    its rsqrt as Sqrt, Reciprocal and Mul, which the optimizer leaves as seven ops. (The residual add before it is
+    not fused into SkipSimplifiedLayerNormalization: its sum feeds the next residual too.)"""
     eps = torch.finfo(x.dtype).eps if norm.eps is None else norm.eps  # nn.RMSNorm's default
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * norm.weight
 
