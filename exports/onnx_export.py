@@ -62,11 +62,10 @@ def dynamic_shapes(n_layer: int) -> dict:
     return {**fixed, "past": tuple(dynamic(name) for name in contract.past_names(n_layer))}
 
 
-def _export_to(model, path: Path, moe_op: bool = False) -> None:
+def _export_to(model, path: Path) -> None:
     n = model.config.n_layer
     # The exporter narrates every stage and warns about optional torchvision ops; keep the CLI's output clean.
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logs(), \
-            (moe_as_op() if moe_op else contextlib.nullcontext()):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), _quiet_logs():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             CachedStep(model), example_inputs(model), input_names=contract.input_names(n),
@@ -117,7 +116,8 @@ def export_model(model: GPT, path: Path, gptzoo_id: str, tokenizer: dict | None 
              "block_size": c.block_size, "vocab_size": c.vocab_size, "tokenizer": tokenizer, "val_loss": val_loss,
              "opset": OPSET, "exporter": EXPORTER, "cache_format": contract.CACHE_FORMAT,
              "arch": getattr(c, "arch", "gpt2")}
-    _export_to(model, path, moe_op)
+    with moe_as_op() if moe_op else contextlib.nullcontext():
+        _export_to(model, path)
     _finish_graph(path, {k: facts[k] for k in contract.METADATA_KEYS})
 
 
