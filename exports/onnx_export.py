@@ -31,6 +31,7 @@ from gptzoo.zoo import step_contract as contract
 from gptzoo.zoo.card import OnnxFacts
 from gptzoo.zoo.kv_step import CachedStep
 from gptzoo.zoo.model import GPT
+from gptzoo.zoo.oss_step import moe_as_op
 from gptzoo.zoo.sources import sha256_file
 from gptzoo.zoo.store import ONNX, Store, Variant
 
@@ -105,28 +106,32 @@ def _finish_graph(path: Path, meta: dict) -> None:
 
 
 def export_model(model: GPT, path: Path, gptzoo_id: str, tokenizer: dict | None = None,
-                 val_loss: float | None = None) -> None:
+                 val_loss: float | None = None, moe_op: bool = False) -> None:
     """Write any GPT (trained or random weights) to `path` as the zoo's cached-step graph with its metadata; no
-    parity check (export_variant adds one before a variant's file is kept). Benchmarks export random models here."""
+    parity check (export_variant adds one before a variant's file is kept). Benchmarks export random models here.
+    `moe_op`: an oss model's mixtures of experts as onnxruntime's MoE op (only the chosen experts run) instead of
+    plain ops that run every expert (docs/oss.md measures both)."""
     c = model.config
     facts = {"gptzoo_id": gptzoo_id, "n_layer": c.n_layer, "n_head": c.n_head, "n_embd": c.n_embd,
              "block_size": c.block_size, "vocab_size": c.vocab_size, "tokenizer": tokenizer, "val_loss": val_loss,
              "opset": OPSET, "exporter": EXPORTER, "cache_format": contract.CACHE_FORMAT,
              "arch": getattr(c, "arch", "gpt2")}
-    _export_to(model, path)
+    with moe_as_op() if moe_op else contextlib.nullcontext():
+        _export_to(model, path)
     _finish_graph(path, {k: facts[k] for k in contract.METADATA_KEYS})
 
 
-def export_variant(variant: Variant, say=lambda msg: None) -> OnnxFacts:
+def export_variant(variant: Variant, say=lambda msg: None, moe_op: bool = False) -> OnnxFacts:
     """Export `variant` to <variant>/model.onnx after a parity check; returns the export facts put in its card.
-    Raises ParityError (nothing written) when the ONNX model does not match the torch model."""
+    Raises ParityError (nothing written) when the ONNX model does not match the torch model. `moe_op`: as
+    export_model's (the parity check is the same)."""
     Store(variant.dir.parent).ensure_writable(variant.dir)  # before the minutes of export and parity
     _, model = checkpoint.load_variant(variant)
     card = variant.card
     target = variant.path(ONNX)
     with atomic.atomic_path(target) as tmp:
         say(f"exporting {variant.id} ({card.n_layer} layers) with {EXPORTER}, opset {OPSET}")
-        export_model(model, tmp, variant.id, card.tokenizer, card.val_loss)
+        export_model(model, tmp, variant.id, card.tokenizer, card.val_loss, moe_op=moe_op)
         say("checking parity against the torch model")
         parity = check_parity(model, tmp)
         if not parity["passed"]:

@@ -62,7 +62,9 @@ def _random_oss(std: float | None = None, **kw) -> OSS:
 
 
 @pytest.mark.parametrize("kw", [dict(window=3), dict(window=1, kv_heads=1), dict(window=8, experts=4,
-                                                                                 experts_per_token=2)])
+                                                                                 experts_per_token=2),
+                                # heads of 16: RoPE inside GroupQueryAttention (do_rotary), tables shared by layers
+                                dict(window=3, n_head=2, kv_heads=1), dict(window=5, n_head=4, n_embd=64)])
 def test_graph_matches_torch_step_with_window_sinks_gqa_and_experts(tmp_path, kw):
     m = _random_oss(**kw)
     export_model(m, tmp_path / "m.onnx", "t")
@@ -94,6 +96,44 @@ def test_export_of_a_trained_oss_variant_is_checked_and_described(oss_store):
     assert len(gqa) == 2 and all(n.input[11] for n in gqa)  # head_sink bound: the sinks
     windows = [next(a.i for a in n.attribute if a.name == "local_window_size") for n in gqa]
     assert windows == [8, -1]  # even layers slide, odd layers see everything
+    # heads of 16: the op rotates q and k itself, from one pair of cos/sin tables for both layers
+    assert [next(a.i for a in n.attribute if a.name == "do_rotary") for n in gqa] == [1, 1]
+    assert len({(n.input[7], n.input[8], n.input[9]) for n in gqa}) == 1
+    assert sorted(n.op_type for n in m.graph.node if n.op_type in ("Cos", "Sin")) == ["Cos", "Sin"]
+
+
+def test_onnxruntime_fuses_each_rms_norm_into_one_op(oss_store, tmp_path):
+    """The step's norms are written so that onnxruntime's optimizer makes each one SimplifiedLayerNormalization
+    (2 per layer and the final one) instead of seven elementwise ops."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(Store(oss_store).load(VID).path("model.onnx")), opts,
+                         providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
+    assert ops.count("SimplifiedLayerNormalization") + ops.count("SkipSimplifiedLayerNormalization") == 5
+    assert "Sqrt" not in ops and "ReduceMean" not in ops
+
+
+@pytest.mark.parametrize("kw", [dict(n_head=2, kv_heads=1), dict(n_head=4, kv_heads=2)])  # rotary in the op / not
+def test_graph_matches_torch_step_at_positions_far_past_the_cache(tmp_path, kw):
+    """RoPE's tables hold the call's own positions, so a position of 1000 in a cache of 33 columns turns q and k
+    as the torch step does (only position differences reach the scores, so a wrong rotation would show)."""
+    m = _random_oss(window=4, **kw)
+    export_model(m, tmp_path / "m.onnx", "t")
+    runners = TorchModel(m), OnnxModel(tmp_path / "m.onnx", device="cpu")
+    caches = [r.new_cache(2) for r in runners]
+    ids = np.random.default_rng(0).integers(0, 65, (2, 12))
+    fill = Call.fill(0, ids[:, :10], np.zeros(2, np.int64), wanted=list(range(10)))
+    fill.positions = fill.positions + 1000
+    got = [r.run(c, fill) for r, c in zip(runners, caches, strict=True)]
+    for i in (10, 11):
+        step = Call.decode(0, ids[:, i], np.full(2, i), np.ones(2, bool))
+        step.positions = step.positions + 1000
+        got += [r.run(c, step) for r, c in zip(runners, caches, strict=True)]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(got[::2], got[1::2], strict=True)) <= 1e-4
 
 
 def _greedy(runner, prompt: list[int], n: int) -> list[int]:
@@ -168,3 +208,32 @@ def test_family_ids_tell_block_families_apart(oss_store):
     # a variant may not take a family's name, the oss family's included
     with pytest.raises(GptzooError, match="family"):
         Store(oss_store).variant_dir("shakespeare-char-oss", dataset="shakespeare_char")
+
+
+@pytest.mark.parametrize("experts,k,bias", [(4, 1, False), (8, 2, True)])
+def test_moe_op_export_matches_the_torch_step_and_runs_only_chosen_experts(tmp_path, experts, k, bias):
+    """export_model(moe_op=True) writes each mixture of experts as onnxruntime's MoE op (SwiGLU with gpt-oss's
+    alpha, clamps and +1; softmax over the chosen logits), which gives the torch step's logits."""
+    m = _random_oss(std=0.4, window=4, n_head=2, kv_heads=1, experts=experts, experts_per_token=k, bias=bias)
+    export_model(m, tmp_path / "m.onnx", "t", moe_op=True)
+    graph = onnx.load(str(tmp_path / "m.onnx")).graph
+    moe = [n for n in graph.node if n.op_type == "MoE"]
+    assert len(moe) == 2 and all(n.domain == "com.microsoft" for n in moe)
+    assert {a.name: onnx.helper.get_attribute_value(a) for a in moe[0].attribute}["k"] == k
+    assert "Sigmoid" not in {n.op_type for n in graph.node}  # no expert runs outside the op
+    onnx_model = OnnxModel(tmp_path / "m.onnx", device="cpu")
+    assert max(logit_diff(m, onnx_model, b) for b in (1, 3)) <= 1e-4
+    prompt = [5, 17, 42, 8, 30]
+    with torch.no_grad():
+        reference = m.generate(torch.tensor([prompt]), 60, top_k=1)[0, len(prompt):].tolist()
+    assert _greedy(onnx_model, prompt, 60) == reference and len(set(reference)) > 5
+
+
+def test_moe_op_is_the_dense_step_within_float_error():
+    """The op's torch meaning (moe_swiglu, interleaved weights) against the dense step's MoE (dense_moe)."""
+    from gptzoo.zoo.oss_step import _moe_op, dense_moe
+
+    m = _random_oss(std=0.4, experts=8, experts_per_token=2, bias=True)
+    x = torch.randn(3, 5, 32)
+    with torch.no_grad():
+        assert torch.allclose(_moe_op(m.h[0].mlp, x), dense_moe(m.h[0].mlp, x), atol=1e-4)
