@@ -33,6 +33,9 @@ def export_cmd(
         typer.Option(help="Also write a quantized copy: onnx, a dynamically quantized variant of its own (<id>-int8); "
                           "gguf, model-q8_0.gguf (Q8_0). Only: int8."),
     ] = None,
+    moe: Annotated[str, typer.Option(help="An oss variant's mixture of experts in the graph: op (onnxruntime's MoE "
+                                           "op, which runs only the chosen experts) or dense (plain ops that run "
+                                           "every expert, weighted; docs/oss.md measures both).")] = "op",
     store: StoreOpt = None,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -50,6 +53,8 @@ def export_cmd(
     from gptzoo.exports.parity import ParityError
     from gptzoo.exports.quantize import quantize_variant
 
+    if moe not in ("op", "dense"):
+        fail(f"unknown --moe {moe!r}; use op or dense", code=2)
     if quantize not in (None, "int8"):
         fail(f"unknown quantization {quantize!r}; only int8 is supported", code=2)
     if fmt not in ("onnx", "gguf", "hf"):
@@ -72,7 +77,7 @@ def export_cmd(
     failed = 0
     for v in variants:
         try:
-            facts = export_variant(v, say=lambda m: err.print(m, highlight=False))
+            facts = export_variant(v, say=lambda m: err.print(m, highlight=False), moe_op=moe == "op")
         except ParityError as e:
             err.print(f"[bold red]error:[/] {v.id}: {e}", highlight=False)
             failed += 1

@@ -130,7 +130,10 @@ def export_variant(variant: Variant, say=lambda msg: None, moe_op: bool = False)
     card = variant.card
     target = variant.path(ONNX)
     with atomic.atomic_path(target) as tmp:
-        say(f"exporting {variant.id} ({card.n_layer} layers) with {EXPORTER}, opset {OPSET}")
+        experts = getattr(model.config, "experts", 0)
+        how = (f", its {experts} experts as onnxruntime's MoE op" if moe_op else f", its {experts} experts dense") \
+            if experts else ""
+        say(f"exporting {variant.id} ({card.n_layer} layers{how}) with {EXPORTER}, opset {OPSET}")
         export_model(model, tmp, variant.id, card.tokenizer, card.val_loss, moe_op=moe_op)
         say("checking parity against the torch model")
         parity = check_parity(model, tmp)

@@ -237,3 +237,24 @@ def test_moe_op_is_the_dense_step_within_float_error():
     x = torch.randn(3, 5, 32)
     with torch.no_grad():
         assert torch.allclose(_moe_op(m.h[0].mlp, x), dense_moe(m.h[0].mlp, x), atol=1e-4)
+
+
+def test_export_cli_writes_an_moe_variant_through_the_moe_op_by_default_or_dense(tmp_path, data_dir):
+    from gptzoo.trainer.loop import train
+
+    hp = dict(TINY, max_iters=10, eval_interval=5, arch="oss", kv_heads=1, window=8, experts=4,
+              experts_per_token=1)
+    train(2, "cpu", hp, Store(tmp_path), data_dir, name="moe", show_progress=False)
+    ops = {}
+    for how in ("dense", "op"):
+        r = CliRunner().invoke(app, ["export", "--model", "moe", "--moe", how, "--store", str(tmp_path)])
+        assert r.exit_code == 0, r.output
+        card = Store(tmp_path).load("moe").card
+        assert card.onnx.parity["passed"] and card.onnx.parity["greedy_tokens_identical"] == 300
+        ops[how] = {n.op_type for n in onnx.load(str(tmp_path / "moe" / "model.onnx")).graph.node}
+    assert "MoE" in ops["op"] and "MoE" not in ops["dense"]
+    default = CliRunner().invoke(app, ["export", "--model", "moe", "--store", str(tmp_path)])
+    assert default.exit_code == 0 and "MoE" in {n.op_type for n in onnx.load(str(tmp_path / "moe" / "model.onnx"))
+                                                .graph.node}
+    bad = CliRunner().invoke(app, ["export", "--model", "moe", "--moe", "sparse", "--store", str(tmp_path)])
+    assert bad.exit_code == 2 and "--moe" in bad.stderr
