@@ -28,6 +28,7 @@ class TrainConfig:
     experts: int = 0  # MoE experts per layer (0 = dense MLP)
     experts_per_token: int = 2  # experts each token is routed to
     balance_coef: float = 0.01  # weight of the MoE load-balancing loss
+    last_full: bool = True  # the last layer attends fully (odd depths: a 1-layer model sees its whole context)
     # data
     dataset: str = "shakespeare_char"  # prepared dataset name (see `gptzoo data prepare`)
     batch_size: int = 12  # sequences per micro-batch (per process under DDP)

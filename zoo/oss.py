@@ -43,6 +43,9 @@ class OSSConfig:
     experts: int = 0  # MLP experts per layer; 0 = a dense SwiGLU MLP
     experts_per_token: int = 2  # k: experts each token is routed to
     balance_coef: float = 0.01  # weight of the MoE load-balancing loss added to the training loss
+    # The last layer attends fully even where the alternation would slide (only odd depths differ), so a 1-layer
+    # model sees its whole context. Training sets it (TrainConfig); False keeps older checkpoints' layer pattern.
+    last_full: bool = False
 
     def __post_init__(self) -> None:
         if self.n_layer < 1 or self.n_head < 1 or self.n_embd < 1 or self.block_size < 1 or self.vocab_size < 1:
@@ -72,8 +75,9 @@ class OSSConfig:
         return -(-8 * self.n_embd // 3 // 16) * 16
 
     def sliding(self, layer: int) -> bool:
-        """Whether `layer` attends through the sliding window (even layers, as gpt-oss starts with a sliding one)."""
-        return layer % 2 == 0
+        """Whether `layer` attends through the sliding window: even layers, as gpt-oss starts with a sliding one,
+        except a last layer with `last_full`."""
+        return layer % 2 == 0 and not (self.last_full and layer == self.n_layer - 1)
 
     def to_dict(self) -> dict:
         return asdict(self)

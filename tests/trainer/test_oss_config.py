@@ -81,3 +81,15 @@ def test_cli_trains_a_tiny_moe_oss_variant_end_to_end(tmp_path, data_dir):
                                  "--store", str(tmp_path)])
     assert r.exit_code == 1 and "oss block" in r.output and "Traceback" not in r.output, r.output
     assert not (vdir / "model.gguf").exists()
+
+
+def test_the_last_layer_of_a_trained_oss_model_attends_fully_and_old_checkpoints_keep_their_pattern():
+    def windows(model):
+        return [b.attn.window for b in model.h]
+
+    for layers, want in ((1, [None]), (3, [64, None, None]), (4, [64, None, 64, None])):
+        cfg = TrainConfig.from_preset("cpu", layers, cuda_available=False, arch="oss")
+        assert windows(make_model(cfg.model_args(65))) == want  # a 1-layer model sees its whole context
+    old = TrainConfig.from_preset("cpu", 1, cuda_available=False, arch="oss").model_args(65)
+    del old["last_full"]  # as a checkpoint written before the setting existed
+    assert windows(make_model(old)) == [64]
