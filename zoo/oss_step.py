@@ -24,7 +24,7 @@ import contextlib
 import torch
 
 from gptzoo.zoo.model import KVCache, Lengths, write_slots
-from gptzoo.zoo.oss import OSS, MoE, OSSAttention, OSSBlock, rope, swiglu
+from gptzoo.zoo.oss import OSS, MoE, OSSAttention, OSSBlock, rope_table, rotate, swiglu
 
 
 @torch.library.custom_op("gptzoo::oss_cached_attention", mutates_args=())
@@ -92,8 +92,7 @@ def oss_rotary_attention(
     c, s = cos[rows].unsqueeze(2), sin[rows].unsqueeze(2)  # [B, T, 1, hd/2]
 
     def turn(x: torch.Tensor, heads: int) -> torch.Tensor:
-        a, b = x.view(B, T, heads, -1).chunk(2, dim=-1)
-        return torch.cat((a * c - b * s, a * s + b * c), dim=-1).reshape(B, T, -1)
+        return rotate(x.view(B, T, heads, -1), c, s).reshape(B, T, -1)
 
     return oss_cached_attention(turn(q, n_head), turn(k, kv_heads), v, past_key, past_value, seqlens_k,
                                 total_length, sinks, n_head, kv_heads, scale, window)
@@ -113,13 +112,12 @@ def rotary_tables(positions: torch.Tensor, hd: int, theta: float, length: int
     """cos and sin [B*T + length, hd/2] of a call's positions [B, T] (row b*T + t: positions[b, t], then `length`
     zero rows) and rows [B, T], the row of each token: what every layer's oss_rotary_attention reads. The zero rows
     are there because GroupQueryAttention wants at least total_sequence_length rows, which the slot length bounds.
-    The angles are computed as gptzoo.zoo.oss.rope computes them."""
+    The angles are gptzoo.zoo.oss.rope_table's."""
     B, T = positions.shape
-    inv = theta ** (-torch.arange(0, hd, 2, dtype=torch.float32, device=positions.device) / hd)
-    ang = positions.reshape(-1, 1).to(torch.float32) * inv  # [B*T, hd/2]
-    pad = ang.new_zeros(length, hd // 2)
+    cos, sin = (t.view(B * T, hd // 2) for t in rope_table(positions.reshape(1, -1), hd, theta, torch.float32))
+    pad = cos.new_zeros(length, hd // 2)
     rows = torch.arange(B * T, device=positions.device).view(B, T)
-    return torch.cat((ang.cos(), pad)), torch.cat((ang.sin(), pad)), rows
+    return torch.cat((cos, pad)), torch.cat((sin, pad)), rows
 
 
 def rms_norm(norm: torch.nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
@@ -130,8 +128,10 @@ def rms_norm(norm: torch.nn.RMSNorm, x: torch.Tensor) -> torch.Tensor:
     return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * norm.weight
 
 
-def _attention(attn: OSSAttention, x: torch.Tensor, positions: torch.Tensor, cache: KVCache,
-               lengths: Lengths, tables) -> tuple[torch.Tensor, KVCache]:
+def _attention(attn: OSSAttention, x: torch.Tensor, cache: KVCache, lengths: Lengths, tables,
+               table) -> tuple[torch.Tensor, KVCache]:
+    """`tables`: rotary_tables when the op rotates (heads a multiple of ROTARY_IN_OP wide), else None and `table`
+    is the call's rope_table, turned here in plain ops."""
     B, T, C = x.shape
     if tables is not None:  # the op splits q, k and v itself: no Split in the graph
         y, keys, values = torch.ops.gptzoo.oss_rotary_attention(
@@ -141,13 +141,19 @@ def _attention(attn: OSSAttention, x: torch.Tensor, positions: torch.Tensor, cac
     kv = attn.kv_heads * attn.hd
     q, k, v = attn.qkv(x).split([C, kv, kv], dim=2)
     # RoPE on [B, heads, T, hd], then heads side by side again, as GroupQueryAttention takes them
-    q = rope(q.view(B, T, attn.n_head, attn.hd).transpose(1, 2), positions, attn.theta).transpose(1, 2).reshape(B, T, C)
-    k = rope(k.view(B, T, attn.kv_heads, attn.hd).transpose(1, 2), positions, attn.theta).transpose(1, 2).reshape(
-        B, T, kv)
+    q = rotate(q.view(B, T, attn.n_head, attn.hd).transpose(1, 2), *table).transpose(1, 2).reshape(B, T, C)
+    k = rotate(k.view(B, T, attn.kv_heads, attn.hd).transpose(1, 2), *table).transpose(1, 2).reshape(B, T, kv)
     y, keys, values = torch.ops.gptzoo.oss_cached_attention(
         q, k, v, cache[0], cache[1], *lengths, attn.sinks, attn.n_head, attn.kv_heads, attn.scale,
         attn.window or 0)
     return attn.o_proj(y), (keys, values)
+
+
+def topk_weights(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Each token's expert weights [N, E] from router logits [N, E]: the softmax over its top-k logits at the chosen
+    experts, 0 elsewhere (gptzoo.zoo.oss.MoE's routing, as a dense matrix)."""
+    top, chosen = logits.topk(k, dim=-1)
+    return torch.zeros_like(logits).scatter(1, chosen, top.softmax(-1))
 
 
 @torch.library.custom_op("gptzoo::moe_swiglu", mutates_args=())
@@ -158,8 +164,7 @@ def moe_swiglu(x: torch.Tensor, logits: torch.Tensor, fc1: torch.Tensor, fc1_bia
     fc2[e] @ swiglu(fc1[e] @ x + fc1_bias[e]) + fc2_bias[e], with fc1's rows gate and linear interleaved
     (swiglu_fusion=1: g0, l0, g1, l1, ...). Run densely here, every expert on every token."""
     flat = x.reshape(-1, x.size(-1))
-    top, chosen = logits.topk(k, dim=-1)
-    weights = torch.zeros_like(logits).scatter(1, chosen, top.softmax(-1))  # [N, E]
+    weights = topk_weights(logits, k)  # [N, E]
     h = torch.einsum("nc,ehc->neh", flat, fc1) + (0 if fc1_bias is None else fc1_bias)
     gated = swiglu(torch.cat((h[..., 0::2], h[..., 1::2]), dim=-1))  # [N, E, H]
     out = torch.einsum("neh,ech->nec", gated, fc2) + (0 if fc2_bias is None else fc2_bias)
@@ -205,14 +210,13 @@ def dense_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
     experts and 0 elsewhere."""
     flat = x.reshape(-1, x.size(-1))
     logits = moe.router(flat)
-    top, chosen = logits.topk(moe.k, dim=-1)
-    weights = torch.zeros_like(logits).scatter(1, chosen, top.softmax(-1))
+    weights = topk_weights(logits, moe.k)
     out = torch.stack([expert(flat) for expert in moe.experts], dim=1)  # [N, E, C]
     return (weights.unsqueeze(-1) * out).sum(1).view(x.shape)
 
 
-def _block(block: OSSBlock, x, positions, cache, lengths, tables) -> tuple[torch.Tensor, KVCache]:
-    a, present = _attention(block.attn, rms_norm(block.norm_1, x), positions, cache, lengths, tables)
+def _block(block: OSSBlock, x, cache, lengths, tables, table) -> tuple[torch.Tensor, KVCache]:
+    a, present = _attention(block.attn, rms_norm(block.norm_1, x), cache, lengths, tables, table)
     x = x + a
     h = rms_norm(block.norm_2, x)
     if isinstance(block.mlp, MoE):
@@ -226,11 +230,13 @@ def cached_hidden_states(model: OSS, idx: torch.Tensor, positions: torch.Tensor,
     positions [B, T], and every layer's slot cache with the new (rotated) keys and values written in."""
     x = model.wte(idx)
     c = model.config
-    tables = None
-    if c.head_dim % ROTARY_IN_OP == 0:  # once per call, shared by every layer
+    tables = table = None  # once per call, shared by every layer
+    if c.head_dim % ROTARY_IN_OP == 0:
         tables = rotary_tables(positions, c.head_dim, c.rope_theta, cache[0][0].shape[2])
+    else:
+        table = rope_table(positions, c.head_dim, c.rope_theta, x.dtype)
     presents = []
     for block, layer_cache in zip(model.h, cache, strict=True):
-        x, present = _block(block, x, positions, layer_cache, lengths, tables)
+        x, present = _block(block, x, layer_cache, lengths, tables, table)
         presents.append(present)
     return rms_norm(model.norm_f, x), presents
