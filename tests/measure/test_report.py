@@ -8,6 +8,8 @@ from gptzoo.cli.main import app
 from gptzoo.measure.report import DepthRow, frontier, pareto_front
 
 PNG = b"\x89PNG\r\n\x1a\n"
+PLOTS = ("depth-val-curves.png", "depth-val-loss.png", "depth-speed.png", "depth-pareto-speed.png",
+         "depth-pareto-training.png")  # what every report draws, whichever families it holds
 
 
 def test_report_regenerates_study_with_plots(tmp_path, exported_store):
@@ -15,8 +17,7 @@ def test_report_regenerates_study_with_plots(tmp_path, exported_store):
     assert r.exit_code == 0, r.output
     text = (tmp_path / "depth-study.md").read_text()
     assert "| 2 | 32 |" in text and "seed" in text
-    for png in ("depth-val-curves.png", "depth-val-loss.png", "depth-speed.png", "depth-pareto-speed.png",
-                "depth-pareto-training.png"):
+    for png in PLOTS:
         data = (tmp_path / png).read_bytes()
         assert data[:8] == PNG and len(data) > 5000
         assert f"]({png})" in text
@@ -129,8 +130,7 @@ def test_report_shows_both_block_families(tmp_path, families_store):
     assert r.exit_code == 0, r.output
     text = (out / "depth-study.md").read_text()
     assert "| 2 | 32 | oss kv1 w8 |" in text and "| 2 | 32 | gpt2 |" in text
-    for png in ("depth-val-curves.png", "depth-val-loss.png", "depth-speed.png", "depth-pareto-speed.png",
-                "depth-pareto-training.png"):
+    for png in PLOTS:
         assert (out / png).read_bytes()[:8] == PNG and f"]({png})" in text
     rows = collect(Store(families_store), measure=False)
     series = dict(depth_series(rows))
